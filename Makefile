@@ -1,0 +1,56 @@
+# The two commands that matter: `make up` runs the system, `make test` runs the tests.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: up test install lint typecheck check browser-deps compose-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[splitter,robot,edge,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run splitter (UI on :8000), robot (:8001) and edge (:8002) with a default resnet18 split; Ctrl-C stops all.
+up: install
+	$(PY) -m model_splitter.local_stack
+
+## The whole test suite (unit, integration with real uvicorn processes, browser).
+test: install browser-deps compose-deps
+	$(PY) -m pytest
+
+## Debian's Chromium for the browser tests (Playwright's own browser download cannot work offline).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "chromium is missing: install Debian's chromium package (the browser tests fail without it)"; fi; }
+
+## Debian's docker-compose 1.29 for tests/deploy: it validates and resolves the compose files without a Docker engine.
+compose-deps:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
+		else echo "docker-compose is missing: install Debian's docker-compose package (tests/deploy will fail without it)"; fi; }
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf var build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench bench-quick
+## Benchmarks on an emulated robot-edge link (root: netns, tc, cgroups; ~45 min); see README "Benchmarks".
+bench: install
+	$(PY) -m bench.run
+
+## The reduced benchmark CI runs (resnet18, 2 rates, 3 points; a few minutes); results in bench/results/quick-*.
+bench-quick: install
+	$(PY) -m bench.run --quick

@@ -1,0 +1,209 @@
+"""Requests against the running services, timed from the client's side, and their summaries.
+
+Clients call from threads of this process; on the testbed those threads live in the robot's network namespace
+(the camera sits beside the robot), so only the robot -> edge hop crosses the capped veth.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from bench.netns import inside_netns
+from bench.plans import overhead_ratio, predicted_ms
+from bench.schema import EdgeThroughput, Plan, PlanRun
+from bench.stats import percentile, summarize
+from common.results import InferenceResult
+
+LinkCounter = Callable[[], tuple[int, int, int]]
+
+
+@dataclass(frozen=True)
+class Sample:
+    e2e_ms: float
+    robot_ms: float
+    edge_ms: float
+    stages: dict[str, float]
+    sent: int
+    received: int
+
+
+class RobotClient:
+    """One keep-alive connection to the robot, as a camera process on the robot would hold it."""
+
+    def __init__(self, base_url: str, image: bytes, timeout_s: float = 300.0) -> None:
+        self.client = httpx.Client(base_url=base_url, timeout=timeout_s)
+        self.image = image
+
+    def __enter__(self) -> RobotClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+    def infer(self, plan: Plan, split_id: str) -> Sample:
+        files = {"image": ("image.jpg", self.image, "image/jpeg")}
+        data = {"mode": plan.mode, "split_id": split_id}
+        start = time.perf_counter()
+        response = self.client.post("/api/infer", files=files, data=data)
+        e2e_ms = (time.perf_counter() - start) * 1000.0
+        if response.status_code != 200:
+            raise RuntimeError(f"robot answered {response.status_code} for {plan.key}: {response.text[:300]}")
+        result = InferenceResult.model_validate_json(response.content)
+        stages = {f"{s.where}:{s.name}": s.ms for s in result.stages}
+        return Sample(
+            e2e_ms=e2e_ms,
+            robot_ms=sum(s.ms for s in result.stages if s.where == "robot"),
+            edge_ms=sum(s.ms for s in result.stages if s.where == "edge"),
+            stages=stages,
+            sent=result.bytes.sent,
+            received=result.bytes.received,
+        )
+
+
+def measure(
+    client: RobotClient, plan: Plan, split_id: str, requests: int, warmup: int, counter: LinkCounter | None
+) -> tuple[list[Sample], tuple[float, float, float] | None]:
+    """``warmup`` discarded requests, then ``requests`` timed ones; link bytes and drops per timed request."""
+    for _ in range(warmup):
+        client.infer(plan, split_id)
+    before = counter() if counter is not None else None
+    samples = [client.infer(plan, split_id) for _ in range(requests)]
+    per_request: tuple[float, float, float] | None = None
+    if counter is not None and before is not None:
+        after = counter()
+        up, down, drops = (now - then for now, then in zip(after, before, strict=True))
+        per_request = (up / requests, down / requests, drops / requests)
+    return samples, per_request
+
+
+def plan_run(
+    model: str, rate_mbit: float | None, plan: Plan, samples: list[Sample], link: tuple[float, float, float] | None
+) -> PlanRun:
+    """Summaries of one measured plan, with its prediction ``compute + bytes / rate`` when the link is capped.
+
+    ``overhead_ratio`` is the median over requests of measured / predicted, each request against its own compute.
+    """
+    latency = summarize([s.e2e_ms for s in samples])
+    robot_ms = statistics.median(s.robot_ms for s in samples)
+    edge_ms = statistics.median(s.edge_ms for s in samples)
+    names = sorted({name for s in samples for name in s.stages})
+    stages = {name: round(statistics.median(s.stages.get(name, 0.0) for s in samples), 3) for name in names}
+    sent, received = samples[-1].sent, samples[-1].received
+    predicted = None
+    ratio = None
+    if rate_mbit is not None:
+        # Per request, then the median: a request's compute varies (the robot's CPU quota, the neighbours), and
+        # its own compute is what its latency should be held against.
+        limits = [predicted_ms(s.robot_ms + s.edge_ms, s.sent + s.received, rate_mbit) for s in samples]
+        predicted = round(statistics.median(limits), 3)
+        ratio = round(statistics.median(overhead_ratio(s.e2e_ms, p) for s, p in zip(samples, limits, strict=True)), 4)
+    return PlanRun(
+        model=model,
+        rate_mbit=rate_mbit or 0.0,
+        plan=plan,
+        status="measured",
+        latency=latency,
+        samples_ms=[round(s.e2e_ms, 3) for s in samples],
+        bytes_sent=sent,
+        bytes_received=received,
+        link_bytes_up=round(link[0], 1) if link else None,
+        link_bytes_down=round(link[1], 1) if link else None,
+        link_drops=round(link[2], 2) if link else None,
+        robot_ms=round(robot_ms, 3),
+        edge_ms=round(edge_ms, 3),
+        stages_ms=stages,
+        predicted_ms=predicted,
+        overhead_ratio=ratio,
+    )
+
+
+def edge_throughput(
+    edge_url: str, model: str, plan: Plan, frame: bytes, clients: int, requests_per_client: int
+) -> EdgeThroughput:
+    """``clients`` robots posting the same frame back to back, each on its own connection, all at once."""
+    start_line = threading.Barrier(clients + 1)
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def robot() -> None:
+        nonlocal errors
+        with httpx.Client(base_url=edge_url, timeout=120.0) as client:
+            headers = {"content-type": "application/octet-stream"}
+            client.post("/api/infer", content=frame, headers=headers).raise_for_status()  # connect + warm
+            start_line.wait()
+            for _ in range(requests_per_client):
+                start = time.perf_counter()
+                response = client.post("/api/infer", content=frame, headers=headers)
+                elapsed = (time.perf_counter() - start) * 1000.0
+                with lock:
+                    if response.status_code == 200:
+                        latencies.append(elapsed)
+                    else:
+                        errors += 1
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        futures = [pool.submit(robot) for _ in range(clients)]
+        start_line.wait()
+        began = time.perf_counter()
+        for future in futures:
+            future.result()
+        seconds = time.perf_counter() - began
+    done = len(latencies)
+    return EdgeThroughput(
+        model=model,
+        plan=plan,
+        clients=clients,
+        requests=done,
+        seconds=round(seconds, 3),
+        requests_per_s=round(done / seconds, 2),
+        p50_ms=round(percentile(latencies, 50), 3),
+        p99_ms=round(percentile(latencies, 99), 3),
+        errors=errors,
+    )
+
+
+def link_goodput(
+    sender_ns: str | None, receiver_ns: str | None, receiver_ip: str, rate_mbit: float, seconds: float = 1.0
+) -> float:
+    """Mbit/s a raw TCP stream reaches through the link: what tbf really lets through at ``rate_mbit``."""
+    nbytes = int(rate_mbit * 1e6 / 8 * seconds)
+    ready = threading.Event()
+    port_box: list[int] = []
+
+    def receive() -> None:
+        with inside_netns(receiver_ns), socket.create_server((receiver_ip, 0)) as server:
+            server.settimeout(60.0)
+            port_box.append(server.getsockname()[1])
+            ready.set()
+            connection, _ = server.accept()
+            with connection:
+                connection.settimeout(60.0)
+                got = 0
+                while got < nbytes:
+                    chunk = connection.recv(1 << 20)
+                    if not chunk:
+                        break
+                    got += len(chunk)
+                connection.sendall(b"k")
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    if not ready.wait(10.0):
+        raise RuntimeError("the goodput receiver did not start")
+    payload = b"\0" * nbytes
+    with inside_netns(sender_ns), socket.create_connection((receiver_ip, port_box[0]), timeout=60.0) as sender:
+        start = time.perf_counter()
+        sender.sendall(payload)
+        sender.recv(1)
+        elapsed = time.perf_counter() - start
+    receiver.join(10.0)
+    return round(nbytes * 8 / elapsed / 1e6, 2)

@@ -1,0 +1,1 @@
+"""Shared by all three services: wire format, quantization, sessions, images. Never imports torch."""

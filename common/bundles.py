@@ -1,0 +1,150 @@
+"""Split bundles on the robot's and the edge's disk: fetched from the splitter or uploaded as a zip.
+
+Each side keeps only its own half: the robot ``head.onnx``, the edge ``tail.onnx``, each beside the manifest and
+the full model (for the all-robot and all-edge plans). Every file is checked against the hashes in the manifest
+before it is written, and written atomically (temporary file, then rename), so a half-written bundle is never seen.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from common.errors import BadRequest, NotFound, UpstreamTimeout, UpstreamUnavailable
+from common.manifest import SplitManifest, is_split_id, parse_manifest, sha256_hex
+
+Part = Literal["head", "tail"]
+MAX_BUNDLE_MEMBER_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class BundleFiles:
+    manifest: SplitManifest
+    part: bytes
+    full_model: bytes | None
+
+
+def check_bundle(files: BundleFiles, part: Part) -> None:
+    manifest = files.manifest
+    expected = manifest.head_sha256 if part == "head" else manifest.tail_sha256
+    if sha256_hex(files.part) != expected:
+        raise BadRequest(f"{part}.onnx does not match the sha256 in manifest {manifest.id}")
+    if files.full_model is not None and sha256_hex(files.full_model) != manifest.model_sha256:
+        raise BadRequest(f"model.onnx does not match the sha256 in manifest {manifest.id}")
+
+
+class BundleStore:
+    """``<root>/splits/<split id>/{manifest.json,<part>.onnx}`` and ``<root>/models/<sha256>.onnx``."""
+
+    def __init__(self, root: Path, part: Part) -> None:
+        self.root = root
+        self.part = part
+        (root / "splits").mkdir(parents=True, exist_ok=True)
+        (root / "models").mkdir(parents=True, exist_ok=True)
+
+    def split_dir(self, split_id: str) -> Path:
+        if not is_split_id(split_id):
+            raise BadRequest(f"{split_id!r} is not a split id (64 lowercase hex characters)")
+        return self.root / "splits" / split_id
+
+    def part_path(self, split_id: str) -> Path:
+        return self.split_dir(split_id) / f"{self.part}.onnx"
+
+    def full_model_path(self, model_sha256: str) -> Path:
+        return self.root / "models" / f"{model_sha256}.onnx"
+
+    def save(self, files: BundleFiles) -> None:
+        check_bundle(files, self.part)
+        manifest = files.manifest
+        if files.full_model is not None:
+            _atomic_write(self.full_model_path(manifest.model_sha256), files.full_model)
+        directory = self.split_dir(manifest.id)
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(directory / f"{self.part}.onnx", files.part)
+        # The manifest goes last: a directory without one is an interrupted write and is ignored on restore.
+        _atomic_write(directory / "manifest.json", manifest.to_json_bytes())
+
+    def stored_manifests(self) -> list[SplitManifest]:
+        manifests = []
+        for directory in sorted((self.root / "splits").iterdir()):
+            manifest_path = directory / "manifest.json"
+            if manifest_path.is_file() and (directory / f"{self.part}.onnx").is_file():
+                manifests.append(parse_manifest(manifest_path.read_bytes()))
+        return manifests
+
+    def has_full_model(self, manifest: SplitManifest) -> bool:
+        return self.full_model_path(manifest.model_sha256).is_file()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_bundle_zip(data: bytes, part: Part) -> BundleFiles:
+    """A zip holding manifest.json, <part>.onnx and optionally model.onnx; members are read by name only."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise BadRequest("the bundle is not a zip file: download one from GET /api/splits/{id}/bundle.zip") from exc
+    with archive:
+        names = set(archive.namelist())
+        for required in ("manifest.json", f"{part}.onnx"):
+            if required not in names:
+                raise BadRequest(
+                    f"the bundle zip has no {required} (it holds: {', '.join(sorted(names)) or 'nothing'})"
+                )
+        manifest = parse_manifest(_read_member(archive, "manifest.json"))
+        full = _read_member(archive, "model.onnx") if "model.onnx" in names else None
+        files = BundleFiles(manifest=manifest, part=_read_member(archive, f"{part}.onnx"), full_model=full)
+    check_bundle(files, part)
+    return files
+
+
+def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    if archive.getinfo(name).file_size > MAX_BUNDLE_MEMBER_BYTES:
+        raise BadRequest(f"{name} in the bundle is larger than {MAX_BUNDLE_MEMBER_BYTES} bytes")
+    return archive.read(name)
+
+
+def fetch_bundle(client: httpx.Client, splitter_url: str, split_id: str, part: Part) -> BundleFiles:
+    """Pull a split's manifest, this side's half and the full model from the splitter."""
+    if not is_split_id(split_id):
+        raise BadRequest(f"{split_id!r} is not a split id (64 lowercase hex characters)")
+    base = splitter_url.rstrip("/")
+    manifest = parse_manifest(_get(client, f"{base}/api/splits/{split_id}", split_id))
+    part_bytes = _get(client, f"{base}/api/splits/{split_id}/{part}.onnx", split_id)
+    full = _get(client, f"{base}/api/models/{manifest.model_id}/model.onnx", split_id)
+    files = BundleFiles(manifest=manifest, part=part_bytes, full_model=full)
+    check_bundle(files, part)
+    return files
+
+
+def _get(client: httpx.Client, url: str, split_id: str) -> bytes:
+    try:
+        response = client.get(url)
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"the splitter did not answer in time ({url})") from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamUnavailable(f"the splitter cannot be reached at {url}: {exc}") from exc
+    if response.status_code == 404:
+        raise NotFound(f"the splitter does not know split {split_id} ({url} answered 404)")
+    if response.status_code != 200:
+        raise UpstreamUnavailable(f"the splitter answered {response.status_code} for {url}: {response.text[:200]}")
+    return response.content

@@ -1,0 +1,139 @@
+"""The split manifest: everything robot and edge need to know about a split, besides the two ONNX files.
+
+A manifest is content-addressed: its id is the sha256 of its canonical JSON without the id, and that JSON
+holds the sha256 of head.onnx, tail.onnx and the full model. So an id names exactly one pair of graphs, one
+cut, one quantization and one preprocessing, and robot and edge can refuse anything that does not hash right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from common.errors import BadRequest
+
+MANIFEST_FORMAT_VERSION = 1
+SPLIT_ID_HEX_LENGTH = 64
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TensorSpec(_Frozen):
+    name: str
+    label: str = ""
+    shape: list[int] = Field(description="shape at batch 1; dimension 0 is the batch axis")
+    dtype: str = "float32"
+
+    @property
+    def elements(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count
+
+
+class TensorRange(_Frozen):
+    name: str
+    lo: float
+    hi: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TensorRange:
+        if not self.lo < self.hi:
+            raise ValueError(f"clip range of {self.name} must have lo < hi, got [{self.lo}, {self.hi}]")
+        return self
+
+
+class Quantization(_Frozen):
+    bits: int = Field(description="1..8 = uniform clip quantization, 16 = float16, 32 = float32")
+    method: Literal["fixed", "calibrated"] = "fixed"
+    ranges: list[TensorRange]
+
+    def range_of(self, tensor: str) -> TensorRange:
+        for entry in self.ranges:
+            if entry.name == tensor:
+                return entry
+        raise KeyError(tensor)
+
+
+class Preprocessing(_Frozen):
+    resize_shorter_to: int = Field(description="shorter image side is resized to this before the centre crop")
+    crop: list[int] = Field(description="[height, width] of the centre crop = the model's input size")
+    mean: list[float]
+    std: list[float]
+    color: Literal["RGB", "L"] = "RGB"
+    layout: Literal["NCHW"] = "NCHW"
+    scale: float = Field(1.0 / 255.0, description="pixel values are multiplied by this before mean/std")
+
+
+class Postprocessing(_Frozen):
+    task: Literal["classification"] = "classification"
+    softmax: bool = True
+    top_k: int = 5
+    labels: list[str] | None = None
+
+
+class Verification(_Frozen):
+    head_tail_max_abs_diff: float = Field(description="max |tail(head(x)) - full(x)| in fp32 on a random batch")
+    export_max_abs_diff: float | None = Field(None, description="max |onnx(x) - torch(x)| at registration")
+
+
+class SplitManifest(_Frozen):
+    format_version: int = MANIFEST_FORMAT_VERSION
+    id: str = ""
+    model_id: str
+    model_name: str
+    model_sha256: str
+    weights_trained: bool
+    split_point: str
+    input: TensorSpec
+    outputs: list[TensorSpec]
+    cut: list[TensorSpec]
+    quantization: Quantization
+    preprocessing: Preprocessing
+    postprocessing: Postprocessing
+    verification: Verification
+    head_sha256: str
+    tail_sha256: str
+
+    def content_id(self) -> str:
+        return compute_split_id(self.model_dump(mode="json"))
+
+    def with_id(self) -> SplitManifest:
+        return self.model_copy(update={"id": self.content_id()})
+
+    def to_json_bytes(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+
+
+def compute_split_id(manifest: dict[str, Any]) -> str:
+    body = {key: value for key, value in manifest.items() if key != "id"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def parse_manifest(data: bytes | str) -> SplitManifest:
+    """Parse and check a manifest: well-formed, and its id is the hash of its content."""
+    try:
+        manifest = SplitManifest.model_validate_json(data)
+    except ValidationError as exc:
+        raise BadRequest(f"manifest.json is not a valid split manifest: {exc.errors()[0]['msg']}") from exc
+    if manifest.format_version != MANIFEST_FORMAT_VERSION:
+        raise BadRequest(f"manifest format {manifest.format_version} is not supported (this build reads 1)")
+    expected = manifest.content_id()
+    if manifest.id != expected:
+        raise BadRequest(f"manifest id {manifest.id!r} does not match its content (hash {expected})")
+    return manifest
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_split_id(text: str) -> bool:
+    return len(text) == SPLIT_ID_HEX_LENGTH and all(c in "0123456789abcdef" for c in text)

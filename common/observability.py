@@ -1,0 +1,117 @@
+"""Request ids, structured logs and Prometheus metrics, installed the same way on every service.
+
+A request id comes from the caller's ``X-Request-ID`` header or is made here; the robot puts it into the wire
+frame and the header of its call to the edge, so one inference can be followed through both services' logs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+
+from fastapi import Depends, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from common.auth import Guard
+from common.timing import Stage
+
+REQUEST_ID_HEADER = "x-request-id"
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+access_log = logging.getLogger("splitbot.access")
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """One registry per app, so several apps in one process (tests) never share counters."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "splitbot_requests", "HTTP requests", ["service", "route", "method", "status"], registry=self.registry
+        )
+        self.request_seconds = Histogram(
+            "splitbot_request_seconds", "HTTP request latency", ["service", "route"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.stage_seconds = Histogram(
+            "splitbot_stage_seconds", "Pipeline stage latency", ["service", "stage", "where"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.wire_bytes = Counter(
+            "splitbot_wire_bytes", "Bytes of frames and answers", ["service", "direction"], registry=self.registry
+        )
+
+    def observe_stages(self, stages: Iterable[Stage]) -> None:
+        for stage in stages:
+            self.stage_seconds.labels(self.service, stage.name, stage.where).observe(stage.ms / 1000.0)
+
+    def count_bytes(self, direction: str, amount: int) -> None:
+        if amount > 0:
+            self.wire_bytes.labels(self.service, direction).inc(amount)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "request_id": request_id_var.get(),
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn's own access log repeats ours without the request id; ours says more.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+def install_observability(app: FastAPI, metrics: Metrics, metrics_guard: Guard) -> None:
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        token = request_id_var.set(request_id[:64])
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers[REQUEST_ID_HEADER] = request_id_var.get()
+            return response
+        finally:
+            elapsed = time.perf_counter() - start
+            route = _route_template(request)
+            metrics.requests.labels(metrics.service, route, request.method, str(status)).inc()
+            metrics.request_seconds.labels(metrics.service, route).observe(elapsed)
+            access_log.info(
+                "%s %s -> %d",
+                request.method,
+                request.url.path,
+                status,
+                extra={"fields": {"status": status, "ms": round(elapsed * 1000, 2), "route": route}},
+            )
+            request_id_var.reset(token)
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", dependencies=[Depends(metrics_guard)])
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

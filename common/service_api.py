@@ -1,0 +1,106 @@
+"""HTTP pieces that robot and edge share: bounded body reading and the deployment routes."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import APIRouter, Depends, File, Request, UploadFile
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from common.auth import Guard
+from common.bundles import fetch_bundle, read_bundle_zip
+from common.deployments import Deployment, DeploymentSet
+from common.errors import PayloadTooLarge
+
+MAX_BUNDLE_UPLOAD_BYTES = 2 * 1024**3
+
+
+async def read_limited(request: Request, limit: int, what: str) -> bytes:
+    """Read a request body, refusing it with 413 as soon as it passes ``limit`` bytes (never buffered whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the {what} is {int(declared):,} bytes; this service accepts at most {limit:,}")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(f"the {what} is larger than {limit:,} bytes, the most this service accepts")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"the {what} is larger than {limit:,} bytes, the most this service accepts")
+    return data
+
+
+class DeployRequest(BaseModel):
+    split_id: str
+
+
+class DeploymentInfo(BaseModel):
+    split_id: str
+    model_id: str
+    model_name: str
+    split_point: str
+    bits: int
+    provider: str
+    full_model_provider: str | None
+    weights_trained: bool
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> DeploymentInfo:
+        manifest = deployment.manifest
+        return cls(
+            split_id=manifest.id,
+            model_id=manifest.model_id,
+            model_name=manifest.model_name,
+            split_point=manifest.split_point,
+            bits=manifest.quantization.bits,
+            provider=deployment.part.provider,
+            full_model_provider=deployment.full.provider if deployment.full else None,
+            weights_trained=manifest.weights_trained,
+        )
+
+
+def deployment_router(
+    deployments: DeploymentSet,
+    client: httpx.Client,
+    splitter_url: str,
+    write_guard: Guard,
+    read_guard: Guard,
+    max_bundle_bytes: int = MAX_BUNDLE_UPLOAD_BYTES,
+) -> APIRouter:
+    router = APIRouter(tags=["deployment"])
+    part = deployments.part
+    writes = [Depends(write_guard)]
+
+    @router.post(
+        "/api/deploy",
+        summary=f"Pull a split's manifest, {part}.onnx and full model from the splitter",
+        dependencies=writes,
+    )
+    async def deploy(request: DeployRequest) -> DeploymentInfo:
+        files = await run_in_threadpool(fetch_bundle, client, splitter_url, request.split_id, part)
+        deployment = await run_in_threadpool(deployments.install, files)
+        return DeploymentInfo.of(deployment)
+
+    @router.post(
+        "/api/bundles",
+        summary="Deploy an uploaded bundle zip (manifest.json, head/tail.onnx, model.onnx)",
+        dependencies=writes,
+    )
+    async def upload_bundle(bundle: UploadFile = File(...)) -> DeploymentInfo:
+        data = await read_upload(bundle, max_bundle_bytes, "bundle")
+        files = await run_in_threadpool(read_bundle_zip, data, part)
+        deployment = await run_in_threadpool(deployments.install, files)
+        return DeploymentInfo.of(deployment)
+
+    @router.get("/api/splits", summary="The splits deployed here", dependencies=[Depends(read_guard)])
+    async def list_splits() -> list[DeploymentInfo]:
+        return [DeploymentInfo.of(d) for d in deployments.all()]
+
+    return router

@@ -1,0 +1,1 @@
+"""Edge service: unpacks feature frames, runs the tail of each deployed split, answers with predictions."""

@@ -1,0 +1,110 @@
+"""What the edge does with one frame: check it against the split it names, decode, run, post-process."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.deployments import Deployment, DeploymentSet
+from common.errors import FrameMismatch, NotDeployed
+from common.imaging import decode_image, preprocess
+from common.manifest import SplitManifest
+from common.observability import request_id_var
+from common.postprocess import top_k
+from common.results import EdgeResult, Mode
+from common.timing import StageTimer
+from common.wire import Frame, TensorKind, TensorRecord, decode_frame, decode_record
+
+
+def infer_frame(deployments: DeploymentSet, data: bytes, max_frame_bytes: int) -> EdgeResult:
+    timer = StageTimer("edge")
+    with timer.stage("parse"):
+        frame = decode_frame(data, max_bytes=max_frame_bytes)
+    # The frame carries the robot's request id; from here on, the edge's log lines carry it too.
+    request_id_var.set(frame.request_id)
+    deployment = deployments.get(frame.split_id)
+    if len(frame.tensors) == 1 and frame.tensors[0].kind == TensorKind.ENCODED_IMAGE:
+        return _run_full_model(deployment, frame, timer, len(data))
+    return _run_tail(deployment, frame, timer, len(data))
+
+
+def _run_tail(deployment: Deployment, frame: Frame, timer: StageTimer, size: int) -> EdgeResult:
+    manifest = deployment.manifest
+    with timer.stage("dequantize"):
+        feeds = {record.name: decode_record(record) for record in _matching_records(manifest, frame)}
+    with timer.stage("tail"):
+        outputs = deployment.part.run(feeds)
+    return _finish(deployment, frame, timer, outputs[0], "split", deployment.part.provider, size)
+
+
+def _run_full_model(deployment: Deployment, frame: Frame, timer: StageTimer, size: int) -> EdgeResult:
+    manifest = deployment.manifest
+    if deployment.full is None:
+        raise NotDeployed(f"the edge does not hold the full model of split {manifest.id}, so it cannot run all-edge")
+    with timer.stage("decode"):
+        image = decode_image(bytes(frame.tensors[0].payload), manifest.preprocessing.color)
+    with timer.stage("preprocess"):
+        batch = preprocess(image, manifest.preprocessing)
+    with timer.stage("model"):
+        outputs = deployment.full.run({deployment.full.input_names[0]: batch})
+    return _finish(deployment, frame, timer, outputs[0], "all-edge", deployment.full.provider, size)
+
+
+def _finish(
+    deployment: Deployment,
+    frame: Frame,
+    timer: StageTimer,
+    output: np.ndarray,
+    mode: Mode,
+    provider: str,
+    size: int,
+) -> EdgeResult:
+    with timer.stage("postprocess"):
+        batch_predictions = top_k(np.asarray(output), deployment.manifest.postprocessing)
+    return EdgeResult(
+        split_id=frame.split_id,
+        request_id=frame.request_id,
+        mode=mode,
+        predictions=batch_predictions[0],
+        batch_predictions=batch_predictions,
+        stages=timer.stages,
+        provider=provider,
+        received_bytes=size,
+    )
+
+
+def _matching_records(manifest: SplitManifest, frame: Frame) -> list[TensorRecord]:
+    """The frame's tensors, after checking each one against the cut tensor the manifest declares."""
+    expected = manifest.cut
+    if len(frame.tensors) != len(expected):
+        raise FrameMismatch(
+            f"split {manifest.id} cuts {len(expected)} tensor(s), the frame carries {len(frame.tensors)}"
+        )
+    bits = manifest.quantization.bits
+    batch_size: int | None = None
+    for record, spec in zip(frame.tensors, expected, strict=True):
+        if record.name != spec.name:
+            raise FrameMismatch(f"frame tensor {record.name!r} is not the cut tensor {spec.name!r} of the split")
+        if record.bits != bits:
+            raise FrameMismatch(f"tensor {spec.name!r} arrives at {record.bits} bits, the split uses {bits} bits")
+        if list(record.shape[1:]) != spec.shape[1:]:
+            raise FrameMismatch(
+                f"tensor {spec.name!r} has shape {list(record.shape)}, the split expects [batch, "
+                + ", ".join(str(d) for d in spec.shape[1:])
+                + "]"
+            )
+        if batch_size is not None and record.shape[0] != batch_size:
+            raise FrameMismatch("the tensors of one frame must share one batch size")
+        batch_size = record.shape[0]
+        if bits <= 8:
+            _check_range(manifest, record)
+    return list(frame.tensors)
+
+
+def _check_range(manifest: SplitManifest, record: TensorRecord) -> None:
+    expected = manifest.quantization.range_of(record.name)
+    # The frame carries float32; the manifest's values are compared at that precision.
+    if np.float32(record.lo) != np.float32(expected.lo) or np.float32(record.hi) != np.float32(expected.hi):
+        raise FrameMismatch(
+            f"tensor {record.name!r} is quantized on [{record.lo}, {record.hi}], "
+            f"the split's range is [{expected.lo}, {expected.hi}]"
+        )

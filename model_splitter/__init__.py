@@ -1,0 +1,1 @@
+"""Model splitter: export torch models to ONNX, find split points, cut them into head and tail."""

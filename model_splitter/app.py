@@ -1,0 +1,64 @@
+"""The splitter service: REST API, web UI and static assets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from common.docs_ui import install_offline_docs
+from common.http_errors import install_error_handlers
+from common.observability import Metrics, install_observability
+from model_splitter.api_routes import api_router
+from model_splitter.context import SplitterContext
+from model_splitter.job_routes import job_router
+from model_splitter.jobs import JobTable
+from model_splitter.plan_routes import plan_router
+from model_splitter.settings import SplitterSettings
+from model_splitter.ui_routes import STATIC_DIR, ui_router
+
+
+def create_app(settings: SplitterSettings | None = None) -> FastAPI:
+    context = SplitterContext.build(settings or SplitterSettings())
+    jobs = JobTable()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        jobs.close()
+        context.peers.close()
+
+    app = FastAPI(
+        title="Model splitter",
+        description="Registers models, finds where they can be cut, creates and deploys splits.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_offline_docs(app)
+    app.state.context = context
+    install_error_handlers(app)
+    install_observability(app, Metrics("splitter"), context.read_guard)
+    app.include_router(api_router(context))
+    app.include_router(job_router(context, jobs))
+    app.include_router(plan_router(context))
+    app.include_router(ui_router(context))
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/health", tags=["service"])
+    async def health() -> dict[str, Any]:
+        robot = await run_in_threadpool(context.peers.health, "robot")
+        edge = await run_in_threadpool(context.peers.health, "edge")
+        return {
+            "status": "ok",
+            "service": "splitter",
+            "models": len(context.registry.list_models()),
+            "robot": robot,
+            "edge": edge,
+        }
+
+    return app

@@ -1,0 +1,33 @@
+"""Everything the splitter's routes need, built once per app from its settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.auth import Guard, read_guard, token_guard
+from model_splitter.peers import Peers
+from model_splitter.reference import ReferenceRunner
+from model_splitter.registry import Registry
+from model_splitter.settings import SplitterSettings
+
+
+@dataclass
+class SplitterContext:
+    settings: SplitterSettings
+    registry: Registry
+    peers: Peers
+    reference: ReferenceRunner
+    write_guard: Guard
+    read_guard: Guard
+
+    @classmethod
+    def build(cls, settings: SplitterSettings) -> SplitterContext:
+        registry = Registry(settings.data_dir)
+        return cls(
+            settings=settings,
+            registry=registry,
+            peers=Peers(settings.robot_url, settings.edge_url, settings.request_timeout_s, settings),
+            reference=ReferenceRunner(registry),
+            write_guard=token_guard(settings.token, "SPLITTER_TOKEN"),
+            read_guard=read_guard(settings.token, "SPLITTER_TOKEN", settings.protect_reads),
+        )

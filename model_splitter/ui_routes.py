@@ -1,0 +1,126 @@
+"""The web UI's HTML pages: server-rendered templates from registry data. The pages' scripts call the JSON API."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from common.errors import NotFound
+from common.manifest import SplitManifest
+from model_splitter.context import SplitterContext
+from model_splitter.intake import DEFAULT_INPUT_SHAPE, classification_architectures
+from model_splitter.job_routes import available_samples, sample_response
+from model_splitter.schemas import ModelRecord, ModelSummary
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+STATIC_DIR = PACKAGE_DIR / "static"
+BIT_WIDTHS = (2, 4, 8, 16, 32)
+DEFAULT_BITS = 4
+# The pages load nothing from anywhere but this server; the browser enforces it.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def static_version() -> str:
+    """A short hash of the static files, appended to their URLs so that browsers never run stale scripts."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC_DIR.glob("*")):
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def split_view(manifest: SplitManifest) -> dict[str, Any]:
+    """What the pages need to know of a split (the manifest without its label list)."""
+    return {
+        "id": manifest.id,
+        "model_id": manifest.model_id,
+        "model_name": manifest.model_name,
+        "split_point": manifest.split_point,
+        "bits": manifest.quantization.bits,
+        "clip": [[r.lo, r.hi] for r in manifest.quantization.ranges],
+        "weights_trained": manifest.weights_trained,
+        "head_tail_max_abs_diff": manifest.verification.head_tail_max_abs_diff,
+    }
+
+
+def splits_of(record: ModelRecord, manifests: list[SplitManifest]) -> list[dict[str, Any]]:
+    order = {point.label: point.index for point in record.split_points}
+    mine = [m for m in manifests if m.model_id == record.id]
+    mine.sort(key=lambda m: (order.get(m.split_point, len(order)), m.quantization.bits, m.id))
+    return [split_view(m) for m in mine]
+
+
+def ui_router(context: SplitterContext) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    templates.env.globals["static_version"] = static_version()
+    registry = context.registry
+
+    def render(
+        request: Request, template: str, page: str, data: dict[str, Any], status_code: int = 200
+    ) -> HTMLResponse:
+        response = templates.TemplateResponse(
+            request, template, {"page": page, "page_data": data, **data}, status_code=status_code
+        )
+        response.headers["content-security-policy"] = CONTENT_SECURITY_POLICY
+        response.headers["x-content-type-options"] = "nosniff"
+        response.headers["referrer-policy"] = "no-referrer"
+        return response
+
+    @router.get("/", response_class=HTMLResponse)
+    async def models_page(request: Request) -> HTMLResponse:
+        records = await run_in_threadpool(registry.list_models)
+        architectures = await run_in_threadpool(classification_architectures)
+        data = {
+            "models": [ModelSummary.of(r).model_dump() for r in reversed(records)],
+            "architectures": architectures,
+            "default_arch": "resnet18" if "resnet18" in architectures else (architectures or [""])[0],
+            "default_input_shape": ",".join(str(d) for d in DEFAULT_INPUT_SHAPE),
+        }
+        return render(request, "models.html", "models", data)
+
+    @router.get("/models/{model_id}", response_class=HTMLResponse)
+    async def model_page(request: Request, model_id: str) -> HTMLResponse:
+        try:
+            record = await run_in_threadpool(registry.get_model, model_id)
+        except NotFound as exc:
+            return render(request, "error.html", "models", {"title": "Model not found", "message": exc.message}, 404)
+        manifests = await run_in_threadpool(registry.list_splits)
+        data = {
+            "model": record.model_dump(mode="json"),
+            "splits": splits_of(record, manifests),
+            "bit_widths": list(BIT_WIDTHS),
+            "default_bits": DEFAULT_BITS,
+        }
+        return render(request, "model.html", "model", data)
+
+    @router.get("/infer", response_class=HTMLResponse)
+    async def infer_page(request: Request, split: str | None = None) -> HTMLResponse:
+        records = await run_in_threadpool(registry.list_models)
+        manifests = await run_in_threadpool(registry.list_splits)
+        groups = [
+            {"model": ModelSummary.of(r).model_dump(), "splits": splits_of(r, manifests)} for r in reversed(records)
+        ]
+        data = {
+            "groups": [g for g in groups if g["splits"]],
+            "selected_split": split or "",
+            "samples": available_samples(),
+        }
+        return render(request, "infer.html", "infer", data)
+
+    @router.get("/samples/{name}", response_class=FileResponse)
+    async def sample(name: str) -> FileResponse:
+        return sample_response(name)
+
+    return router

@@ -1,0 +1,72 @@
+"""Check that a head and a tail compose to the full model, the way production runs them (ONNX Runtime, CPU)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from common.errors import UnprocessableModel
+
+_FEED_TYPES: dict[str, type[np.floating]] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # Production runs with every optimisation on; fusions may differ across the cut, and that difference is
+    # exactly what this check has to measure.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _sample(session: ort.InferenceSession, input_shape: tuple[int, ...], batch: int) -> tuple[str, np.ndarray]:
+    feeds = session.get_inputs()
+    if len(feeds) != 1 or feeds[0].type not in _FEED_TYPES:
+        raise UnprocessableModel("head/tail verification needs a model with exactly one floating-point input")
+    rng = np.random.default_rng(0)
+    sample = rng.standard_normal((batch, *input_shape[1:])).astype(_FEED_TYPES[feeds[0].type])
+    return feeds[0].name, sample
+
+
+def reference_outputs(full: onnx.ModelProto, input_shape: tuple[int, ...], batch: int = 2) -> list[np.ndarray]:
+    """The full model's outputs on the seeded input; pass them as ``expected`` when checking many cuts of one model."""
+    session = _session(full)
+    name, sample = _sample(session, input_shape, batch)
+    return [np.asarray(array) for array in session.run(None, {name: sample})]
+
+
+def head_tail_max_abs_diff(
+    full: onnx.ModelProto,
+    head: onnx.ModelProto,
+    tail: onnx.ModelProto,
+    input_shape: tuple[int, ...],
+    batch: int = 2,
+    *,
+    expected: Sequence[np.ndarray] | None = None,
+) -> float:
+    """Largest absolute difference between full(x) and tail(head(x)) over all outputs, for one seeded random x.
+
+    The first axis of ``input_shape`` is replaced by ``batch``, so the dynamic batch axis is exercised too.
+    """
+    if expected is None:
+        expected = reference_outputs(full, input_shape, batch)
+    head_session = _session(head)
+    name, sample = _sample(head_session, input_shape, batch)
+    cut = head_session.run(None, {name: sample})
+    sent = {value.name: array for value, array in zip(head_session.get_outputs(), cut, strict=True)}
+    tail_session = _session(tail)
+    actual = tail_session.run(None, {value.name: sent[value.name] for value in tail_session.get_inputs()})
+    if len(actual) != len(expected):
+        raise UnprocessableModel(f"the tail has {len(actual)} outputs but the full model has {len(expected)}")
+    diffs = [
+        float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(e, dtype=np.float64)), initial=0.0))
+        for a, e in zip(actual, expected, strict=True)
+    ]
+    return max(diffs, default=0.0)

@@ -1,0 +1,104 @@
+"""The robot's HTTP surface; routes only translate HTTP into calls of the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import onnxruntime as ort
+from fastapi import Depends, FastAPI, File, Form, UploadFile
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from common.auth import bearer_header, read_guard, token_guard
+from common.bundles import BundleStore
+from common.deployments import DeploymentSet
+from common.docs_ui import install_offline_docs
+from common.http_errors import install_error_handlers
+from common.observability import Metrics, install_observability
+from common.profile_api import profile_router
+from common.results import InferenceResult
+from common.service_api import DeploymentInfo, deployment_router, read_upload
+from robot_inference.edge_client import EdgeClient
+from robot_inference.link_probe import probe_link_router
+from robot_inference.pipeline import RobotPipeline, parse_mode
+from robot_inference.settings import RobotSettings
+
+
+class RobotHealth(BaseModel):
+    status: str
+    service: str
+    active_split_id: str | None
+    deployed: list[DeploymentInfo]
+    available_providers: list[str]
+    edge_url: str
+    edge: dict[str, Any] | None
+
+
+def create_app(settings: RobotSettings | None = None) -> FastAPI:
+    settings = settings or RobotSettings()
+    deployments = DeploymentSet(BundleStore(settings.data_dir, "head"), settings.session_options())
+    edge = EdgeClient(settings.edge_url, settings.edge_timeout_s, settings.edge_token)
+    pipeline = RobotPipeline(deployments, edge, settings.fallback_to_robot)
+    fetch_client = httpx.Client(timeout=settings.fetch_timeout_s, headers=bearer_header(settings.splitter_token))
+    metrics = Metrics("robot")
+    writes = token_guard(settings.token, "ROBOT_TOKEN")
+    reads = read_guard(settings.token, "ROBOT_TOKEN", settings.protect_reads)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(deployments.restore)
+        yield
+        edge.close()
+        fetch_client.close()
+
+    app = FastAPI(
+        title="Robot inference",
+        description="Runs the head of a split, quantizes the features and sends them to the edge.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_offline_docs(app)
+    install_error_handlers(app)
+    install_observability(app, metrics, reads)
+    app.include_router(
+        deployment_router(deployments, fetch_client, settings.splitter_url, writes, reads, settings.max_bundle_bytes)
+    )
+    app.include_router(
+        profile_router(deployments, BundleStore(settings.data_dir, "head"), settings.session_options(), writes)
+    )
+    app.include_router(probe_link_router(edge, writes))
+
+    @app.post(
+        "/api/infer",
+        summary="Classify an image with the deployed split (modes: split, all-robot, all-edge)",
+        dependencies=[Depends(writes)],
+    )
+    async def infer(
+        image: UploadFile = File(..., description="JPEG, PNG or WebP"),
+        mode: str | None = Form(None, description="split (default), all-robot or all-edge"),
+        split_id: str | None = Form(None, description="a deployed split; the last deployed one when absent"),
+    ) -> InferenceResult:
+        data = await read_upload(image, settings.max_image_bytes, "image")
+        result = await run_in_threadpool(pipeline.infer, data, parse_mode(mode), split_id or None)
+        metrics.observe_stages(result.stages)
+        metrics.count_bytes("sent", result.bytes.sent)
+        metrics.count_bytes("received", result.bytes.received)
+        return result
+
+    @app.get("/health")
+    async def health() -> RobotHealth:
+        return RobotHealth(
+            status="ok",
+            service="robot",
+            active_split_id=deployments.active_id,
+            deployed=[DeploymentInfo.of(d) for d in deployments.all()],
+            available_providers=ort.get_available_providers(),
+            edge_url=edge.base_url,
+            edge=await run_in_threadpool(edge.health),
+        )
+
+    return app

@@ -1,0 +1,173 @@
+"""One inference on the robot, in any of the three plans: split, all-robot, all-edge."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import numpy as np
+
+from common.deployments import Deployment, DeploymentSet
+from common.errors import BadGateway, InvalidArgument, InvalidImage, NotDeployed, UpstreamTimeout, UpstreamUnavailable
+from common.imaging import decode_image, preprocess
+from common.observability import request_id_var
+from common.postprocess import top_k
+from common.results import MODES, InferenceResult, Mode, Providers, WireBytes
+from common.timing import StageTimer
+from common.wire import TensorKind, TensorRecord, encode_frame, quantized_record
+from robot_inference.edge_client import EdgeClient, EdgeReply
+
+IMAGE_TENSOR_NAME = "image"
+logger = logging.getLogger(__name__)
+
+
+def parse_mode(text: str | None) -> Mode:
+    if text is None or text == "":
+        return "split"
+    for mode in MODES:
+        if text == mode:
+            return mode
+    raise InvalidArgument(f"mode must be one of {', '.join(MODES)}, got {text!r}")
+
+
+def frame_request_id() -> str:
+    """The caller's request id when the frame can carry it (16 bytes as 32 hex digits), else a fresh one."""
+    current = request_id_var.get()
+    if len(current) == 32 and all(c in "0123456789abcdef" for c in current):
+        return current
+    fresh = uuid.uuid4().hex
+    request_id_var.set(fresh)
+    return fresh
+
+
+class RobotPipeline:
+    def __init__(self, deployments: DeploymentSet, edge: EdgeClient, fallback_to_robot: bool = False) -> None:
+        self.deployments = deployments
+        self.edge = edge
+        self.fallback_to_robot = fallback_to_robot
+
+    def infer(self, image: bytes, mode: Mode, split_id: str | None = None) -> InferenceResult:
+        deployment = self.deployments.get(split_id)
+        if mode == "all-robot" or not self.fallback_to_robot or deployment.full is None:
+            return self._infer(deployment, image, mode)
+        try:
+            return self._infer(deployment, image, mode)
+        except (UpstreamUnavailable, UpstreamTimeout, BadGateway) as exc:
+            logger.warning("edge failed (%s); answering on the robot", exc.message)
+            result = self._infer(deployment, image, "all-robot")
+            return result.model_copy(update={"fallback_reason": f"{mode} failed, answered on the robot: {exc.message}"})
+
+    def _infer(self, deployment: Deployment, image: bytes, mode: Mode) -> InferenceResult:
+        request_id = frame_request_id()
+        timer = StageTimer("robot")
+        if mode == "all-edge":
+            return self._all_edge(deployment, image, request_id, timer)
+        manifest = deployment.manifest
+        with timer.stage("decode"):
+            decoded = decode_image(image, manifest.preprocessing.color)
+        with timer.stage("preprocess"):
+            batch = preprocess(decoded, manifest.preprocessing)
+        if mode == "all-robot":
+            return self._all_robot(deployment, batch, image, request_id, timer)
+        return self._split(deployment, batch, image, request_id, timer)
+
+    def _split(
+        self, deployment: Deployment, batch: np.ndarray, image: bytes, request_id: str, timer: StageTimer
+    ) -> InferenceResult:
+        manifest = deployment.manifest
+        with timer.stage("head"):
+            features = deployment.part.run({deployment.part.input_names[0]: batch})
+        bits = manifest.quantization.bits
+        with timer.stage("quantize"):
+            records = []
+            for spec, tensor in zip(manifest.cut, features, strict=True):
+                clip = manifest.quantization.range_of(spec.name)
+                records.append(quantized_record(spec.name, tensor, bits, clip.lo, clip.hi))
+            frame = encode_frame(manifest.id, records, request_id=request_id)
+        reply = self.edge.infer(frame, request_id)
+        feature_bytes = sum(int(np.asarray(t).size) * 4 for t in features)
+        return self._merge(deployment, "split", reply, timer, len(frame), feature_bytes, len(image), request_id)
+
+    def _all_edge(self, deployment: Deployment, image: bytes, request_id: str, timer: StageTimer) -> InferenceResult:
+        manifest = deployment.manifest
+        if not image:  # the other plans say so when decoding; a zero-length tensor would be refused less clearly
+            raise InvalidImage("the image is empty: send a JPEG, PNG or WebP file")
+        with timer.stage("encode"):
+            record = TensorRecord(
+                name=IMAGE_TENSOR_NAME,
+                kind=TensorKind.ENCODED_IMAGE,
+                bits=8,
+                lo=0.0,
+                hi=0.0,
+                shape=(len(image),),
+                payload=image,
+            )
+            frame = encode_frame(manifest.id, [record], request_id=request_id)
+        reply = self.edge.infer(frame, request_id)
+        feature_bytes = sum(spec.elements * 4 for spec in manifest.cut)
+        return self._merge(deployment, "all-edge", reply, timer, len(frame), feature_bytes, len(image), request_id)
+
+    def _all_robot(
+        self, deployment: Deployment, batch: np.ndarray, image: bytes, request_id: str, timer: StageTimer
+    ) -> InferenceResult:
+        manifest = deployment.manifest
+        if deployment.full is None:
+            raise NotDeployed(f"the robot does not hold the full model of split {manifest.id}; redeploy it")
+        with timer.stage("model"):
+            output = deployment.full.run({deployment.full.input_names[0]: batch})[0]
+        with timer.stage("postprocess"):
+            predictions = top_k(np.asarray(output), manifest.postprocessing)[0]
+        feature_bytes = sum(spec.elements * 4 for spec in manifest.cut)
+        return InferenceResult(
+            mode="all-robot",
+            split_id=manifest.id,
+            request_id=request_id,
+            model_id=manifest.model_id,
+            model_name=manifest.model_name,
+            split_point=manifest.split_point,
+            bits=manifest.quantization.bits,
+            weights_trained=manifest.weights_trained,
+            predictions=predictions,
+            stages=timer.stages,
+            total_ms=_total(timer),
+            bytes=WireBytes(sent=0, received=0, feature_fp32=feature_bytes, image=len(image)),
+            providers=Providers(robot=deployment.full.provider, edge=None),
+        )
+
+    def _merge(
+        self,
+        deployment: Deployment,
+        mode: Mode,
+        reply: EdgeReply,
+        timer: StageTimer,
+        sent: int,
+        feature_bytes: int,
+        image_bytes: int,
+        request_id: str,
+    ) -> InferenceResult:
+        manifest = deployment.manifest
+        edge_ms = sum(stage.ms for stage in reply.result.stages)
+        # What the round trip cost beyond the edge's own work: transfer, HTTP and JSON on both sides.
+        timer.add("network", max(reply.round_trip_ms - edge_ms, 0.0), where="link")
+        timer.stages.extend(reply.result.stages)
+        return InferenceResult(
+            mode=mode,
+            split_id=manifest.id,
+            request_id=request_id,
+            model_id=manifest.model_id,
+            model_name=manifest.model_name,
+            split_point=manifest.split_point,
+            bits=manifest.quantization.bits,
+            weights_trained=manifest.weights_trained,
+            predictions=reply.result.predictions,
+            stages=timer.stages,
+            total_ms=_total(timer),
+            bytes=WireBytes(sent=sent, received=reply.received_bytes, feature_fp32=feature_bytes, image=image_bytes),
+            providers=Providers(
+                robot=deployment.part.provider if mode == "split" else None, edge=reply.result.provider
+            ),
+        )
+
+
+def _total(timer: StageTimer) -> float:
+    return round(sum(stage.ms for stage in timer.stages), 3)

@@ -1,0 +1,28 @@
+"""Robot configuration, from ``ROBOT_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import RuntimeSettings
+
+
+class RobotSettings(RuntimeSettings):
+    model_config = SettingsConfigDict(env_prefix="ROBOT_", extra="ignore")
+
+    port: int = 8001
+    data_dir: Path = Path("var/robot")
+    edge_url: str = "http://127.0.0.1:8002"
+    edge_timeout_s: float = 10.0
+    max_image_bytes: int = 20 * 1024 * 1024
+    edge_token: SecretStr | None = None
+    # When the edge is down or too slow, answer with the full model on the robot (if it holds it) and say so.
+    fallback_to_robot: bool = False
+
+    @field_validator("edge_token", mode="before")
+    @classmethod
+    def _empty_edge_token_is_unset(cls, value: object) -> object:
+        return None if value == "" else value

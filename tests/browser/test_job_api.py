@@ -1,0 +1,153 @@
+"""The JSON routes behind the UI (registration jobs, sample photos) and the job table itself; no browser needed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from common.errors import Conflict, InvalidArgument, NotFound
+from model_splitter.job_routes import SAMPLE_NAMES
+from model_splitter.jobs import Job, JobTable
+from model_splitter.schemas import ModelRecord
+from tests.browser.conftest import SAMPLES
+
+
+def wait_finished(table: JobTable, job_id: str, timeout_s: float = 10.0) -> Job:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = table.get(job_id)
+        if job.finished:
+            return job
+        time.sleep(0.01)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def fake_record(model_id: str = "0123456789abcdef") -> ModelRecord:
+    return ModelRecord.model_validate(
+        {
+            "id": model_id,
+            "name": "fake",
+            "sha256": "0" * 64,
+            "size_bytes": 1,
+            "source_format": "onnx",
+            "architecture": None,
+            "input_shape": [1, 3, 8, 8],
+            "weights_trained": True,
+            "export_max_abs_diff": None,
+            "num_classes": 2,
+            "opset": 17,
+            "created_at": "2024-01-01T00:00:00.000+00:00",
+            "preprocessing": {"resize_shorter_to": 9, "crop": [8, 8], "mean": [0, 0, 0], "std": [1, 1, 1]},
+            "split_points": [],
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- job table
+
+
+def test_a_job_reports_its_stages_then_its_model() -> None:
+    table = JobTable(workers=1)
+    release = threading.Event()
+    seen: list[str] = []
+
+    def registration(progress: Callable[[str], None]) -> ModelRecord:
+        progress("exporting")
+        seen.append(table.list()[0].stage)
+        release.wait(5)
+        progress("verifying")
+        return fake_record()
+
+    job = table.submit(registration)
+    assert job.state == "queued"
+    time.sleep(0.1)
+    assert table.get(job.id).state == "running" and table.get(job.id).stage == "exporting"
+    release.set()
+    done = wait_finished(table, job.id)
+    assert (done.state, done.stage, done.model_id, done.error) == ("done", "done", "0123456789abcdef", None)
+    assert seen == ["exporting"]
+    table.close()
+
+
+def test_a_failed_job_keeps_the_status_and_the_message() -> None:
+    table = JobTable(workers=1)
+
+    def refused(progress: Callable[[str], None]) -> ModelRecord:
+        raise InvalidArgument("the file is not a model we recognise")
+
+    def broken(progress: Callable[[str], None]) -> ModelRecord:
+        raise RuntimeError("boom")
+
+    failed = wait_finished(table, table.submit(refused).id)
+    assert failed.state == "failed" and failed.error is not None
+    assert (failed.error.status, failed.error.code) == (400, "invalid_argument")
+    assert failed.error.detail == "the file is not a model we recognise"
+    crashed = wait_finished(table, table.submit(broken).id)
+    assert crashed.error is not None and crashed.error.status == 500 and "boom" in crashed.error.detail
+    table.close()
+
+
+def test_the_table_is_bounded() -> None:
+    table = JobTable(workers=1, max_remembered=3, max_pending=2)
+    ids = [table.submit(lambda progress: fake_record()).id for _ in range(2)]
+    for job_id in ids:
+        wait_finished(table, job_id)
+    for _ in range(3):
+        wait_finished(table, table.submit(lambda progress: fake_record()).id)
+    assert len(table.list()) == 3
+    with pytest.raises(NotFound):
+        table.get(ids[0])
+
+    gate = threading.Event()
+    blocked = [table.submit(lambda progress: (gate.wait(5), fake_record())[1]) for _ in range(2)]
+    with pytest.raises(Conflict):
+        table.submit(lambda progress: fake_record())
+    gate.set()
+    for job in blocked:
+        assert wait_finished(table, job.id).state == "done"
+    table.close()
+
+
+# ---------------------------------------------------------------------------------------------------- HTTP
+
+
+def test_job_routes_refuse_bad_requests(api: httpx.Client) -> None:
+    nothing = api.post("/api/model-jobs", data={"name": "x"})
+    assert nothing.status_code == 400 and nothing.json()["error"] == "invalid_argument"
+    shape = api.post("/api/model-jobs", data={"arch": "resnet18", "input_shape": "a,b"})
+    assert shape.status_code == 400 and "input shape" in shape.json()["detail"]
+    unknown = api.get("/api/model-jobs/nope")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+
+
+def test_a_text_file_job_fails_with_the_registration_error(api: httpx.Client) -> None:
+    accepted = api.post("/api/model-jobs", files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert accepted.status_code == 202
+    job = accepted.json()
+    assert {"id", "state", "stage"} <= job.keys()
+    assert accepted.headers["location"] == f"/api/model-jobs/{job['id']}"
+    deadline = time.monotonic() + 60
+    while job["state"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = api.get(f"/api/model-jobs/{job['id']}").json()
+    direct = api.post("/api/models", files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert job["state"] == "failed" and job["model_id"] is None
+    assert job["error"] == {
+        "status": direct.status_code,
+        "code": direct.json()["error"],
+        "detail": direct.json()["detail"],
+    }
+
+
+def test_samples_are_listed_and_served_by_name_only(api: httpx.Client) -> None:
+    assert api.get("/api/samples").json() == list(SAMPLE_NAMES)
+    photo = api.get("/samples/chelsea.jpg")
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
+    assert photo.content == (SAMPLES / "chelsea.jpg").read_bytes()
+    assert api.get("/samples/chelsea.png").headers["content-type"] == "image/png"
+    for name in ("LICENSE.md", "..%2F..%2Fapp.py", "%2Fetc%2Fpasswd", "CHELSEA.JPG"):
+        assert api.get(f"/samples/{name}").status_code == 404, name

@@ -1,0 +1,159 @@
+"""The edge as a real uvicorn process: deploy from a bundle, answer frames, refuse bad ones with the right status."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from common.wire import TensorKind, TensorRecord, encode_frame, quantized_record
+from model_splitter.local_stack import ServiceProcess
+from tests.support import SAMPLES, TinySplit, running_service
+
+MAX_FRAME = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit) -> Iterator[ServiceProcess]:
+    data_dir = tmp_path_factory.mktemp("edge")
+    with running_service("edge_inference", "EDGE", data_dir, max_frame_bytes=str(MAX_FRAME)) as service:
+        response = httpx.post(
+            f"{service.url}/api/bundles", files={"bundle": ("b.zip", tiny_split.zip_bytes)}, timeout=60
+        )
+        assert response.status_code == 200, response.text
+        yield service
+
+
+def features(split: TinySplit, batch: int = 1, seed: int = 0) -> np.ndarray:
+    shape = [batch, *split.manifest.cut[0].shape[1:]]
+    return np.random.default_rng(seed).uniform(0, 40, size=shape).astype(np.float32)
+
+
+def frame_for(split: TinySplit, x: np.ndarray, bits: int | None = None, lo: float = 0.0, hi: float = 32.0) -> bytes:
+    name = split.manifest.cut[0].name
+    record = quantized_record(name, x, bits or split.manifest.quantization.bits, lo, hi)
+    return encode_frame(split.manifest.id, [record])
+
+
+def post(edge: ServiceProcess, body: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{edge.url}/api/infer", content=body, headers={"content-type": "application/octet-stream"}, timeout=30
+    )
+
+
+def test_frame_gives_the_tail_answer(edge: ServiceProcess, tiny_split: TinySplit) -> None:
+    import onnxruntime as ort
+
+    x = features(tiny_split, batch=3)
+    response = post(edge, frame_for(tiny_split, x))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["split_id"] == tiny_split.manifest.id
+    assert body["mode"] == "split"
+    assert len(body["batch_predictions"]) == 3
+    # Exactly what the tail gives on the dequantized features, computed here independently.
+    step = 32.0 / 15
+    dequantized = (np.clip(np.rint(x / step), 0, 15) * step).astype(np.float32)
+    tail = ort.InferenceSession(str(tiny_split.registry.split_file(tiny_split.manifest.id, "tail.onnx")))
+    logits = tail.run(None, {tiny_split.manifest.cut[0].name: dequantized})[0]
+    assert [p["index"] for p in body["predictions"]] == list(np.argsort(-logits[0])[:5])
+    assert body["received_bytes"] == len(frame_for(tiny_split, x))
+
+
+def test_encoded_image_runs_the_whole_model(edge: ServiceProcess, tiny_split: TinySplit) -> None:
+    image = (SAMPLES / "chelsea.jpg").read_bytes()
+    record = TensorRecord("image", TensorKind.ENCODED_IMAGE, 8, 0.0, 0.0, (len(image),), image)
+    response = post(edge, encode_frame(tiny_split.manifest.id, [record]))
+    assert response.status_code == 200, response.text
+    assert response.json()["mode"] == "all-edge"
+    assert [s["name"] for s in response.json()["stages"]][:3] == ["parse", "decode", "preprocess"]
+
+
+def test_unknown_split_is_409(edge: ServiceProcess, tiny_split: TinySplit) -> None:
+    record = quantized_record(tiny_split.manifest.cut[0].name, features(tiny_split), 4, 0.0, 32.0)
+    response = post(edge, encode_frame("ab" * 32, [record]))
+    assert response.status_code == 409
+    assert "ab" * 32 in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda f: b"XXXX" + f[4:], "magic"),
+        (lambda f: f[:-9], "CRC32"),
+        (lambda f: f[:30], "truncated"),
+        (lambda f: f[:-4] + bytes([f[-5] ^ 1]) + f[-4:], "CRC32"),
+    ],
+)
+def test_malformed_frames_are_400(edge: ServiceProcess, tiny_split: TinySplit, mutate, words: str) -> None:  # type: ignore[no-untyped-def]
+    response = post(edge, mutate(frame_for(tiny_split, features(tiny_split))))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_frame"
+
+
+def test_bits_and_range_not_matching_the_manifest_are_422(edge: ServiceProcess, tiny_split: TinySplit) -> None:
+    wrong_bits = post(edge, frame_for(tiny_split, features(tiny_split), bits=8))
+    assert wrong_bits.status_code == 422
+    assert "8 bits" in wrong_bits.json()["detail"]
+    wrong_range = post(edge, frame_for(tiny_split, features(tiny_split), lo=0.0, hi=16.0))
+    assert wrong_range.status_code == 422
+    assert "range" in wrong_range.json()["detail"]
+
+
+def test_wrong_shape_is_422(edge: ServiceProcess, tiny_split: TinySplit) -> None:
+    x = np.zeros((1, 8, 16, 16), dtype=np.float32)
+    response = post(edge, frame_for(tiny_split, x))
+    assert response.status_code == 422
+    assert "shape" in response.json()["detail"]
+
+
+def test_oversized_frame_is_413_even_without_content_length(edge: ServiceProcess) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(MAX_FRAME // 4096 + 2):
+            yield b"\0" * 4096
+
+    response = httpx.post(f"{edge.url}/api/infer", content=chunks(), timeout=30)
+    assert response.status_code == 413
+
+
+def test_health_reports_the_provider_in_use(edge: ServiceProcess, tiny_split: TinySplit) -> None:
+    health = httpx.get(f"{edge.url}/health").json()
+    assert health["active_split_id"] == tiny_split.manifest.id
+    assert health["deployed"][0]["provider"] == "CPUExecutionProvider"
+    assert "CPUExecutionProvider" in health["available_providers"]
+
+
+def test_bundle_that_does_not_match_its_manifest_is_refused(edge: ServiceProcess, tiny_split: TinySplit) -> None:
+    import io
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(tiny_split.zip_bytes))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            target.writestr(name, data + b"\0" if name == "tail.onnx" else data)
+    response = httpx.post(f"{edge.url}/api/bundles", files={"bundle": ("b.zip", buffer.getvalue())})
+    assert response.status_code == 400
+    assert "sha256" in response.json()["detail"]
+    not_zip = httpx.post(f"{edge.url}/api/bundles", files={"bundle": ("b.zip", b"hello")})
+    assert not_zip.status_code == 400
+
+
+def test_restart_keeps_deployed_splits(tmp_path: Path, tiny_split: TinySplit) -> None:
+    with running_service("edge_inference", "EDGE", tmp_path) as first:
+        httpx.post(f"{first.url}/api/bundles", files={"bundle": ("b.zip", tiny_split.zip_bytes)}, timeout=60)
+    with running_service("edge_inference", "EDGE", tmp_path) as second:
+        response = post(second, frame_for(tiny_split, features(tiny_split)))
+        assert response.status_code == 200, response.text
+
+
+def test_crc_is_over_every_byte_before_it(tiny_split: TinySplit) -> None:
+    frame = frame_for(tiny_split, features(tiny_split))
+    (crc,) = struct.unpack("<I", frame[-4:])
+    assert crc == zlib.crc32(frame[:-4])

@@ -1,0 +1,92 @@
+"""The README's curl walkthrough, run verbatim (only the ports differ) against the real services."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import httpx
+import pytest
+
+from model_splitter.local_stack import LocalStack
+from tests.integration.conftest import REPO_ROOT, SAMPLES
+
+LAYER2_4BIT_PAYLOAD = 128 * 28 * 28 // 2
+
+
+def walkthrough() -> str:
+    readme = (REPO_ROOT / "README.md").read_text()
+    match = re.search(r"<!-- walkthrough:start -->\s*```bash\n(.*?)```\s*<!-- walkthrough:end -->", readme, re.S)
+    assert match, "README lost its walkthrough block"
+    return match.group(1)
+
+
+def run_script(script: str, stack: LocalStack) -> str:
+    ported = (
+        script.replace("http://localhost:8000", stack.splitter_url)
+        .replace("http://localhost:8001", stack.robot_url)
+        .replace("http://localhost:8002", stack.edge_url)
+    )
+    assert ported != script
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", ported], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"walkthrough failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def infer(stack: LocalStack, mode: str, image: str = "chelsea.jpg") -> dict[str, object]:
+    with open(SAMPLES / image, "rb") as handle:
+        response = httpx.post(
+            f"{stack.robot_url}/api/infer", files={"image": (image, handle)}, data={"mode": mode}, timeout=60
+        )
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_readme_walkthrough_resnet18(stack: LocalStack) -> None:
+    output = run_script(walkthrough(), stack)
+    assert re.search(r"^model [0-9a-f]{16}$", output, re.M)
+    assert re.search(r"^split [0-9a-f]{64}$", output, re.M)
+    assert re.search(r"^\d+ layer2 \[1, 128, 28, 28\] 50176 bytes at 4 bits$", output, re.M)
+
+    split = infer(stack, "split")
+    assert split["split_point"] == "layer2" and split["bits"] == 4
+    wire = split["bytes"]
+    assert isinstance(wire, dict)
+    assert LAYER2_4BIT_PAYLOAD < wire["sent"] <= LAYER2_4BIT_PAYLOAD + 256
+    assert wire["feature_fp32"] == 128 * 28 * 28 * 4
+    stage_names = [s["name"] for s in split["stages"]]  # type: ignore[union-attr]
+    for expected in ("decode", "preprocess", "head", "quantize", "network", "dequantize", "tail", "postprocess"):
+        assert expected in stage_names
+    assert split["weights_trained"] is False
+
+    robot_only = infer(stack, "all-robot")
+    edge_only = infer(stack, "all-edge")
+    assert robot_only["bytes"]["sent"] == 0  # type: ignore[index]
+    assert edge_only["bytes"]["sent"] > (SAMPLES / "chelsea.jpg").stat().st_size  # type: ignore[index]
+    # The same fp32 model on the same preprocessed pixels, on two machines' worth of code: the same answer.
+    robot_top = [(p["index"], round(p["probability"], 4)) for p in robot_only["predictions"]]  # type: ignore[union-attr]
+    edge_top = [(p["index"], round(p["probability"], 4)) for p in edge_only["predictions"]]  # type: ignore[union-attr]
+    assert robot_top == edge_top
+
+
+@pytest.mark.parametrize(("arch", "split_point"), [("mobilenet_v3_small", "features.4")])
+def test_walkthrough_other_model_all_modes(stack: LocalStack, arch: str, split_point: str) -> None:
+    script = walkthrough().replace("arch=resnet18", f"arch={arch}").replace('"layer2"', f'"{split_point}"')
+    output = run_script(script, stack)
+    split_id = re.search(r"^split ([0-9a-f]{64})$", output, re.M)
+    assert split_id
+    manifest = httpx.get(f"{stack.splitter_url}/api/splits/{split_id.group(1)}").json()
+    assert manifest["split_point"] == split_point
+    assert manifest["verification"]["head_tail_max_abs_diff"] <= 1e-4
+    results = {mode: infer(stack, mode, "coffee.jpg") for mode in ("split", "all-robot", "all-edge")}
+    for mode, result in results.items():
+        assert result["mode"] == mode
+        assert result["split_id"] == split_id.group(1)
+        assert len(result["predictions"]) == 5  # type: ignore[arg-type]
+    health = json.loads(httpx.get(f"{stack.edge_url}/health").text)
+    assert health["active_split_id"] == split_id.group(1)
+    assert health["deployed"][-1]["provider"] == "CPUExecutionProvider"

@@ -1,0 +1,174 @@
+"""The splitter's REST API as a real uvicorn process (robot and edge deliberately absent)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from model_splitter.local_stack import ServiceProcess, free_port
+from tests.support import SAMPLES, running_service, tiny_classifier
+
+TINY = tiny_classifier().SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def splitter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with running_service(
+        "model_splitter", "SPLITTER", tmp_path_factory.mktemp("splitter"), robot_url=dead, edge_url=dead
+    ) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def client(splitter: ServiceProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=splitter.url, timeout=120) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def model_id(client: httpx.Client) -> str:
+    response = client.post("/api/models", files={"file": ("tiny.onnx", TINY)}, data={"input_shape": "1,3,32,32"})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["source_format"] == "onnx"
+    assert [p["label"] for p in body["split_points"]] == ["stem.conv", "stem", "block.conv", "block", "pool", "flatten"]
+    model_id: str = body["id"]
+    return model_id
+
+
+def test_model_listing_and_split_points(client: httpx.Client, model_id: str) -> None:
+    assert model_id in [m["id"] for m in client.get("/api/models").json()]
+    points = client.get(f"/api/models/{model_id}/split-points").json()
+    block = next(p for p in points if p["label"] == "block")
+    assert block["shape"] == [1, 8, 32, 32]
+    assert block["wire_bytes"] == {"32": 32768, "16": 16384, "8": 8192, "4": 4096, "2": 2048}
+    assert 0 < block["head_flops_share"] < 1
+    downloaded = client.get(f"/api/models/{model_id}/model.onnx").content
+    assert hashlib.sha256(downloaded).hexdigest()[:16] == model_id
+
+
+def test_same_upload_twice_is_the_same_model(client: httpx.Client, model_id: str) -> None:
+    again = client.post("/api/models", files={"file": ("copy.onnx", TINY)}, data={"input_shape": "1,3,32,32"})
+    assert again.status_code == 201
+    assert again.json()["id"] == model_id
+
+
+def test_split_creation_is_content_addressed(client: httpx.Client, model_id: str) -> None:
+    request = {"split_point": "block", "bits": 4}
+    first = client.post(f"/api/models/{model_id}/splits", json=request)
+    assert first.status_code == 201, first.text
+    manifest = first.json()
+    by_tensor = client.post(f"/api/models/{model_id}/splits", json={"split_point": "r2", "bits": 4})
+    assert by_tensor.json()["id"] == manifest["id"]
+    other_bits = client.post(f"/api/models/{model_id}/splits", json={"split_point": "block", "bits": 2})
+    assert other_bits.json()["id"] != manifest["id"]
+    assert manifest["quantization"]["ranges"] == [{"name": "r2", "lo": 0.0, "hi": 32.0}]
+    assert manifest["verification"]["head_tail_max_abs_diff"] <= 1e-4
+    assert client.get(f"/api/splits/{manifest['id']}").json() == manifest
+    head = client.get(f"/api/splits/{manifest['id']}/head.onnx").content
+    tail = client.get(f"/api/splits/{manifest['id']}/tail.onnx").content
+    assert hashlib.sha256(head).hexdigest() == manifest["head_sha256"]
+    assert hashlib.sha256(tail).hexdigest() == manifest["tail_sha256"]
+    bundle = zipfile.ZipFile(io.BytesIO(client.get(f"/api/splits/{manifest['id']}/bundle.zip").content))
+    assert sorted(bundle.namelist()) == ["head.onnx", "manifest.json", "model.onnx", "tail.onnx"]
+
+
+def test_signed_cut_gets_a_symmetric_default_range(client: httpx.Client, model_id: str) -> None:
+    manifest = client.post(f"/api/models/{model_id}/splits", json={"split_point": "block.conv"}).json()
+    assert manifest["quantization"]["ranges"][0]["lo"] < 0
+    custom = client.post(f"/api/models/{model_id}/splits", json={"split_point": "block", "clip": [-1.5, 6]}).json()
+    assert custom["quantization"]["ranges"][0] == {"name": "r2", "lo": -1.5, "hi": 6.0}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"split_point": "nowhere"}, 400, "block"),
+        ({"split_point": "block", "bits": 9}, 400, "bits must be one of"),
+        ({"split_point": "block", "clip": [5, 1]}, 400, "lo < hi"),
+        ({"bits": 4}, 422, "split_point"),
+    ],
+)
+def test_bad_split_requests(
+    client: httpx.Client, model_id: str, body: dict[str, object], status: int, words: str
+) -> None:
+    response = client.post(f"/api/models/{model_id}/splits", json=body)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "status", "words"),
+    [
+        (None, {}, 400, "arch"),
+        ({"file": ("notes.txt", b"just some text")}, {}, 400, "ONNX"),
+        (None, {"arch": "resnet9000"}, 400, "resnet9000"),
+        ({"file": ("tiny.onnx", TINY)}, {"input_shape": "1,3,banana"}, 400, "input shape"),
+    ],
+)
+def test_bad_model_uploads(
+    client: httpx.Client, files: dict[str, tuple[str, bytes]] | None, data: dict[str, str], status: int, words: str
+) -> None:
+    response = client.post("/api/models", files=files, data=data) if files else client.post("/api/models", data=data)
+    assert response.status_code == status, response.text
+    assert words.lower() in response.json()["detail"].lower()
+
+
+def test_unknown_ids_are_404(client: httpx.Client) -> None:
+    assert client.get("/api/models/0123456789abcdef").status_code == 404
+    assert client.get("/api/models/../../etc").status_code == 404
+    assert client.get(f"/api/splits/{'0' * 64}").status_code == 404
+    assert client.get(f"/api/splits/{'0' * 64}/head.onnx").status_code == 404
+
+
+def test_deploy_and_infer_with_peers_down_are_503(client: httpx.Client, model_id: str) -> None:
+    split_id = client.post(f"/api/models/{model_id}/splits", json={"split_point": "block"}).json()["id"]
+    deploy = client.post(f"/api/splits/{split_id}/deploy")
+    assert deploy.status_code == 503
+    assert "is it running" in deploy.json()["detail"]
+    image = (SAMPLES / "chelsea.jpg").read_bytes()
+    assert client.post("/api/infer", files={"image": ("c.jpg", image)}).status_code == 503
+
+
+def test_delete_removes_model_and_its_splits(client: httpx.Client) -> None:
+    other = tiny_classifier(num_classes=4, seed=3).SerializeToString()
+    created = client.post("/api/models", files={"file": ("other.onnx", other)}, data={"input_shape": "1,3,32,32"})
+    other_id = created.json()["id"]
+    split_id = client.post(f"/api/models/{other_id}/splits", json={"split_point": "stem"}).json()["id"]
+    deleted = client.delete(f"/api/models/{other_id}")
+    assert deleted.status_code == 200
+    assert deleted.json()["deleted_splits"] == [split_id]
+    assert client.get(f"/api/models/{other_id}").status_code == 404
+    assert client.get(f"/api/splits/{split_id}").status_code == 404
+
+
+def test_openapi_lists_the_documented_routes(client: httpx.Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/models",
+        "/api/models/{model_id}",
+        "/api/models/{model_id}/split-points",
+        "/api/models/{model_id}/splits",
+        "/api/splits/{split_id}",
+        "/api/splits/{split_id}/head.onnx",
+        "/api/splits/{split_id}/tail.onnx",
+        "/api/splits/{split_id}/deploy",
+        "/api/infer",
+    ):
+        assert path in paths, path
+
+
+def test_restart_keeps_the_registry(tmp_path: Path) -> None:
+    with running_service("model_splitter", "SPLITTER", tmp_path) as first:
+        created = httpx.post(
+            f"{first.url}/api/models", files={"file": ("t.onnx", TINY)}, data={"input_shape": "1,3,32,32"}, timeout=60
+        ).json()
+    with running_service("model_splitter", "SPLITTER", tmp_path) as second:
+        assert httpx.get(f"{second.url}/api/models/{created['id']}").json() == created

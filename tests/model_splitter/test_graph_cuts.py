@@ -1,0 +1,279 @@
+"""Cut finding on hand-built graphs whose single-tensor cuts are known."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from common.errors import UnprocessableModel
+from model_splitter.graph_cuts import ensure_cuttable, find_single_tensor_cuts, topological_nodes
+
+SHAPE: list[str | int] = ["batch", 4]
+
+
+def make_model(
+    nodes: list[onnx.NodeProto],
+    inputs: tuple[str, ...] = ("x",),
+    outputs: tuple[str, ...] = ("y",),
+    initializers: list[onnx.TensorProto] | None = None,
+    ir_version: int = 8,
+    opset: int = 17,
+    output_shape: list[str | int] | None = None,
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "test",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, SHAPE) for name in inputs],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, output_shape or SHAPE) for name in outputs],
+        initializer=initializers or [],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version
+    return model
+
+
+def chain() -> onnx.ModelProto:
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Neg", ["a"], ["b"]),
+            helper.make_node("Abs", ["b"], ["c"]),
+            helper.make_node("Sigmoid", ["c"], ["y"]),
+        ]
+    )
+
+
+def skip_connection() -> onnx.ModelProto:
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Neg", ["a"], ["b"]),
+            helper.make_node("Abs", ["b"], ["c"]),
+            helper.make_node("Add", ["a", "c"], ["d"]),
+            helper.make_node("Sigmoid", ["d"], ["y"]),
+        ]
+    )
+
+
+def parallel_branches() -> onnx.ModelProto:
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Neg", ["a"], ["left"]),
+            helper.make_node("Abs", ["a"], ["right1"]),
+            helper.make_node("Exp", ["right1"], ["right2"]),
+            helper.make_node("Concat", ["left", "right2"], ["c"], axis=1),
+            helper.make_node("Sigmoid", ["c"], ["y"]),
+        ],
+        output_shape=["batch", 8],
+    )
+
+
+def two_output_node() -> onnx.ModelProto:
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Split", ["a"], ["h1", "h2"], axis=1),
+            helper.make_node("Neg", ["h1"], ["n1"]),
+            helper.make_node("Concat", ["n1", "h2"], ["c"], axis=1),
+            helper.make_node("Sigmoid", ["c"], ["y"]),
+        ]
+    )
+
+
+def shape_side_path(shape_of: str) -> onnx.ModelProto:
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Shape", [shape_of], ["s"]),
+            helper.make_node("Neg", ["a"], ["b"]),
+            helper.make_node("Flatten", ["b"], ["f"], axis=0),
+            helper.make_node("Reshape", ["f", "s"], ["r"]),
+            helper.make_node("Sigmoid", ["r"], ["y"]),
+        ]
+    )
+
+
+def test_chain_every_intermediate_is_a_cut() -> None:
+    assert find_single_tensor_cuts(chain()) == ["a", "b", "c"]
+
+
+def test_skip_connection_hides_the_tensors_inside_it() -> None:
+    assert find_single_tensor_cuts(skip_connection()) == ["a", "d"]
+
+
+def test_parallel_branches_cut_only_before_and_after() -> None:
+    assert find_single_tensor_cuts(parallel_branches()) == ["a", "c"]
+
+
+def test_node_with_two_outputs_cuts_neither_output() -> None:
+    # Both Split outputs reach the output, so only its input and the join after it are cuts.
+    assert find_single_tensor_cuts(two_output_node()) == ["a", "c"]
+
+
+def test_unused_second_output_does_not_hide_the_used_one() -> None:
+    model = make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("TopK", ["a", "k"], ["values", "indices"], axis=1),
+            helper.make_node("Neg", ["values"], ["y"]),
+        ],
+        initializers=[helper.make_tensor("k", TensorProto.INT64, [1], [4])],
+    )
+    assert find_single_tensor_cuts(model) == ["a", "values"]
+
+
+def test_tensor_consumed_twice_by_one_node_and_by_several_nodes() -> None:
+    model = make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Mul", ["a", "a"], ["b"]),
+            helper.make_node("Neg", ["b"], ["c"]),
+            helper.make_node("Abs", ["b"], ["d"]),
+            helper.make_node("Add", ["c", "d"], ["y"]),
+        ]
+    )
+    assert find_single_tensor_cuts(model) == ["a", "b"]
+
+
+def test_shape_of_input_side_path_invalidates_every_cut_it_bypasses() -> None:
+    assert find_single_tensor_cuts(shape_side_path("x")) == ["r"]
+
+
+def test_shape_side_path_from_an_intermediate_keeps_the_cuts_before_it() -> None:
+    assert find_single_tensor_cuts(shape_side_path("a")) == ["a", "r"]
+
+
+def test_constant_only_subgraph_is_never_a_cut() -> None:
+    model = make_model(
+        [
+            helper.make_node("Constant", [], ["k"], value=helper.make_tensor("kv", TensorProto.FLOAT, [4], [2.0] * 4)),
+            helper.make_node("Identity", ["w"], ["w2"]),
+            helper.make_node("Add", ["k", "w2"], ["kw"]),
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Mul", ["a", "kw"], ["b"]),
+            helper.make_node("Sigmoid", ["b"], ["y"]),
+        ],
+        initializers=[helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0] * 4)],
+    )
+    assert find_single_tensor_cuts(model) == ["a", "b"]
+
+
+def test_initializers_listed_as_inputs_in_old_onnx_are_constants() -> None:
+    model = make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Mul", ["a", "w"], ["b"]),
+            helper.make_node("Sigmoid", ["b"], ["y"]),
+        ],
+        initializers=[helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0] * 4)],
+        ir_version=3,
+    )
+    model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [4]))
+    assert find_single_tensor_cuts(model) == ["a", "b"]
+
+
+def test_two_inputs_meet_before_the_first_cut() -> None:
+    model = make_model(
+        [
+            helper.make_node("Relu", ["x1"], ["a1"]),
+            helper.make_node("Relu", ["x2"], ["a2"]),
+            helper.make_node("Add", ["a1", "a2"], ["s"]),
+            helper.make_node("Sigmoid", ["s"], ["y"]),
+        ],
+        inputs=("x1", "x2"),
+    )
+    assert find_single_tensor_cuts(model) == ["s"]
+
+
+def test_nodes_out_of_file_order_are_sorted() -> None:
+    model = chain()
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(nodes))
+    assert [node.op_type for node in topological_nodes(model.graph)] == ["Relu", "Neg", "Abs", "Sigmoid"]
+    assert find_single_tensor_cuts(model) == ["a", "b", "c"]
+
+
+def test_control_flow_is_refused() -> None:
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["a"], ["out"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, SHAPE)],
+    )
+    model = make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("ReduceSum", ["a"], ["total"], keepdims=0),
+            helper.make_node("Cast", ["total"], ["cond"], to=TensorProto.BOOL),
+            helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch),
+        ]
+    )
+    with pytest.raises(UnprocessableModel, match="control flow"):
+        find_single_tensor_cuts(model)
+
+
+def test_graph_without_runtime_input_or_output_is_refused() -> None:
+    constant_only = make_model(
+        [helper.make_node("Identity", ["w"], ["y"])],
+        inputs=(),
+        initializers=[helper.make_tensor("w", TensorProto.FLOAT, [4], [1.0] * 4)],
+    )
+    with pytest.raises(UnprocessableModel, match="no input"):
+        ensure_cuttable(constant_only)
+    no_output = make_model([helper.make_node("Relu", ["x"], ["a"])], outputs=())
+    with pytest.raises(UnprocessableModel, match="no output"):
+        ensure_cuttable(no_output)
+
+
+def test_long_graph_is_fast() -> None:
+    # 20 000 nodes in residual blocks: a quadratic algorithm would take minutes here.
+    nodes = [helper.make_node("Relu", ["x"], ["t0"])]
+    for block in range(5000):
+        entry = f"t{block}"
+        nodes += [
+            helper.make_node("Neg", [entry], [f"n{block}"]),
+            helper.make_node("Abs", [f"n{block}"], [f"m{block}"]),
+            helper.make_node("Add", [entry, f"m{block}"], [f"s{block}"]),
+            helper.make_node("Relu", [f"s{block}"], [f"t{block + 1}"]),
+        ]
+    nodes.append(helper.make_node("Sigmoid", ["t5000"], ["y"]))
+    model = make_model(nodes)
+    start = time.perf_counter()
+    cuts = find_single_tensor_cuts(model)
+    assert time.perf_counter() - start < 2.0
+    assert len(cuts) == 1 + 2 * 5000
+    assert cuts[:3] == ["t0", "s0", "t1"]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        chain,
+        skip_connection,
+        parallel_branches,
+        two_output_node,
+        lambda: shape_side_path("x"),
+        lambda: shape_side_path("a"),
+    ],
+)
+def test_cuts_agree_with_brute_force(build: Callable[[], onnx.ModelProto]) -> None:
+    # A tensor is a cut iff deleting it leaves no path from the input to the output.
+    model = build()
+    graph = model.graph
+    outputs = {value.name for value in graph.output}
+    tensors = [name for node in graph.node for name in node.output if name not in outputs]
+
+    def disconnects(removed: str) -> bool:
+        reached = {"x"}
+        for node in graph.node:
+            if any(name in reached for name in node.input):
+                reached |= {name for name in node.output if name != removed}
+        return not reached & outputs
+
+    assert [name for name in tensors if disconnects(name)] == find_single_tensor_cuts(model)

@@ -1,0 +1,136 @@
+"""The robot as a real uvicorn process, with a real edge, a dead edge, and an edge that never answers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from model_splitter.local_stack import ServiceProcess, free_port
+from tests.support import SAMPLES, TinySplit, running_service
+
+Pair = tuple[ServiceProcess, ServiceProcess]
+
+
+def upload_bundle(service: ServiceProcess, split: TinySplit) -> None:
+    response = httpx.post(f"{service.url}/api/bundles", files={"bundle": ("b.zip", split.zip_bytes)}, timeout=60)
+    assert response.status_code == 200, response.text
+
+
+def infer(robot: ServiceProcess, mode: str | None = None, image: bytes | None = None) -> httpx.Response:
+    data = {"mode": mode} if mode else {}
+    payload = image if image is not None else (SAMPLES / "chelsea.jpg").read_bytes()
+    return httpx.post(f"{robot.url}/api/infer", files={"image": ("x.jpg", payload)}, data=data, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pair(
+    tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit
+) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    root = tmp_path_factory.mktemp("pair")
+    with (
+        running_service("edge_inference", "EDGE", root / "edge") as edge,
+        running_service("robot_inference", "ROBOT", root / "robot", edge_url=edge.url) as robot,
+    ):
+        upload_bundle(edge, tiny_split)
+        upload_bundle(robot, tiny_split)
+        yield robot, edge
+
+
+def test_three_modes_answer(pair: Pair, tiny_split: TinySplit) -> None:
+    robot, _ = pair
+    results = {mode: infer(robot, mode) for mode in ("split", "all-robot", "all-edge")}
+    for mode, response in results.items():
+        assert response.status_code == 200, response.text
+        assert response.json()["mode"] == mode
+    split = results["split"].json()
+    elements = tiny_split.manifest.cut[0].elements
+    assert elements // 2 < split["bytes"]["sent"] <= elements // 2 + 256
+    assert split["bytes"]["feature_fp32"] == elements * 4
+    assert results["all-robot"].json()["predictions"] == results["all-edge"].json()["predictions"]
+
+
+def test_not_an_image_is_400(pair: Pair) -> None:
+    robot, _ = pair
+    for mode in ("split", "all-robot", "all-edge"):
+        response = infer(robot, mode, image=b"this is text, not a picture")
+        assert response.status_code == 400, (mode, response.text)
+        assert "image" in response.json()["detail"]
+
+
+def test_unknown_mode_is_400(pair: Pair) -> None:
+    response = infer(pair[0], "everywhere")
+    assert response.status_code == 400
+    assert "all-robot" in response.json()["detail"]
+
+
+def test_nothing_deployed_is_409(tmp_path: Path) -> None:
+    with running_service("robot_inference", "ROBOT", tmp_path) as robot:
+        response = infer(robot)
+        assert response.status_code == 409
+        assert "POST /api/deploy" in response.json()["detail"]
+
+
+def test_dead_edge_is_503_quickly(tmp_path: Path, tiny_split: TinySplit) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with running_service("robot_inference", "ROBOT", tmp_path, edge_url=dead, edge_timeout_s="2") as robot:
+        upload_bundle(robot, tiny_split)
+        start = time.monotonic()
+        response = infer(robot)
+        assert response.status_code == 503
+        assert dead in response.json()["detail"]
+        assert time.monotonic() - start < 10
+        assert infer(robot, "all-robot").status_code == 200
+
+
+@pytest.fixture
+def silent_edge() -> Iterator[str]:
+    """A TCP listener that accepts connections and never answers: an edge that hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+def test_hanging_edge_is_504_within_the_timeout(tmp_path: Path, tiny_split: TinySplit, silent_edge: str) -> None:
+    with running_service("robot_inference", "ROBOT", tmp_path, edge_url=silent_edge, edge_timeout_s="1.5") as robot:
+        upload_bundle(robot, tiny_split)
+        start = time.monotonic()
+        response = infer(robot)
+        elapsed = time.monotonic() - start
+        assert response.status_code == 504
+        assert "did not answer" in response.json()["detail"]
+        assert elapsed < 10
+
+
+def test_deploy_from_unreachable_splitter_is_503(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with running_service("robot_inference", "ROBOT", tmp_path, splitter_url=dead) as robot:
+        response = httpx.post(f"{robot.url}/api/deploy", json={"split_id": "a" * 64}, timeout=30)
+        assert response.status_code == 503
+        assert "splitter" in response.json()["detail"]
+        bad_id = httpx.post(f"{robot.url}/api/deploy", json={"split_id": "../../etc"}, timeout=30)
+        assert bad_id.status_code == 400

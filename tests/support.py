@@ -1,0 +1,95 @@
+"""Small real things the tests share: a tiny classifier built with onnx.helper, and services as real processes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from common.manifest import SplitManifest
+from model_splitter.bundle_zip import bundle_zip
+from model_splitter.local_stack import ServiceProcess, free_port
+from model_splitter.models_service import register_upload
+from model_splitter.registry import Registry
+from model_splitter.schemas import SplitRequest
+from model_splitter.split_service import create_split
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = REPO_ROOT / "model_splitter" / "data" / "samples"
+
+
+def tiny_classifier(num_classes: int = 10, size: int = 32, seed: int = 0) -> onnx.ModelProto:
+    """Conv-Relu-Conv-Relu-GlobalAveragePool-Flatten-Gemm on a (batch, 3, size, size) input."""
+    rng = np.random.default_rng(seed)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="/stem/conv/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="/stem/relu/Relu"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="/block/conv/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="/block/relu/Relu"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["pooled"], name="/pool/GlobalAveragePool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="/Flatten"),
+        helper.make_node("Gemm", ["flat", "w3", "b3"], ["output"], name="/fc/Gemm", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", num_classes])],
+        [
+            weight("w1", 8, 3, 3, 3),
+            weight("b1", 8),
+            weight("w2", 8, 8, 3, 3),
+            weight("b2", 8),
+            weight("w3", num_classes, 8),
+            weight("b3", num_classes),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@contextmanager
+def running_service(module: str, prefix: str, data_dir: Path, **settings: str) -> Iterator[ServiceProcess]:
+    """One service as a real uvicorn process on a free loopback port, configured through its environment."""
+    import os
+
+    port = free_port()
+    env = dict(os.environ)
+    env.update({f"{prefix}_HOST": "127.0.0.1", f"{prefix}_PORT": str(port), f"{prefix}_DATA_DIR": str(data_dir)})
+    env.update({f"{prefix}_{key.upper()}": value for key, value in settings.items()})
+    service = ServiceProcess(prefix.lower(), module, f"http://127.0.0.1:{port}", env, data_dir / "service.log")
+    service.start(sys.executable)
+    try:
+        service.wait_healthy(time.monotonic() + 60)
+        yield service
+    finally:
+        service.stop()
+
+
+class TinySplit:
+    """A split of ``tiny_classifier`` made through the real registry, and its bundle zip."""
+
+    def __init__(self, manifest: SplitManifest, zip_bytes: bytes, registry: Registry) -> None:
+        self.manifest = manifest
+        self.zip_bytes = zip_bytes
+        self.registry = registry
+
+
+def make_tiny_split(root: Path, bits: int = 4, split_point: str = "block") -> TinySplit:
+    registry = Registry(root / "registry")
+    model = tiny_classifier()
+    record = register_upload(registry, model.SerializeToString(), "tiny.onnx", (1, 3, 32, 32), "tiny", False)
+    manifest = create_split(registry, record.id, SplitRequest(split_point=split_point, bits=bits))
+    return TinySplit(manifest, bundle_zip(registry, manifest.id), registry)
