@@ -54,3 +54,8 @@ bench: install
 ## The reduced benchmark CI runs (resnet18, 2 rates, 3 points; a few minutes); results in bench/results/quick-*.
 bench-quick: install
 	$(PY) -m bench.run --quick
+
+.PHONY: bench-planner
+## The auto-split planner's predictions against measurements on the emulated link (root); bench/results/planner-*.
+bench-planner: install
+	$(PY) -m bench.validate_planner

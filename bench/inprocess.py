@@ -7,6 +7,7 @@ dequantize, tail, top-k. The loopback overhead ratio divides the HTTP latency th
 
 from __future__ import annotations
 
+import math
 import statistics
 import tempfile
 import time
@@ -177,23 +178,33 @@ def _median_stages(samples: list[dict[str, float]]) -> dict[str, float]:
     return {name: round(statistics.median(s.get(name, 0.0) for s in samples), 3) for name in names}
 
 
-def quant_speeds() -> list[QuantSpeed]:
-    """bench/quant_speed.py's measurement (median of 50, one core), kept as data."""
+def quant_speeds(repeats: int = 3) -> list[QuantSpeed]:
+    """bench/quant_speed.py's measurement (median of 50 calls, one core), the best of ``repeats`` passes.
+
+    One median covers about a millisecond of work. The first pass in a freshly started process ran np.copy of
+    the 400 kB array at 3 GB/s where every later pass ran it at 20 GB/s, so whole passes repeat (in time, not
+    back to back) and each figure keeps its best.
+    """
     rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(shape).astype(np.float32) for shape in SHAPES]
+    best: dict[tuple[int, int], tuple[float, float, float]] = {}
+    for _ in range(repeats):
+        for i, x in enumerate(arrays):
+            copy = median_seconds(partial(np.copy, x))
+            for bits in BITS:
+                encode, decode = codec_seconds(x, bits)
+                seen = best.get((i, bits), (math.inf, math.inf, math.inf))
+                best[(i, bits)] = (min(seen[0], encode), min(seen[1], decode), min(seen[2], copy))
     speeds = []
-    for shape in SHAPES:
-        x = rng.standard_normal(shape).astype(np.float32)
-        gigabytes = x.nbytes / 1e9
-        copy_rate = gigabytes / median_seconds(partial(np.copy, x))
-        for bits in BITS:
-            encode, decode = codec_seconds(x, bits)
-            speeds.append(
-                QuantSpeed(
-                    shape=list(shape),
-                    bits=bits,
-                    quant_pack_gbps=round(gigabytes / encode, 3),
-                    unpack_dequant_gbps=round(gigabytes / decode, 3),
-                    copy_gbps=round(copy_rate, 3),
-                )
+    for (i, bits), (encode, decode, copy) in best.items():
+        gigabytes = arrays[i].nbytes / 1e9
+        speeds.append(
+            QuantSpeed(
+                shape=list(SHAPES[i]),
+                bits=bits,
+                quant_pack_gbps=round(gigabytes / encode, 3),
+                unpack_dequant_gbps=round(gigabytes / decode, 3),
+                copy_gbps=round(gigabytes / copy, 3),
             )
+        )
     return speeds

@@ -14,7 +14,9 @@ import matplotlib
 matplotlib.use("Agg")  # no display in CI or over ssh
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.schema import BenchResults, Plan, PlanRun
 
@@ -47,10 +49,13 @@ def plot_latency(results: BenchResults, path: Path) -> Path:
         by_plan: dict[Plan, list[PlanRun]] = defaultdict(list)
         for run in mine:
             by_plan[run.plan].append(run)
+        grey_label = "each split plan"
         for plan, plan_runs in by_plan.items():
             if plan.mode == "split":
                 plan_runs.sort(key=lambda r: r.rate_mbit)
-                ax.plot([r.rate_mbit for r in plan_runs], [_p50(r) for r in plan_runs], color="0.85", lw=0.8)
+                xs, ys = [r.rate_mbit for r in plan_runs], [_p50(r) for r in plan_runs]
+                ax.plot(xs, ys, color="0.85", lw=0.8, label=grey_label)
+                grey_label = "_nolegend_"
         for bits, colour in BITS_COLOURS.items():
             rates, values, labels = [], [], []
             for rate in sorted({r.rate_mbit for r in mine}):
@@ -76,10 +81,7 @@ def plot_latency(results: BenchResults, path: Path) -> Path:
                 ax.annotate(
                     winner.plan.key, (rate, winner.p50_ms), textcoords="offset points", xytext=(4, -12), fontsize=7
                 )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        rates = sorted({r.rate_mbit for r in mine})
-        ax.set_xticks(rates, [f"{r:g}" for r in rates])
+        _log_axes(ax, sorted({r.rate_mbit for r in mine}))
         ax.set_xlabel("link rate, Mbit/s (tc tbf, both directions)")
         ax.set_ylabel("end-to-end latency p50, ms (band: to p90)")
         ax.set_title(f"{model}: latency by plan (star = best)")
@@ -143,9 +145,10 @@ def plot_overhead(results: BenchResults, path: Path) -> Path:
     left.set_title("loopback, uncapped: three services vs one process")
     left.legend(fontsize=7)
     runs = _measured(results)
-    markers = {"all-robot": "s", "all-edge": "^", "split": "o"}
-    for model in [m.name for m in results.models]:
-        for mode, marker in markers.items():
+    styles = {"all-robot": ("s", ":"), "all-edge": ("^", "--"), "split": ("o", "-")}
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for colour, model in zip(colours, [m.name for m in results.models], strict=False):
+        for mode, (marker, linestyle) in styles.items():
             points = []
             for rate in sorted({r.rate_mbit for r in runs if r.model == model}):
                 found = [r for r in runs if r.model == model and r.rate_mbit == rate and r.plan.mode == mode]
@@ -155,9 +158,12 @@ def plot_overhead(results: BenchResults, path: Path) -> Path:
                     assert top.overhead_ratio is not None
                     points.append((rate, top.overhead_ratio))
             if points:
-                right.plot(*zip(*points, strict=True), marker=marker, label=f"{model} {mode}", lw=1)
+                xs, ys = zip(*points, strict=True)
+                right.plot(xs, ys, marker=marker, ls=linestyle, color=colour, label=f"{model} {mode}", lw=1.2)
     right.axhline(1.0, color="0.3", lw=0.8)
     right.set_xscale("log")
+    rates = sorted({r.rate_mbit for r in runs})
+    right.set_xticks(rates, [f"{r:g}" for r in rates])
     right.set_xlabel("link rate, Mbit/s")
     right.set_ylabel("measured p50 / (compute + bytes / rate)")
     right.set_title("capped link: latency over its physical limit (split: best one)")
@@ -187,6 +193,8 @@ def plot_throughput(results: BenchResults, path: Path) -> Path:
                 color=line.get_color(),
             )
     left.set_xscale("log", base=2)
+    levels = sorted({t.clients for t in results.edge_throughput})
+    left.set_xticks(levels, [str(c) for c in levels])
     left.set_xlabel("concurrent robot clients (link uncapped)")
     left.set_ylabel("edge requests/s")
     left.set_title("edge throughput")
@@ -220,6 +228,16 @@ def plot_all(results: BenchResults, directory: Path, stem: str) -> list[Path]:
     if results.edge_throughput or results.quant:
         written.append(plot_throughput(results, directory / f"{stem}-throughput.png"))
     return written
+
+
+def _log_axes(ax: Axes, rates: list[float]) -> None:
+    """Log-log with plain numbers (2, 10, 50, 200 and 20, 50, 100 ms), not 10^x."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(rates, [f"{r:g}" for r in rates])
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _save(fig: Figure, path: Path) -> Path:

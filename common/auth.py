@@ -16,25 +16,39 @@ from pydantic import SecretStr
 from common.errors import Unauthorized
 
 Guard = Callable[[Request], Awaitable[None]]
+TOKEN_COOKIE = "splitbot_token"
 
 
 def bearer_header(token: SecretStr | None) -> dict[str, str]:
     return {"authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
 
 
-def token_guard(expected: SecretStr | None, setting: str) -> Guard:
-    """A FastAPI dependency that lets a request through only with the expected bearer token (if one is set)."""
-    secret = expected.get_secret_value().encode() if expected is not None else None
+def token_matches(presented: str, expected: SecretStr | None) -> bool:
+    if expected is None:
+        return True
+    return hmac.compare_digest(presented.strip().encode(), expected.get_secret_value().encode())
+
+
+def token_guard(expected: SecretStr | None, setting: str, hint: str = "") -> Guard:
+    """A FastAPI dependency that lets a request through only with the expected token (if one is set).
+
+    The token comes in ``Authorization: Bearer``, or, for the splitter's web UI, in the HttpOnly ``SameSite=Strict``
+    cookie its sign-in form sets (strict same-site cookies are not sent with cross-site requests, so a foreign page
+    cannot borrow a signed-in browser's access).
+    """
 
     async def check(request: Request) -> None:
-        if secret is None:
+        if expected is None:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, presented = header.partition(" ")
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented:
-            raise Unauthorized(f"this endpoint needs 'Authorization: Bearer <token>' (the token set in {setting})")
-        if not hmac.compare_digest(presented.strip().encode(), secret):
-            raise Unauthorized(f"the bearer token is not the one set in {setting}")
+            presented = request.cookies.get(TOKEN_COOKIE, "")
+            if not presented:
+                raise Unauthorized(
+                    f"this endpoint needs 'Authorization: Bearer <token>' (the token set in {setting}){hint}"
+                )
+        if not token_matches(presented, expected):
+            raise Unauthorized(f"the token is not the one set in {setting}{hint}")
 
     return check
 
@@ -43,5 +57,5 @@ async def open_access(request: Request) -> None:
     return None
 
 
-def read_guard(expected: SecretStr | None, setting: str, protect_reads: bool) -> Guard:
-    return token_guard(expected, setting) if protect_reads else open_access
+def read_guard(expected: SecretStr | None, setting: str, protect_reads: bool, hint: str = "") -> Guard:
+    return token_guard(expected, setting, hint) if protect_reads else open_access

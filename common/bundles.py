@@ -72,12 +72,13 @@ class BundleStore:
         _atomic_write(directory / "manifest.json", manifest.to_json_bytes())
 
     def stored_manifests(self) -> list[SplitManifest]:
-        manifests = []
-        for directory in sorted((self.root / "splits").iterdir()):
+        """Complete bundles, oldest deploy first (each deploy rewrites its manifest), so the last is the default."""
+        complete = []
+        for directory in (self.root / "splits").iterdir():
             manifest_path = directory / "manifest.json"
             if manifest_path.is_file() and (directory / f"{self.part}.onnx").is_file():
-                manifests.append(parse_manifest(manifest_path.read_bytes()))
-        return manifests
+                complete.append((manifest_path.stat().st_mtime_ns, directory.name, manifest_path))
+        return [parse_manifest(path.read_bytes()) for _, _, path in sorted(complete)]
 
     def has_full_model(self, manifest: SplitManifest) -> bool:
         return self.full_model_path(manifest.model_sha256).is_file()

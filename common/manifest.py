@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from common.errors import BadRequest
+from common.errors import BadRequest, InvalidArgument
+from common.quantization import validate_channel_ranges
 
 MANIFEST_FORMAT_VERSION = 1
 SPLIT_ID_HEX_LENGTH = 64
@@ -37,16 +38,39 @@ class TensorSpec(_Frozen):
         return count
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 class TensorRange(_Frozen):
+    """The clip range of one cut tensor. With ``channel_lo``/``channel_hi`` (one value per index of axis 1) the
+    tensor is quantized per channel (wire kind 5) and ``lo``/``hi`` are the smallest lo and largest hi, for people.
+
+    Fields left unset are left out of the JSON, so manifests without them keep their ids.
+    """
+
     name: str
     lo: float
     hi: float
+    channel_lo: list[float] | None = Field(None, exclude_if=_is_none, description="per-channel lo (axis 1)")
+    channel_hi: list[float] | None = Field(None, exclude_if=_is_none, description="per-channel hi (axis 1)")
 
     @model_validator(mode="after")
     def _ordered(self) -> TensorRange:
         if not self.lo < self.hi:
             raise ValueError(f"clip range of {self.name} must have lo < hi, got [{self.lo}, {self.hi}]")
+        if (self.channel_lo is None) != (self.channel_hi is None):
+            raise ValueError(f"clip range of {self.name}: give both channel_lo and channel_hi, or neither")
+        if self.channel_lo is not None and self.channel_hi is not None:
+            try:
+                validate_channel_ranges(self.channel_lo, self.channel_hi)
+            except InvalidArgument as exc:
+                raise ValueError(f"clip range of {self.name}: {exc.message}") from None
         return self
+
+    @property
+    def per_channel(self) -> bool:
+        return self.channel_lo is not None
 
 
 class Quantization(_Frozen):
@@ -78,9 +102,21 @@ class Postprocessing(_Frozen):
     labels: list[str] | None = None
 
 
+class Fidelity(_Frozen):
+    """How close head -> quantize -> dequantize -> tail stays to the unsplit float model, on calibration images."""
+
+    top1_agreement: float = Field(description="share of images whose top-1 class equals the float model's, 0..1")
+    cosine: float = Field(description="mean cosine similarity of the output vectors with the float model's")
+    sqnr_db: float = Field(description="signal to quantization noise of the cut features, dB (capped at 200)")
+    images: int = Field(description="how many calibration images were measured")
+
+
 class Verification(_Frozen):
     head_tail_max_abs_diff: float = Field(description="max |tail(head(x)) - full(x)| in fp32 on a random batch")
     export_max_abs_diff: float | None = Field(None, description="max |onnx(x) - torch(x)| at registration")
+    fidelity: Fidelity | None = Field(
+        None, exclude_if=_is_none, description="measured on calibration images (calibrated splits only)"
+    )
 
 
 class SplitManifest(_Frozen):
@@ -100,6 +136,20 @@ class SplitManifest(_Frozen):
     verification: Verification
     head_sha256: str
     tail_sha256: str
+
+    @model_validator(mode="after")
+    def _channel_ranges_fit(self) -> SplitManifest:
+        shapes = {spec.name: spec.shape for spec in self.cut}
+        for entry in self.quantization.ranges:
+            if entry.channel_lo is None:
+                continue
+            shape = shapes.get(entry.name)
+            if shape is None or len(shape) < 2 or len(entry.channel_lo) != shape[1]:
+                raise ValueError(
+                    f"per-channel ranges of {entry.name} need one value per channel (axis 1) of its cut shape "
+                    f"{shape}, got {len(entry.channel_lo)}"
+                )
+        return self
 
     def content_id(self) -> str:
         return compute_split_id(self.model_dump(mode="json"))

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import onnxruntime as ort
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -76,13 +76,17 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         summary="Run the tail on one wire frame (application/octet-stream, see docs/wire-format.md)",
         openapi_extra=FRAME_BODY,
         dependencies=[Depends(writes)],
+        response_model=EdgeResult,
     )
-    async def infer(request: Request) -> EdgeResult:
+    async def infer(request: Request) -> Response:
         data = await read_limited(request, settings.max_frame_bytes, "frame")
         metrics.count_bytes("received", len(data))
         result = await run_in_threadpool(infer_frame, deployments, data, settings.max_frame_bytes)
         metrics.observe_stages(result.stages)
-        return result
+        # Serialized here so that the bytes sent back are counted exactly (the robot counts what it receives).
+        body = result.model_dump_json().encode()
+        metrics.count_bytes("sent", len(body))
+        return Response(body, media_type="application/json")
 
     @app.get("/health")
     async def health() -> EdgeHealth:

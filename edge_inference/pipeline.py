@@ -30,7 +30,10 @@ def infer_frame(deployments: DeploymentSet, data: bytes, max_frame_bytes: int) -
 def _run_tail(deployment: Deployment, frame: Frame, timer: StageTimer, size: int) -> EdgeResult:
     manifest = deployment.manifest
     with timer.stage("dequantize"):
-        feeds = {record.name: decode_record(record) for record in _matching_records(manifest, frame)}
+        feeds = {
+            record.name: decode_record(record, _channel_ranges(manifest, record))
+            for record in _matching_records(manifest, frame)
+        }
     with timer.stage("tail"):
         outputs = deployment.part.run(feeds)
     return _finish(deployment, frame, timer, outputs[0], "split", deployment.part.provider, size)
@@ -100,8 +103,26 @@ def _matching_records(manifest: SplitManifest, frame: Frame) -> list[TensorRecor
     return list(frame.tensors)
 
 
+def _channel_ranges(manifest: SplitManifest, record: TensorRecord) -> tuple[list[float], list[float]] | None:
+    if record.kind is not TensorKind.QUANTIZED_PER_CHANNEL:
+        return None
+    expected = manifest.quantization.range_of(record.name)
+    if expected.channel_lo is None or expected.channel_hi is None:
+        return None  # _matching_records refuses this combination before decoding
+    return expected.channel_lo, expected.channel_hi
+
+
 def _check_range(manifest: SplitManifest, record: TensorRecord) -> None:
     expected = manifest.quantization.range_of(record.name)
+    # Per-channel ranges travel in the manifest only: such a tensor must arrive as kind 5, any other as kind 1.
+    want = TensorKind.QUANTIZED_PER_CHANNEL if expected.channel_lo is not None else TensorKind.QUANTIZED
+    if record.kind is not want:
+        raise FrameMismatch(
+            f"tensor {record.name!r} arrives as {record.kind.name.lower()} (kind {int(record.kind)}), the split "
+            f"quantizes it as {want.name.lower()} (kind {int(want)})"
+        )
+    if want is TensorKind.QUANTIZED_PER_CHANNEL:
+        return
     # The frame carries float32; the manifest's values are compared at that precision.
     if np.float32(record.lo) != np.float32(expected.lo) or np.float32(record.hi) != np.float32(expected.hi):
         raise FrameMismatch(

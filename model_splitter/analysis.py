@@ -3,12 +3,17 @@
 One shape inference at the concrete input shape and one pass over the nodes in topological order give every
 split point's numbers through prefix sums. That is exact because for a single-tensor cut ``t`` the live nodes
 (those on some input-to-output path) before ``t``'s producer in topological order are exactly ``t``'s ancestors.
+
+With ``pair_cuts=True`` (what registration asks for) cuts of two tensors from ``graph_cuts.find_pair_cuts`` are
+offered too, where the network has long stretches without a single cut; their head costs come from the union of
+the two tensors' ancestors. They sit among the single cuts in network order, labelled ``"<label a> + <label b>"``,
+with ``tensors``/``shapes`` naming both; ``tensor`` is ``"a + b"`` and ``shape`` the first tensor's shape.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +21,7 @@ import onnx
 
 from common.errors import InvalidArgument, UnprocessableModel
 from model_splitter.cutting import infer_shapes
-from model_splitter.graph_cuts import data_flow, real_inputs
+from model_splitter.graph_cuts import data_flow, find_pair_cuts, real_inputs
 from model_splitter.labels import label_tensors
 
 WIRE_BITS = (32, 16, 8, 4, 2)
@@ -33,6 +38,8 @@ class SplitPointInfo:
     wire_bytes: dict[int, int]  # bits per element -> bytes of one batch-1 tensor
     head_flops_share: float  # share of the graph's FLOPs computed by the head
     head_params_share: float  # share of the graph's parameters the head needs
+    tensors: list[str] = field(default_factory=list)  # every tensor the head sends: [tensor] or a pair
+    shapes: list[list[int]] = field(default_factory=list)  # their shapes at batch 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,8 +129,11 @@ def _params_by_node(flow_nodes: list[onnx.NodeProto], live: frozenset[str], grap
     return per_node
 
 
-def analyse_split_points(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> list[SplitPointInfo]:
-    """Every single-tensor split point of ``model`` with its wire size and head share of compute and weights."""
+def analyse_split_points(
+    model: onnx.ModelProto, input_shape: tuple[int, ...], *, pair_cuts: bool = False
+) -> list[SplitPointInfo]:
+    """Every single-tensor split point of ``model`` with its wire size and head share of compute and weights;
+    with ``pair_cuts``, also the cuts of two tensors that ``find_pair_cuts`` offers (see the module docstring)."""
     flow = data_flow(model)  # also runs ensure_cuttable
     labels = label_tensors(model, flow.cuts)
     shapes, types = _shapes(model, input_shape)
@@ -135,10 +145,14 @@ def analyse_split_points(model: onnx.ModelProto, input_shape: tuple[int, ...]) -
     params_prefix: list[int] = []
     flops = params = 0
     counted: set[str] = set()
+    node_costs: dict[str, tuple[int, int, set[str]]] = {}  # live tensor -> (its node's position, flops, reads)
     for node, reads in zip(flow.nodes, _params_by_node(flow.nodes, flow.live, model.graph), strict=True):
         if not any(name in flow.live for name in node.output):
             continue  # constant-only nodes are folded at session creation; dead branches are pruned
-        flops += node_flops(node, shapes)
+        cost = node_flops(node, shapes)
+        for name in node.output:
+            node_costs[name] = (len(flops_prefix), cost, reads)
+        flops += cost
         fresh = reads - counted
         counted |= fresh
         params += sum(sizes[name] for name in fresh)
@@ -168,6 +182,70 @@ def analyse_split_points(model: onnx.ModelProto, input_shape: tuple[int, ...]) -
                 wire_bytes={bits: math.ceil(elements * bits / 8) for bits in WIRE_BITS},
                 head_flops_share=flops_prefix[position] / flops if flops else 0.0,
                 head_params_share=params_prefix[position] / params if params else 0.0,
+                tensors=[tensor],
+                shapes=[shape],
             )
         )
-    return points
+    if not pair_cuts:
+        return points
+
+    def sendable(name: str) -> bool:
+        return types.get(name) == onnx.TensorProto.FLOAT and name in shapes
+
+    pairs = find_pair_cuts(model, eligible=sendable)
+    if not pairs:
+        return points
+    producers = {name: node for node in flow.nodes for name in node.output if name}
+    positioned = [(position_of[p.tensor], 0, p) for p in points]
+    used = {p.label for p in points}
+    for a, b in pairs:
+        pair_labels = label_tensors(model, [a, b])
+        label = base = f"{pair_labels[a]} + {pair_labels[b]}"
+        repeat = 1
+        while label in used:
+            repeat += 1
+            label = f"{base}#{repeat}"
+        used.add(label)
+        ancestors = _live_ancestors([a, b], producers, flow.live)
+        head_flops = sum(node_costs[name][1] for name in ancestors)
+        head_params = sum(sizes[name] for name in set().union(*(node_costs[name][2] for name in ancestors)))
+        pair_shapes = [shapes[a], shapes[b]]
+        positioned.append(
+            (
+                max(position_of[a], position_of[b]),
+                1,
+                SplitPointInfo(
+                    index=0,
+                    label=label,
+                    tensor=f"{a} + {b}",
+                    shape=pair_shapes[0],
+                    dtype=_dtype_name(types[a]),
+                    elements=sum(math.prod(shape) for shape in pair_shapes),
+                    wire_bytes={
+                        bits: sum(math.ceil(math.prod(shape) * bits / 8) for shape in pair_shapes) for bits in WIRE_BITS
+                    },
+                    head_flops_share=head_flops / flops if flops else 0.0,
+                    head_params_share=head_params / params if params else 0.0,
+                    tensors=[a, b],
+                    shapes=pair_shapes,
+                ),
+            )
+        )
+    positioned.sort(key=lambda item: (item[0], item[1]))
+    return [replace(point, index=index) for index, (_, _, point) in enumerate(positioned)]
+
+
+def _live_ancestors(tensors: list[str], producers: dict[str, onnx.NodeProto], live: frozenset[str]) -> set[str]:
+    """The live tensors computed on the way to ``tensors`` (one name per node: each node's live outputs)."""
+    seen: set[str] = set()
+    pending = list(tensors)
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in live or name not in producers:
+            continue
+        node = producers[name]
+        outputs = [out for out in node.output if out in live]
+        seen.update(outputs)
+        pending.extend(node.input)
+    # Count each node once: keep one output per node.
+    return {next(out for out in producers[name].output if out in live) for name in seen}

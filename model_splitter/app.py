@@ -14,6 +14,7 @@ from common.docs_ui import install_offline_docs
 from common.http_errors import install_error_handlers
 from common.observability import Metrics, install_observability
 from model_splitter.api_routes import api_router
+from model_splitter.calibration_routes import calibration_router
 from model_splitter.context import SplitterContext
 from model_splitter.job_routes import job_router
 from model_splitter.jobs import JobTable
@@ -44,6 +45,7 @@ def create_app(settings: SplitterSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_observability(app, Metrics("splitter"), context.read_guard)
     app.include_router(api_router(context))
+    app.include_router(calibration_router(context))
     app.include_router(job_router(context, jobs))
     app.include_router(plan_router(context))
     app.include_router(ui_router(context))

@@ -10,6 +10,8 @@ from model_splitter.reference import ReferenceRunner
 from model_splitter.registry import Registry
 from model_splitter.settings import SplitterSettings
 
+SIGN_IN_HINT = "; in the web UI, sign in at /login"
+
 
 @dataclass
 class SplitterContext:
@@ -28,6 +30,6 @@ class SplitterContext:
             registry=registry,
             peers=Peers(settings.robot_url, settings.edge_url, settings.request_timeout_s, settings),
             reference=ReferenceRunner(registry),
-            write_guard=token_guard(settings.token, "SPLITTER_TOKEN"),
-            read_guard=read_guard(settings.token, "SPLITTER_TOKEN", settings.protect_reads),
+            write_guard=token_guard(settings.token, "SPLITTER_TOKEN", SIGN_IN_HINT),
+            read_guard=read_guard(settings.token, "SPLITTER_TOKEN", settings.protect_reads, SIGN_IN_HINT),
         )

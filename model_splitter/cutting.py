@@ -80,10 +80,19 @@ def infer_shapes(
     return inferred.graph
 
 
-def _cut_value_infos(model: onnx.ModelProto, cut_tensors: list[str]) -> dict[str, onnx.ValueInfoProto]:
-    """Typed ValueInfos for the cut tensors, from shape inference on the full model (symbolic batch kept)."""
+def tensor_value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Typed ValueInfos of every tensor shape inference reaches (symbolic batch kept), for ``cut_model``'s
+    ``value_infos`` when one model is cut many times."""
     graph = infer_shapes(model)
-    known = {value.name: value for value in [*graph.value_info, *graph.output, *graph.input]}
+    return {value.name: value for value in [*graph.value_info, *graph.output, *graph.input]}
+
+
+def _cut_value_infos(
+    model: onnx.ModelProto, cut_tensors: list[str], known: Mapping[str, onnx.ValueInfoProto] | None = None
+) -> dict[str, onnx.ValueInfoProto]:
+    """Typed ValueInfos for the cut tensors, from shape inference on the full model (symbolic batch kept)."""
+    if known is None:
+        known = tensor_value_infos(model)
     infos: dict[str, onnx.ValueInfoProto] = {}
     for name in cut_tensors:
         value = known.get(name)
@@ -137,9 +146,15 @@ def _half(
     return half
 
 
-def cut_model(model: onnx.ModelProto, cut_tensors: list[str]) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+def cut_model(
+    model: onnx.ModelProto,
+    cut_tensors: list[str],
+    value_infos: Mapping[str, onnx.ValueInfoProto] | None = None,
+) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """Split ``model`` into (head, tail): the head computes ``cut_tensors`` from the graph inputs, the tail the
-    original outputs from ``cut_tensors`` alone. Raises ``UnprocessableModel`` if the tensors are not a real cut."""
+    original outputs from ``cut_tensors`` alone. Raises ``UnprocessableModel`` if the tensors are not a real cut.
+
+    ``value_infos`` (from ``tensor_value_infos(model)``) saves the shape inference when cutting one model often."""
     ensure_cuttable(model)
     graph = model.graph
     if not cut_tensors:
@@ -171,7 +186,7 @@ def cut_model(model: onnx.ModelProto, cut_tensors: list[str]) -> tuple[onnx.Mode
             f"tensor(s) {unused} would not be read by the tail: the other cut tensors already determine the outputs"
         )
 
-    typed = _cut_value_infos(model, cut_tensors)
+    typed = _cut_value_infos(model, cut_tensors, value_infos)
     cut_infos = [typed[name] for name in cut_tensors]
     graph_inputs = [value for value in graph.input if value.name in input_set]
     head = _half(model, "head", head_nodes, graph_inputs, cut_infos)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
@@ -71,7 +71,7 @@ def sample_response(name: str) -> FileResponse:
 
 
 def job_router(context: SplitterContext, jobs: JobTable | None = None) -> APIRouter:
-    router = APIRouter(prefix="/api")
+    router = APIRouter(prefix="/api", dependencies=[Depends(context.read_guard)])
     table = jobs or JobTable()
     registry = context.registry
     settings = context.settings
@@ -81,6 +81,7 @@ def job_router(context: SplitterContext, jobs: JobTable | None = None) -> APIRou
         status_code=202,
         tags=["models"],
         summary="Register a model in the background; poll the job for progress",
+        dependencies=[Depends(context.write_guard)],
     )
     async def start_model_job(
         response: Response,

@@ -78,11 +78,11 @@ def _finish(registry: Registry, result: IntakeResult, name: str, progress: Progr
     preprocessing = default_preprocessing(result.input_shape)
     onnx_bytes = result.model.SerializeToString()
     progress("finding split points")
-    points = analyse_split_points(result.model, (1, *result.input_shape[1:]))
+    points = analyse_split_points(result.model, (1, *result.input_shape[1:]), pair_cuts=True)
     if not points:
         raise UnprocessableModel(
-            "the model has no single tensor that every path from input to output passes through, so it cannot be "
-            "split; it can still be run whole on the robot or the edge"
+            "the model has no single tensor, nor a pair of floating-point tensors, that every path from input to "
+            "output passes through, so it cannot be split; it can still be run whole on the robot or the edge"
         )
     sha = hashlib.sha256(onnx_bytes).hexdigest()
     record = ModelRecord(

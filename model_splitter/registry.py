@@ -2,13 +2,14 @@
 
 Layout under the data directory::
 
-    models/<model id>/model.onnx  model.json  labels.json
+    models/<model id>/model.onnx  model.json  labels.json  [calibration.json]
     splits/<split id>/head.onnx  tail.onnx  manifest.json
     staging/<random>/            directories being written; renamed into place when complete
 
 A model or split directory appears in one ``rename``, so a reader (or a restart after a crash) sees either the
 whole entry or nothing. Ids are hashes of the content, so two uploads of the same bytes land on the same entry
-and two different uploads can never overwrite each other.
+and two different uploads can never overwrite each other. The one mutable file is a model's ``calibration.json``
+(the latest calibration): it is written to staging and moved over the old one with ``os.replace``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from common.errors import NotFound
 from common.manifest import SplitManifest, parse_manifest
-from model_splitter.schemas import ModelRecord
+from model_splitter.schemas import CalibrationResult, ModelRecord
 
 MODEL_ID_HEX_LENGTH = 16
 
@@ -90,6 +91,34 @@ class Registry:
             self._remove(self.split_dir(split_id))
         self._remove(self.model_dir(model_id))
         return removed
+
+    def save_calibration(self, result: CalibrationResult) -> CalibrationResult:
+        """Store (or replace) the model's calibration atomically: a reader sees the old file or the new one."""
+        self.get_model(result.model_id)
+        staging = self.root / "staging" / uuid.uuid4().hex
+        staging.mkdir()
+        try:
+            with open(staging / "calibration.json", "wb") as handle:
+                handle.write(result.model_dump_json(indent=1).encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.replace(staging / "calibration.json", self.model_dir(result.model_id) / "calibration.json")
+            except FileNotFoundError:
+                raise NotFound(f"model {result.model_id} was deleted while it was being calibrated") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return result
+
+    def get_calibration(self, model_id: str) -> CalibrationResult | None:
+        """The model's stored calibration, or None if it was never calibrated (NotFound if there is no model)."""
+        self.get_model(model_id)
+        path = self.model_dir(model_id) / "calibration.json"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return CalibrationResult.model_validate_json(data)
 
     # --- splits -------------------------------------------------------------------------------------------------
     def split_dir(self, split_id: str) -> Path:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
 
-from common.manifest import Preprocessing
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.manifest import Fidelity, Preprocessing, TensorRange
 
 
 class SplitPoint(BaseModel):
@@ -17,6 +19,18 @@ class SplitPoint(BaseModel):
     wire_bytes: dict[int, int] = Field(description="bytes on the wire per bit width (32, 16, 8, 4, 2)")
     head_flops_share: float
     head_params_share: float
+    tensors: list[str] = Field(
+        default_factory=list, description="every tensor the head sends: [tensor] for a single cut, two for a pair"
+    )
+    shapes: list[list[int]] = Field(default_factory=list, description="the shapes of ``tensors``, at batch 1")
+
+    @model_validator(mode="after")
+    def _single_by_default(self) -> SplitPoint:
+        # Records written before pair cuts existed name one tensor only.
+        if not self.tensors:
+            self.tensors = [self.tensor]
+            self.shapes = [self.shape]
+        return self
 
 
 class ModelRecord(BaseModel):
@@ -65,4 +79,45 @@ class ModelSummary(BaseModel):
 class SplitRequest(BaseModel):
     split_point: str = Field(description="a split point's label (module path) or tensor name")
     bits: int = Field(4, description="1..8 quantized, 16 float16, 32 float32")
-    clip: tuple[float, float] | None = Field(None, description="[lo, hi]; default [0, 32] for non-negative tensors")
+    clip: tuple[float, float] | Literal["calibrated"] | None = Field(
+        None,
+        description='[lo, hi]; "calibrated" for the ranges of POST /api/models/{id}/calibrate; '
+        "default [0, 32] for non-negative tensors, [-32, 32] otherwise",
+    )
+
+
+class BitsCalibration(BaseModel):
+    """The calibrated range(s) of one split point at one bit width, and the fidelity measured with them."""
+
+    lo: float | None = Field(description="clip lo of a single-tensor point (the smallest lo if per channel)")
+    hi: float | None = Field(description="clip hi of a single-tensor point (the largest hi if per channel)")
+    channel_lo: list[float] | None = Field(None, description="per-channel lo of a single-tensor point")
+    channel_hi: list[float] | None = Field(None, description="per-channel hi of a single-tensor point")
+    ranges: list[TensorRange] = Field(description="one range per cut tensor, exactly as a manifest carries them")
+    top1_agreement: float
+    cosine: float
+    sqnr_db: float
+
+    def fidelity(self, images: int) -> Fidelity:
+        return Fidelity(top1_agreement=self.top1_agreement, cosine=self.cosine, sqnr_db=self.sqnr_db, images=images)
+
+
+class PointCalibration(BaseModel):
+    tensors: list[str]
+    bits: dict[int, BitsCalibration]
+
+
+class CalibrationResult(BaseModel):
+    """What POST /api/models/{id}/calibrate measured; stored as calibration.json beside the model."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_id: str
+    method: Literal["fixed", "percentile", "mse", "aciq"]
+    per_channel: bool
+    bits: list[int]
+    images: int = Field(description="calibration inputs measured")
+    image_source: Literal["uploaded", "bundled"]
+    created_at: str
+    seconds: float = Field(description="wall time of the calibration and fidelity runs")
+    points: dict[str, PointCalibration] = Field(description="by split point label, in network order")

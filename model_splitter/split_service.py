@@ -1,4 +1,9 @@
-"""Creating a split: cut the registered graph, verify head then tail equals the whole, write the bundle."""
+"""Creating a split: cut the registered graph, verify head then tail equals the whole, write the bundle.
+
+The one place that makes manifests. A split point may send one tensor or two (a pair cut, ``point.tensors``); the
+clip ranges are the request's ``[lo, hi]``, the fixed defaults, or (``"clip": "calibrated"``) the ranges stored by
+``POST /api/models/{id}/calibrate`` for that point and bit width, with the fidelity measured there.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import onnx
 
 from common.errors import InvalidArgument, UnprocessableModel
 from common.manifest import (
+    Fidelity,
     Postprocessing,
     Quantization,
     SplitManifest,
@@ -16,6 +22,7 @@ from common.manifest import (
 )
 from common.quantization import SUPPORTED_BITS
 from model_splitter.cutting import cut_model
+from model_splitter.labels import label_tensors
 from model_splitter.registry import Registry
 from model_splitter.schemas import ModelRecord, SplitPoint, SplitRequest
 from model_splitter.verification import head_tail_max_abs_diff
@@ -25,6 +32,10 @@ DEFAULT_CLIP = (0.0, 32.0)
 # For tensors that can be negative (no ReLU-like op produced them) the fixed default is symmetric.
 DEFAULT_SIGNED_CLIP = (-32.0, 32.0)
 NON_NEGATIVE_OPS = frozenset({"Relu", "Clip", "Sigmoid", "HardSigmoid", "Softmax", "Abs"})
+
+
+class NotCalibrated(UnprocessableModel):
+    code = "not_calibrated"
 
 
 def find_split_point(record: ModelRecord, name: str) -> SplitPoint:
@@ -50,7 +61,7 @@ def default_clip(model: onnx.ModelProto, tensor: str) -> tuple[float, float]:
 def check_request(request: SplitRequest) -> None:
     if request.bits not in SUPPORTED_BITS:
         raise InvalidArgument(f"bits must be one of {', '.join(map(str, SUPPORTED_BITS))}, got {request.bits}")
-    if request.clip is not None:
+    if request.clip is not None and request.clip != "calibrated":
         lo, hi = request.clip
         if not lo < hi:
             raise InvalidArgument(f"clip must be [lo, hi] with lo < hi, got [{lo}, {hi}]")
@@ -61,7 +72,8 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
     record = registry.get_model(model_id)
     point = find_split_point(record, request.split_point)
     model = onnx.load(str(registry.model_onnx_path(model_id)))
-    head, tail = cut_model(model, [point.tensor])
+    tensors = point.tensors or [point.tensor]
+    head, tail = cut_model(model, tensors)
     difference = head_tail_max_abs_diff(model, head, tail, tuple(record.input_shape))
     if not difference <= MAX_HEAD_TAIL_DIFF:
         raise UnprocessableModel(
@@ -70,7 +82,17 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
         )
     head_bytes = head.SerializeToString()
     tail_bytes = tail.SerializeToString()
-    lo, hi = request.clip if request.clip is not None else default_clip(model, point.tensor)
+    fidelity: Fidelity | None = None
+    if request.clip == "calibrated":
+        ranges, fidelity = calibrated_ranges(registry, record, point, request.bits)
+    else:
+        ranges = [
+            TensorRange(name=name, lo=clip[0], hi=clip[1])
+            for name in tensors
+            for clip in [request.clip if request.clip is not None else default_clip(model, name)]
+        ]
+    labels = {tensors[0]: point.label} if len(tensors) == 1 else label_tensors(model, tensors)
+    shapes = point.shapes or [point.shape]
     output = model.graph.output[0].name
     manifest = SplitManifest(
         model_id=record.id,
@@ -80,17 +102,41 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
         split_point=point.label,
         input=TensorSpec(name=_input_name(model), shape=[1, *record.input_shape[1:]]),
         outputs=[TensorSpec(name=output, shape=[1, record.num_classes] if record.num_classes else [1])],
-        cut=[TensorSpec(name=point.tensor, label=point.label, shape=point.shape, dtype=point.dtype)],
+        cut=[
+            TensorSpec(name=name, label=labels[name], shape=shape, dtype=point.dtype)
+            for name, shape in zip(tensors, shapes, strict=True)
+        ],
         quantization=Quantization(
-            bits=request.bits, method="fixed", ranges=[TensorRange(name=point.tensor, lo=lo, hi=hi)]
+            bits=request.bits, method="calibrated" if fidelity is not None else "fixed", ranges=ranges
         ),
         preprocessing=record.preprocessing,
         postprocessing=Postprocessing(labels=registry.model_labels(record.id)),
-        verification=Verification(head_tail_max_abs_diff=difference, export_max_abs_diff=record.export_max_abs_diff),
+        verification=Verification(
+            head_tail_max_abs_diff=difference, export_max_abs_diff=record.export_max_abs_diff, fidelity=fidelity
+        ),
         head_sha256=sha256_hex(head_bytes),
         tail_sha256=sha256_hex(tail_bytes),
     ).with_id()
     return registry.save_split(manifest, head_bytes, tail_bytes)
+
+
+def calibrated_ranges(
+    registry: Registry, record: ModelRecord, point: SplitPoint, bits: int
+) -> tuple[list[TensorRange], Fidelity]:
+    """The stored calibrated ranges of ``point`` at ``bits`` and the fidelity measured with them."""
+    calibration = registry.get_calibration(record.id)
+    hint = f"calibrate first: POST /api/models/{record.id}/calibrate"
+    if calibration is None:
+        raise NotCalibrated(f"model {record.id} has no calibrated ranges yet; {hint}")
+    entry = calibration.points.get(point.label)
+    if entry is None or bits not in entry.bits:
+        covered = ", ".join(map(str, calibration.bits))
+        raise NotCalibrated(
+            f"the calibration of model {record.id} has no range for {point.label} at {bits} bits (it covers bits "
+            f"{covered}); {hint} with bits={bits}"
+        )
+    measured = entry.bits[bits]
+    return list(measured.ranges), measured.fidelity(calibration.images)
 
 
 def _input_name(model: onnx.ModelProto) -> str:

@@ -6,12 +6,13 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from common.errors import NotFound
+from common.auth import TOKEN_COOKIE, token_matches
+from common.errors import NotFound, Unauthorized
 from common.manifest import SplitManifest
 from model_splitter.context import SplitterContext
 from model_splitter.intake import DEFAULT_INPUT_SHAPE, classification_architectures
@@ -61,10 +62,16 @@ def splits_of(record: ModelRecord, manifests: list[SplitManifest]) -> list[dict[
     return [split_view(m) for m in mine]
 
 
+def _safe_next(target: str) -> str:
+    """Only paths on this server: an open redirect would let a link send a signed-in person anywhere."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
 def ui_router(context: SplitterContext) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     templates.env.globals["static_version"] = static_version()
+    templates.env.globals["auth_enabled"] = context.settings.token is not None
     registry = context.registry
 
     def render(
@@ -78,8 +85,37 @@ def ui_router(context: SplitterContext) -> APIRouter:
         response.headers["referrer-policy"] = "no-referrer"
         return response
 
+    async def signed_out(request: Request) -> HTMLResponse | None:
+        """The sign-in page when reads are protected and this browser has no valid token, else None."""
+        try:
+            await context.read_guard(request)
+        except Unauthorized:
+            return render(request, "login.html", "login", {"next": _safe_next(request.url.path), "message": ""}, 401)
+        return None
+
+    @router.get("/login", response_class=HTMLResponse)
+    async def login_page(request: Request, next: str = "/") -> HTMLResponse:
+        return render(request, "login.html", "login", {"next": _safe_next(next), "message": ""})
+
+    @router.post("/login", response_class=HTMLResponse)
+    async def login(request: Request, token: str = Form(...), next: str = Form("/")) -> Response:
+        if not token_matches(token, context.settings.token):
+            message = "That is not the token set in SPLITTER_TOKEN."
+            return render(request, "login.html", "login", {"next": _safe_next(next), "message": message}, 401)
+        response = RedirectResponse(_safe_next(next), status_code=303)
+        response.set_cookie(TOKEN_COOKIE, token.strip(), httponly=True, samesite="strict", path="/")
+        return response
+
+    @router.post("/logout")
+    async def logout() -> Response:
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(TOKEN_COOKIE, path="/")
+        return response
+
     @router.get("/", response_class=HTMLResponse)
     async def models_page(request: Request) -> HTMLResponse:
+        if (login_page_response := await signed_out(request)) is not None:
+            return login_page_response
         records = await run_in_threadpool(registry.list_models)
         architectures = await run_in_threadpool(classification_architectures)
         data = {
@@ -92,6 +128,8 @@ def ui_router(context: SplitterContext) -> APIRouter:
 
     @router.get("/models/{model_id}", response_class=HTMLResponse)
     async def model_page(request: Request, model_id: str) -> HTMLResponse:
+        if (login_page_response := await signed_out(request)) is not None:
+            return login_page_response
         try:
             record = await run_in_threadpool(registry.get_model, model_id)
         except NotFound as exc:
@@ -107,6 +145,8 @@ def ui_router(context: SplitterContext) -> APIRouter:
 
     @router.get("/infer", response_class=HTMLResponse)
     async def infer_page(request: Request, split: str | None = None) -> HTMLResponse:
+        if (login_page_response := await signed_out(request)) is not None:
+            return login_page_response
         records = await run_in_threadpool(registry.list_models)
         manifests = await run_in_threadpool(registry.list_splits)
         groups = [
@@ -119,7 +159,7 @@ def ui_router(context: SplitterContext) -> APIRouter:
         }
         return render(request, "infer.html", "infer", data)
 
-    @router.get("/samples/{name}", response_class=FileResponse)
+    @router.get("/samples/{name}", response_class=FileResponse, dependencies=[Depends(context.read_guard)])
     async def sample(name: str) -> FileResponse:
         return sample_response(name)
 

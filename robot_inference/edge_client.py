@@ -31,6 +31,11 @@ _EDGE_ERRORS: dict[int, type[SplitComputingError]] = {
 }
 
 
+# The robot's own /health waits this long for the edge's: well under the 2 s that health probes commonly allow,
+# so that a hanging edge never makes the robot itself look dead.
+EDGE_HEALTH_TIMEOUT_S = 1.0
+
+
 @dataclass(frozen=True)
 class EdgeReply:
     result: EdgeResult
@@ -88,7 +93,7 @@ class EdgeClient:
 
     def health(self) -> dict[str, object] | None:
         try:
-            response = self._client.get("/health", timeout=2.0)
+            response = self._client.get("/health", timeout=EDGE_HEALTH_TIMEOUT_S)
             response.raise_for_status()
             body: dict[str, object] = response.json()
             return body

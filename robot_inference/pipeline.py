@@ -14,7 +14,7 @@ from common.observability import request_id_var
 from common.postprocess import top_k
 from common.results import MODES, InferenceResult, Mode, Providers, WireBytes
 from common.timing import StageTimer
-from common.wire import TensorKind, TensorRecord, encode_frame, quantized_record
+from common.wire import TensorKind, TensorRecord, encode_frame, per_channel_record, quantized_record
 from robot_inference.edge_client import EdgeClient, EdgeReply
 
 IMAGE_TENSOR_NAME = "image"
@@ -36,6 +36,8 @@ def frame_request_id() -> str:
     if len(current) == 32 and all(c in "0123456789abcdef" for c in current):
         return current
     fresh = uuid.uuid4().hex
+    # Logged under the caller's id: the line that links it to the id the edge's log lines carry.
+    logger.info("request id %r does not fit in a frame; the edge sees it as %s", current[:64], fresh)
     request_id_var.set(fresh)
     return fresh
 
@@ -82,7 +84,10 @@ class RobotPipeline:
             records = []
             for spec, tensor in zip(manifest.cut, features, strict=True):
                 clip = manifest.quantization.range_of(spec.name)
-                records.append(quantized_record(spec.name, tensor, bits, clip.lo, clip.hi))
+                if bits <= 8 and clip.channel_lo is not None and clip.channel_hi is not None:
+                    records.append(per_channel_record(spec.name, tensor, bits, clip.channel_lo, clip.channel_hi))
+                else:
+                    records.append(quantized_record(spec.name, tensor, bits, clip.lo, clip.hi))
             frame = encode_frame(manifest.id, records, request_id=request_id)
         reply = self.edge.infer(frame, request_id)
         feature_bytes = sum(int(np.asarray(t).size) * 4 for t in features)

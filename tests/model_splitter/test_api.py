@@ -165,6 +165,12 @@ def test_openapi_lists_the_documented_routes(client: httpx.Client) -> None:
         assert path in paths, path
 
 
+def test_plan_without_robot_and_edge_is_503(client: httpx.Client, model_id: str) -> None:
+    response = client.get(f"/api/models/{model_id}/plan", params={"bandwidth_mbps": 10, "rtt_ms": 1})
+    assert response.status_code == 503, response.text
+    assert "is it running?" in response.json()["detail"]
+
+
 def test_restart_keeps_the_registry(tmp_path: Path) -> None:
     with running_service("model_splitter", "SPLITTER", tmp_path) as first:
         created = httpx.post(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -152,12 +151,3 @@ def robot_infer(
     if client is not None:
         return client.post(f"{robot_url}/api/infer", files=files, data=data, headers=headers or {}, timeout=timeout_s)
     return httpx.post(f"{robot_url}/api/infer", files=files, data=data, headers=headers or {}, timeout=timeout_s)
-
-
-def processes_alive(*services: ServiceProcess) -> bool:
-    return all(s.process is not None and s.process.poll() is None for s in services)
-
-
-def popen_of(service: ServiceProcess) -> subprocess.Popen[bytes]:
-    assert service.process is not None
-    return service.process

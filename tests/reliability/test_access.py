@@ -102,9 +102,15 @@ def test_the_whole_chain_works_with_tokens(secured: SecuredStack) -> None:
 
 def write_requests(deployed: Deployed) -> list[tuple[str, str, str, dict[str, object], int]]:
     """(service, method, path, httpx arguments, status with the right token): harmless even when let through."""
-    garbage = {"files": {"bundle": ("b.zip", b"not a zip")}}
+    garbage: dict[str, object] = {"files": {"bundle": ("b.zip", b"not a zip")}}
     return [
-        ("splitter", "POST", "/api/models", {"files": {"file": ("t.onnx", TINY_ONNX)}, "data": {"input_shape": "x"}}, 400),
+        (
+            "splitter",
+            "POST",
+            "/api/models",
+            {"files": {"file": ("t.onnx", TINY_ONNX)}, "data": {"input_shape": "x"}},
+            400,
+        ),
         ("splitter", "DELETE", "/api/models/0123456789abcdef", {}, 404),
         ("splitter", "POST", f"/api/models/{deployed.model_id}/splits", {"json": {"split_point": "nowhere"}}, 400),
         ("splitter", "POST", f"/api/splits/{'0' * 64}/deploy", {}, 404),
@@ -202,25 +208,73 @@ def test_the_robot_with_a_wrong_edge_token_says_the_edge_refused(
     assert not any(secret in response.text for secret in SECRETS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="model_splitter/job_routes.py (owned by the web-UI work) registers its routes without the token guards",
-)
-def test_background_registration_needs_the_token(secured: SecuredStack) -> None:
-    # No file and no arch: refused before any work either way, 401 when guarded, 400 when not.
-    response = httpx.post(f"{secured.stack.splitter_url}/api/model-jobs", timeout=HTTP_TIMEOUT_S)
+# Background registration and sample routes (model_splitter/job_routes.py), checked on their own below as well.
+JOB_ROUTES = [("POST", "/api/model-jobs"), ("GET", "/api/model-jobs/{job_id}"), ("GET", "/api/samples")]
+PATH_VALUES = {"model_id": "0123456789abcdef", "split_id": "0" * 64, "job_id": "0" * 32}
+
+
+def schema_operations(url: str) -> list[tuple[str, str]]:
+    paths = httpx.get(f"{url}/openapi.json", timeout=HTTP_TIMEOUT_S).json()["paths"]
+    return [(method.upper(), path) for path, methods in paths.items() for method in methods]
+
+
+@pytest.mark.parametrize("service", ["splitter", "robot", "edge"])
+def test_every_operation_in_the_schema_is_guarded(secured: SecuredStack, service: str) -> None:
+    """New endpoints are covered too: every write needs the token, and every read where reads are protected."""
+    protects_reads = service != "robot"
+    checked = []
+    for method, path in schema_operations(secured.url(service)):
+        if path == "/health":
+            continue
+        if method == "GET" and not protects_reads:
+            continue
+        url = secured.url(service) + path.format(**PATH_VALUES)
+        response = httpx.request(method, url, timeout=HTTP_TIMEOUT_S)
+        assert response.status_code == 401, (method, path, response.text)
+        checked.append(f"{method} {path}")
+    assert len(checked) >= 4, checked
+
+
+@pytest.mark.parametrize(("method", "path"), JOB_ROUTES)
+def test_background_registration_routes_are_guarded(secured: SecuredStack, method: str, path: str) -> None:
+    # The POST without a file or an arch is refused before any work either way: 401 when guarded, 400 when not.
+    url = secured.stack.splitter_url + path.format(**PATH_VALUES)
+    response = httpx.request(method, url, timeout=HTTP_TIMEOUT_S)
     assert response.status_code == 401, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="model_splitter/ui_routes.py (owned by the web-UI work) serves its pages without the read guard",
-)
 @pytest.mark.parametrize("page", ["/", "/infer", "/models/{model_id}"])
 def test_web_pages_do_not_show_models_when_reads_are_protected(secured: SecuredStack, page: str) -> None:
     url = secured.stack.splitter_url + page.format(model_id=secured.deployed.model_id)
     response = httpx.get(url, timeout=HTTP_TIMEOUT_S)
-    assert secured.deployed.model_id not in response.text
+    assert response.status_code == 401
+    assert 'name="token"' in response.text
+    # The sign-in form remembers where to return to (the page's own path); nothing else may name the model.
+    shown = response.text.replace(page.format(model_id=secured.deployed.model_id), "")
+    assert secured.deployed.model_id not in shown
+
+
+def test_signing_in_to_the_web_ui_opens_pages_and_api_to_that_browser(secured: SecuredStack) -> None:
+    with httpx.Client(base_url=secured.stack.splitter_url, timeout=HTTP_TIMEOUT_S) as browser:
+        wrong = browser.post("/login", data={"token": "guess", "next": "/infer"})
+        assert wrong.status_code == 401 and "not the token" in wrong.text
+        assert "splitbot_token" not in browser.cookies
+        signed_in = browser.post("/login", data={"token": SPLITTER_TOKEN, "next": "/infer"})
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/infer"
+        assert "samesite=strict" in signed_in.headers["set-cookie"].lower()
+        assert "httponly" in signed_in.headers["set-cookie"].lower()
+        assert secured.deployed.model_id in browser.get("/").text
+        assert browser.get(f"/api/models/{secured.deployed.model_id}").status_code == 200
+        browser.post("/logout")
+        assert browser.get("/api/models").status_code == 401
+
+
+@pytest.mark.parametrize("target", ["//elsewhere.example/", "https://elsewhere.example/", "/\\elsewhere"])
+def test_sign_in_never_redirects_off_the_server(secured: SecuredStack, target: str) -> None:
+    response = httpx.post(
+        f"{secured.stack.splitter_url}/login", data={"token": SPLITTER_TOKEN, "next": target}, timeout=HTTP_TIMEOUT_S
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/"
 
 
 def test_no_token_in_any_log_line(secured: SecuredStack) -> None:

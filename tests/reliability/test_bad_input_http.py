@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from PIL import Image
 
 from model_splitter.local_stack import ServiceProcess, free_port
@@ -47,7 +47,6 @@ class Services:
 def services(tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit) -> Iterator[Services]:
     root = tmp_path_factory.mktemp("bad-input")
     dead = f"http://127.0.0.1:{free_port()}"
-    limits = {"max_image_bytes": str(MAX_IMAGE_BYTES)}
     with ExitStack() as running:
         splitter = start_service(
             "model_splitter",
@@ -56,12 +55,14 @@ def services(tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit) ->
             robot_url=dead,
             edge_url=dead,
             max_model_bytes=str(MAX_MODEL_BYTES),
-            **limits,
+            max_image_bytes=str(MAX_IMAGE_BYTES),
         )
         running.callback(splitter.stop)
         edge = start_service("edge_inference", "EDGE", root / "edge", max_bundle_bytes=str(MAX_BUNDLE_BYTES))
         running.callback(edge.stop)
-        robot = start_service("robot_inference", "ROBOT", root / "robot", edge_url=edge.url, **limits)
+        robot = start_service(
+            "robot_inference", "ROBOT", root / "robot", edge_url=edge.url, max_image_bytes=str(MAX_IMAGE_BYTES)
+        )
         running.callback(robot.stop)
         assert len(tiny_split.zip_bytes) < MAX_BUNDLE_BYTES
         upload_bundle(edge, tiny_split.zip_bytes)
@@ -97,7 +98,7 @@ def control_flow_model() -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())
 
 
 def skip_connection_only_model() -> bytes:
@@ -110,7 +111,7 @@ def skip_connection_only_model() -> bytes:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())
 
 
 def external_data_model() -> bytes:
@@ -123,7 +124,7 @@ def external_data_model() -> bytes:
     weight.data_location = TensorProto.EXTERNAL
     for key, value in (("location", "../../../../etc/passwd"), ("offset", "0"), ("length", str(count * 4))):
         weight.external_data.add(key=key, value=value)
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())
 
 
 def torch_saved_module() -> bytes:

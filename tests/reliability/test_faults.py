@@ -18,7 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from model_splitter.bundle_zip import bundle_zip
 from model_splitter.local_stack import ServiceProcess, free_port
+from model_splitter.schemas import SplitRequest
+from model_splitter.split_service import create_split
 from tests.reliability.harness import (
     HTTP_TIMEOUT_S,
     TINY_ONNX,
@@ -49,7 +52,9 @@ def staged_files(data_dir: Path) -> dict[str, int]:
     return found
 
 
-def kill_while_publishing(service: ServiceProcess, data_dir: Path, request: Callable[[], httpx.Response]) -> dict[str, int]:
+def kill_while_publishing(
+    service: ServiceProcess, data_dir: Path, request: Callable[[], httpx.Response]
+) -> dict[str, int]:
     """Send ``request`` and SIGKILL the service as soon as it starts writing files into staging.
 
     Returns what the kill left in staging: proof that the write was cut off midway.
@@ -315,3 +320,23 @@ def test_hanging_edge_fallback_answers_locally_within_the_timeout(
         assert refused.status_code == 504, refused.text
         assert "did not answer" in refused.json()["detail"]
         assert elapsed < timeout_s + SLACK_S
+
+
+def test_a_restarted_robot_keeps_the_split_deployed_last_as_its_default(tmp_path: Path, tiny_split: TinySplit) -> None:
+    """Requests without a split_id go to the split deployed last, before and after a crash."""
+    other = create_split(tiny_split.registry, tiny_split.manifest.model_id, SplitRequest(split_point="stem", bits=8))
+    bundles = {tiny_split.manifest.id: tiny_split.zip_bytes, other.id: bundle_zip(tiny_split.registry, other.id)}
+    first, last = sorted(bundles, reverse=True)  # the last deployed sorts first: restoring by name would lose it
+    dead = f"http://127.0.0.1:{free_port()}"
+    with ExitStack() as running:
+        robot = start_service("robot_inference", "ROBOT", tmp_path / "robot", edge_url=dead)
+        running.callback(lambda: robot.stop())
+        for split_id in (first, last):
+            upload_bundle(robot, bundles[split_id])
+        assert httpx.get(f"{robot.url}/health", timeout=HTTP_TIMEOUT_S).json()["active_split_id"] == last
+        kill9(robot)
+        robot = restart(robot)
+        health = httpx.get(f"{robot.url}/health", timeout=HTTP_TIMEOUT_S).json()
+        assert sorted(d["split_id"] for d in health["deployed"]) == sorted(bundles)
+        assert health["active_split_id"] == last
+        assert predictions(robot_infer(robot.url, mode="all-robot")) != []

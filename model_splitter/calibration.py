@@ -1,0 +1,454 @@
+"""Calibration: clip ranges for the cut tensors, estimated from the activations of real images.
+
+Images. Uploaded images, or the bundled photos ``model_splitter/data/samples/*.jpg`` (4 photos). Four photos are
+too few to estimate tails from, so each bundled photo also gives three deterministic variants: mirrored left to
+right, a centre crop and a corner crop (the central / one corner's 60 % of each side, the corner turning with the
+photo's index), 16 inputs in all. Every input goes through the model's own preprocessing (resize, crop, normalise).
+
+Activations. One ONNX Runtime session of the full model, with every cut tensor of every split point added as an
+extra graph output, so one pass over the images yields every split point's activations and the float model's
+outputs at once (in several passes only if they would not fit in ``ACTIVATION_BUDGET_BYTES``).
+
+Range estimators, per tensor (or per channel, axis 1) and bit width. A tensor whose calibration values are all
+>= 0 (post-ReLU) gets ``lo = 0``; a signed one gets both ends estimated.
+
+* ``fixed``: the defaults of ``split_service.default_clip``: [0, 32] after ReLU-like ops, [-32, 32] otherwise.
+* ``percentile``: the 99.99th percentile (and the 0.01th for signed tensors), zero kept inside the range.
+* ``mse``: a grid search for the range with the least squared quantization error at that bit width, on a histogram
+  of at most ``MAX_SAMPLES`` values that keeps each bin's count, sum and sum of squares (so a bin's error is exact
+  whenever the bin falls to one code): a geometric grid of clip points, refined twice around the best; signed
+  tensors alternate between hi and lo twice.
+* ``aciq`` (Banner et al., "Post training 4-bit quantization of convolutional networks"): fit a Laplace and a
+  Gaussian, keep the fit with the better likelihood, and clip at the alpha that minimises the closed-form clipping
+  plus rounding error at that bit width: symmetric tensors ``mean +- alpha`` with alpha ~ {2: 2.83b, 3: 3.89b,
+  4: 5.03b, 5: 6.2b, 6: 7.41b, 7: 8.64b, 8: 9.89b} (Laplace, b = mean |x - mean|) or {2: 1.71, 3: 2.15, 4: 2.55,
+  5: 2.94, 6: 3.29, 7: 3.61, 8: 3.92} sigma (Gaussian). A non-negative tensor is clipped to [0, alpha] with the fit
+  made on its positive part (exponential / half-normal); a one-sided range spends all its codes on one side, so its
+  alpha is the symmetric one of bits + 1. Ranges are kept inside the observed [min, max].
+
+Bits 16 and 32 are not quantized; their "range" is the fixed default (the manifest carries one, unused).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import onnxruntime as ort
+from PIL import Image, ImageOps
+
+from common.errors import InvalidArgument
+from common.imaging import decode_image, preprocess
+from common.manifest import Fidelity, Preprocessing, TensorRange
+from common.quantization import QUANTIZED_BITS, SUPPORTED_BITS
+from model_splitter.registry import Registry
+from model_splitter.split_service import default_clip
+
+Method = Literal["fixed", "percentile", "mse", "aciq"]
+METHODS: tuple[Method, ...] = ("fixed", "percentile", "mse", "aciq")
+DEFAULT_METHOD: Method = "mse"
+
+SAMPLES_DIR = Path(__file__).resolve().parent / "data" / "samples"
+MAX_CALIBRATION_IMAGES = 64
+CROP_SHARE = 0.6
+PERCENTILE = 99.99
+MAX_SAMPLES = 1 << 20  # values per tensor the estimators look at (all channels together)
+MIN_SAMPLES_PER_CHANNEL = 1024
+HISTOGRAM_BINS = 2048  # per tensor; per channel fewer (PER_CHANNEL_BINS), there being many histograms
+PER_CHANNEL_BINS = 256
+ACTIVATION_BUDGET_BYTES = 1 << 30
+RUN_BATCH = 16
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+# --- images ------------------------------------------------------------------------------------------------------
+
+
+def bundled_images() -> list[tuple[str, Image.Image]]:
+    """The bundled photos and their mirrored, centre-cropped and corner-cropped variants (16 from 4 photos)."""
+    out: list[tuple[str, Image.Image]] = []
+    for number, path in enumerate(sorted(SAMPLES_DIR.glob("*.jpg"))):
+        with Image.open(path) as opened:
+            photo = ImageOps.exif_transpose(opened).convert("RGB")
+        width, height = photo.size
+        w, h = round(width * CROP_SHARE), round(height * CROP_SHARE)
+        left, top = (width - w) // 2, (height - h) // 2
+        corner_left = 0 if number % 2 == 0 else width - w
+        corner_top = 0 if number % 4 < 2 else height - h
+        out += [
+            (path.stem, photo),
+            (f"{path.stem}-mirrored", ImageOps.mirror(photo)),
+            (f"{path.stem}-centre", photo.crop((left, top, left + w, top + h))),
+            (f"{path.stem}-corner", photo.crop((corner_left, corner_top, corner_left + w, corner_top + h))),
+        ]
+    return out
+
+
+def calibration_batch(uploads: Sequence[bytes] | None, spec: Preprocessing) -> F32:
+    """The calibration inputs as one float32 batch (N, C, H, W): the uploaded images, or the bundled set."""
+    if uploads:
+        if len(uploads) > MAX_CALIBRATION_IMAGES:
+            raise InvalidArgument(f"at most {MAX_CALIBRATION_IMAGES} calibration images, got {len(uploads)}")
+        images = [decode_image(data, spec.color) for data in uploads]
+    else:
+        images = [image.convert(spec.color) for _, image in bundled_images()]
+    return np.concatenate([preprocess(image, spec) for image in images]).astype(np.float32, copy=False)
+
+
+# --- activations -------------------------------------------------------------------------------------------------
+
+
+def cpu_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # Calibration shares the splitter's cores with requests (and often robot and edge): no idle spinning.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def run_batched(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run ``feeds`` through ``session`` in chunks along axis 0 (one row at a time if the batch axis is fixed)."""
+    inputs = {value.name: value for value in session.get_inputs()}
+    count = len(next(iter(feeds.values())))
+    fixed = any(isinstance(value.shape[0], int) for value in inputs.values() if value.shape)
+    step = 1 if fixed else RUN_BATCH
+    parts: list[list[np.ndarray]] = []
+    for start in range(0, count, step):
+        chunk = {name: array[start : start + step] for name, array in feeds.items()}
+        parts.append([np.asarray(out) for out in session.run(None, chunk)])
+    return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
+
+
+def _input_name(model: onnx.ModelProto) -> str:
+    constants = {init.name for init in model.graph.initializer}
+    return str(next(value.name for value in model.graph.input if value.name not in constants))
+
+
+def collect_activations(
+    model: onnx.ModelProto, tensors: Sequence[str], batch: F32
+) -> tuple[list[np.ndarray], dict[str, F32]]:
+    """The model's outputs on ``batch`` and the values of ``tensors`` (each (N, ...), float32), in one pass when the
+    activations fit in ACTIVATION_BUDGET_BYTES, else in several passes over groups of tensors."""
+    wanted = list(dict.fromkeys(tensors))
+    outputs = [value.name for value in model.graph.output]
+    per_image = _per_image_bytes(model, wanted, batch[:1])
+    groups: list[list[str]] = [[]]
+    used = 0
+    for name in wanted:
+        size = per_image.get(name, 0) * len(batch)
+        if groups[-1] and used + size > ACTIVATION_BUDGET_BYTES:
+            groups.append([])
+            used = 0
+        groups[-1].append(name)
+        used += size
+    activations: dict[str, F32] = {}
+    results: list[np.ndarray] = []
+    for group in groups:
+        augmented = onnx.ModelProto()
+        augmented.CopyFrom(model)
+        for name in group:
+            if name not in outputs:
+                augmented.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        session = cpu_session(augmented)
+        values = run_batched(session, {_input_name(model): batch})
+        by_name = {out.name: value for out, value in zip(session.get_outputs(), values, strict=True)}
+        results = [by_name[name] for name in outputs]
+        for name in group:
+            activations[name] = np.ascontiguousarray(by_name[name], dtype=np.float32)
+    return results, activations
+
+
+def _per_image_bytes(model: onnx.ModelProto, tensors: list[str], one: F32) -> dict[str, int]:
+    from model_splitter.cutting import infer_shapes
+
+    graph = infer_shapes(model, input_shapes={_input_name(model): list(one.shape)})
+    sizes: dict[str, int] = {}
+    for value in [*graph.value_info, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if value.name in tensors and all(dim.HasField("dim_value") for dim in dims):
+            sizes[value.name] = 4 * math.prod(dim.dim_value for dim in dims)
+    return sizes
+
+
+# --- range estimators --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Calibration values of one tensor as rows: one row for the whole tensor, or one per channel (axis 1)."""
+
+    rows: F64  # (rows, n)
+    minimum: F64  # (rows,) over all values, not only the sampled ones
+    maximum: F64
+
+    @property
+    def signed(self) -> npt.NDArray[np.bool_]:
+        return self.minimum < 0
+
+
+def samples_of(values: np.ndarray, per_channel: bool, seed: int = 0) -> Samples:
+    """Subsample ``values`` (N, C, ...) to at most MAX_SAMPLES values (at least MIN_SAMPLES_PER_CHANNEL a channel)."""
+    array = np.asarray(values, dtype=np.float32)
+    if per_channel:
+        if array.ndim < 2:
+            raise InvalidArgument(f"per-channel ranges need a channel axis 1; the tensor has shape {list(array.shape)}")
+        rows = np.moveaxis(array, 1, 0).reshape(array.shape[1], -1)
+    else:
+        rows = array.reshape(1, -1)
+    finite = np.where(np.isfinite(rows), rows, 0.0)
+    minimum = finite.min(axis=1).astype(np.float64)
+    maximum = finite.max(axis=1).astype(np.float64)
+    per_row = max(MAX_SAMPLES // rows.shape[0], MIN_SAMPLES_PER_CHANNEL)
+    if rows.shape[1] > per_row:
+        pick = np.random.default_rng(seed).integers(0, rows.shape[1], per_row)
+        finite = finite[:, pick]
+    return Samples(finite.astype(np.float64), minimum, maximum)
+
+
+def fixed_range(model: onnx.ModelProto, tensor: str) -> tuple[float, float]:
+    return default_clip(model, tensor)
+
+
+def percentile_range(samples: Samples, percentile: float = PERCENTILE) -> tuple[F64, F64]:
+    high = np.percentile(samples.rows, percentile, axis=1)
+    low = np.percentile(samples.rows, 100.0 - percentile, axis=1)
+    lo = np.where(samples.signed, np.minimum(low, 0.0), 0.0)
+    hi = np.maximum(high, 0.0)
+    return lo, hi
+
+
+@functools.cache
+def aciq_alpha(distribution: Literal["laplace", "gauss"], bits: int) -> float:
+    """The clip point, in units of b (Laplace) or sigma (Gaussian), that minimises clipping plus rounding error of
+    a symmetric range quantized to 2**bits levels; the closed forms of Banner et al."""
+    rounding = 3.0 * 4.0**bits
+
+    def error(alpha: float) -> float:
+        if distribution == "laplace":
+            clipping = 2.0 * math.exp(-alpha)
+        else:
+            tail = math.erfc(alpha / math.sqrt(2.0))
+            clipping = (1.0 + alpha * alpha) * tail - alpha * math.sqrt(2.0 / math.pi) * math.exp(-alpha * alpha / 2)
+        return clipping + alpha * alpha / rounding
+
+    # The error is convex in alpha on the range that matters: golden-section search.
+    a, b = 0.01, 40.0
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    for _ in range(100):
+        if error(c) < error(d):
+            b, d = d, c
+            c = b - ratio * (b - a)
+        else:
+            a, c = c, d
+            d = a + ratio * (b - a)
+    return (a + b) / 2.0
+
+
+def aciq_range(samples: Samples, bits: int) -> tuple[F64, F64]:
+    rows = samples.rows
+    signed = samples.signed
+    # Non-negative rows: fit the positive part (exponential vs half-normal), clip to [0, alpha] at bits + 1.
+    positive = rows > 0
+    count = np.maximum(positive.sum(axis=1), 1)
+    scale_exp = np.where(positive, rows, 0.0).sum(axis=1) / count
+    sigma_half = np.sqrt(np.where(positive, rows * rows, 0.0).sum(axis=1) / count)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ll_exp = -(1.0 + np.log(scale_exp))
+        ll_half = 0.5 * np.log(2.0 / (np.pi * sigma_half**2)) - 0.5
+    one_sided = np.where(
+        ll_exp >= ll_half,
+        aciq_alpha("laplace", bits + 1) * scale_exp,
+        aciq_alpha("gauss", bits + 1) * sigma_half,
+    )
+    # Signed rows: Laplace (b = mean |x - mean|) vs Gaussian, mean +- alpha.
+    mean = rows.mean(axis=1)
+    b = np.abs(rows - mean[:, None]).mean(axis=1)
+    sigma = rows.std(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ll_laplace = -(1.0 + np.log(2.0 * b))
+        ll_gauss = -0.5 * (1.0 + np.log(2.0 * np.pi * sigma**2))
+    alpha = np.where(ll_laplace >= ll_gauss, aciq_alpha("laplace", bits) * b, aciq_alpha("gauss", bits) * sigma)
+    lo = np.where(signed, np.maximum(mean - alpha, samples.minimum), 0.0)
+    hi = np.where(signed, np.minimum(mean + alpha, samples.maximum), np.minimum(one_sided, samples.maximum))
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Per row: count, sum and sum of squares of the values in each of ``bins`` equal bins over [lo, hi]."""
+
+    count: F64  # (rows, bins)
+    total: F64
+    squares: F64
+
+
+def histogram_of(samples: Samples) -> Histogram:
+    rows = samples.rows
+    bins = HISTOGRAM_BINS if rows.shape[0] == 1 else PER_CHANNEL_BINS
+    low = np.minimum(samples.minimum, 0.0)[:, None]
+    span = np.maximum(np.maximum(samples.maximum, 0.0)[:, None] - low, 1e-30)
+    which = np.clip(((rows - low) / span * bins).astype(np.int64), 0, bins - 1)
+    flat = (which + np.arange(rows.shape[0])[:, None] * bins).reshape(-1)
+    size = rows.shape[0] * bins
+    values = rows.reshape(-1)
+    shape = (rows.shape[0], bins)
+    return Histogram(
+        np.bincount(flat, minlength=size).astype(np.float64).reshape(shape),
+        np.bincount(flat, weights=values, minlength=size).astype(np.float64).reshape(shape),
+        np.bincount(flat, weights=values * values, minlength=size).astype(np.float64).reshape(shape),
+    )
+
+
+_COARSE = np.geomspace(1.0 / 256.0, 1.0, 48)
+_REFINE_POINTS = 17
+_CELLS = 1 << 22  # rows x candidates x bins evaluated at once
+
+
+def _squared_error(hist: Histogram, lo: F64, hi: F64, levels: int) -> F64:
+    """Quantization error of every (row, candidate) range; lo and hi are (rows, candidates)."""
+    rows, bins = hist.count.shape
+    out = np.empty(lo.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        centroid = np.where(hist.count > 0, hist.total / np.maximum(hist.count, 1.0), 0.0)
+    chunk = max(1, _CELLS // max(1, lo.shape[1] * bins))
+    for start in range(0, rows, chunk):
+        part = slice(start, start + chunk)
+        low = lo[part][..., None]
+        step = np.maximum((hi[part] - lo[part]) / levels, 1e-30)[..., None]
+        codes = np.clip(np.rint((centroid[part][:, None, :] - low) / step), 0, levels)
+        q = low + codes * step
+        count, total, squares = hist.count[part][:, None, :], hist.total[part][:, None, :], hist.squares[part][:, None]
+        out[part] = (squares - 2.0 * q * total + q * q * count).sum(axis=-1)
+    return out
+
+
+def _search(hist: Histogram, levels: int, fixed: F64, extreme: F64, make: Callable[[F64, F64], tuple[F64, F64]]) -> F64:
+    """Best clip point ``extreme * f`` per row over a geometric grid of f, refined twice around the best f."""
+    grid = np.broadcast_to(_COARSE, (len(extreme), len(_COARSE)))
+    best_f = np.ones(len(extreme))
+    for _ in range(3):
+        candidates = extreme[:, None] * grid
+        lo, hi = make(fixed[:, None], candidates)
+        error = _squared_error(hist, np.broadcast_to(lo, grid.shape), np.broadcast_to(hi, grid.shape), levels)
+        pick = np.argmin(error, axis=1)
+        best_f = grid[np.arange(len(extreme)), pick]
+        below = grid[np.arange(len(extreme)), np.maximum(pick - 1, 0)]
+        above = grid[np.arange(len(extreme)), np.minimum(pick + 1, grid.shape[1] - 1)]
+        grid = np.linspace(below, above, _REFINE_POINTS, axis=1)
+    result: F64 = extreme * best_f
+    return result
+
+
+def mse_range(samples: Samples, bits: int, hist: Histogram | None = None) -> tuple[F64, F64]:
+    hist = hist if hist is not None else histogram_of(samples)
+    levels = (1 << bits) - 1
+    top = np.maximum(samples.maximum, 0.0)
+    bottom = np.minimum(samples.minimum, 0.0)
+    lo = bottom.copy()
+    hi = top.copy()
+    rounds = 2 if bool(samples.signed.any()) else 1
+    for _ in range(rounds):
+        hi = _search(hist, levels, lo, top, lambda fixed, cand: (fixed, cand))
+        if rounds > 1:
+            lo = _search(hist, levels, hi, bottom, lambda fixed, cand: (cand, fixed))
+    return lo, hi
+
+
+def _as_range(name: str, lo: F64, hi: F64, per_channel: bool) -> TensorRange:
+    """A manifest range from estimates, in float32 (as the wire computes) and with lo < hi in every channel."""
+    lo32 = np.nan_to_num(lo).astype(np.float32)
+    hi32 = np.nan_to_num(hi).astype(np.float32)
+    width = np.maximum(np.float32(1e-6), np.abs(lo32) * np.float32(1e-5))
+    hi32 = np.where(hi32 > lo32, hi32, lo32 + width).astype(np.float32)
+    if not per_channel:
+        return TensorRange(name=name, lo=float(lo32[0]), hi=float(hi32[0]))
+    return TensorRange(
+        name=name,
+        lo=float(lo32.min()),
+        hi=float(hi32.max()),
+        channel_lo=[float(v) for v in lo32],
+        channel_hi=[float(v) for v in hi32],
+    )
+
+
+def estimate_ranges(
+    model: onnx.ModelProto,
+    tensor: str,
+    values: np.ndarray,
+    bits_list: Sequence[int],
+    method: Method,
+    per_channel: bool = False,
+) -> dict[int, TensorRange]:
+    """The clip range of ``tensor`` for each bit width, from its calibration ``values`` (N, C, ...)."""
+    check_method(method, per_channel)
+    default = fixed_range(model, tensor)
+    out: dict[int, TensorRange] = {}
+    quantized = [bits for bits in bits_list if bits in QUANTIZED_BITS]
+    for bits in bits_list:
+        if bits not in quantized or method == "fixed":
+            out[bits] = TensorRange(name=tensor, lo=default[0], hi=default[1])
+    if method == "fixed" or not quantized:
+        return out
+    per_channel = per_channel and np.ndim(values) >= 2  # a tensor without a channel axis gets one range
+    samples = samples_of(values, per_channel)
+    hist = histogram_of(samples) if method == "mse" else None
+    shared = percentile_range(samples) if method == "percentile" else None
+    for bits in quantized:
+        if shared is not None:
+            lo, hi = shared
+        elif method == "aciq":
+            lo, hi = aciq_range(samples, bits)
+        else:
+            lo, hi = mse_range(samples, bits, hist)
+        out[bits] = _as_range(tensor, lo, hi, per_channel)
+    return {bits: out[bits] for bits in bits_list}
+
+
+def check_method(method: str, per_channel: bool) -> Method:
+    for known in METHODS:
+        if method == known:
+            if per_channel and known == "fixed":
+                raise InvalidArgument("per-channel ranges need a data-driven method: percentile, mse or aciq")
+            return known
+    raise InvalidArgument(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+def check_bits(bits_list: Sequence[int]) -> list[int]:
+    if not bits_list:
+        raise InvalidArgument("give at least one bit width")
+    bad = [bits for bits in bits_list if bits not in SUPPORTED_BITS]
+    if bad:
+        raise InvalidArgument(f"bits must be among {', '.join(map(str, SUPPORTED_BITS))}, got {bad}")
+    return sorted(set(bits_list))
+
+
+# --- stored results, for the planner -----------------------------------------------------------------------------
+
+
+def load_fidelity(registry: Registry, model_id: str) -> dict[tuple[str, int], Fidelity] | None:
+    """(split point label, bits) -> fidelity from the model's stored calibration; None if it was never calibrated."""
+    result = registry.get_calibration(model_id)
+    if result is None:
+        return None
+    return {
+        (label, bits): entry.fidelity(result.images)
+        for label, point in result.points.items()
+        for bits, entry in point.bits.items()
+    }
+
+
+def fidelity_for(registry: Registry, model_id: str, label: str, bits: int) -> Fidelity | None:
+    """One lookup of load_fidelity; None if the model was not calibrated at that point and bit width."""
+    table = load_fidelity(registry, model_id)
+    return None if table is None else table.get((label, bits))

@@ -1,0 +1,146 @@
+"""Request ids that follow one inference through all three services' logs, JSON log lines, and the Prometheus
+metrics of each service counting exactly what was done."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from model_splitter.local_stack import ServiceProcess
+from tests.reliability.conftest import OpenStack
+from tests.reliability.harness import (
+    CHELSEA,
+    COFFEE,
+    HTTP_TIMEOUT_S,
+    log_lines,
+    robot_infer,
+    wait_for_log_entry,
+)
+
+LOG_KEYS = {"time", "level", "logger", "request_id", "message"}
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def test_one_request_id_through_splitter_robot_and_edge(open_stack: OpenStack) -> None:
+    request_id = uuid.uuid4().hex
+    response = httpx.post(
+        f"{open_stack.splitter.url}/api/infer",
+        files={"image": ("c.jpg", CHELSEA)},
+        headers={"x-request-id": request_id},
+        timeout=HTTP_TIMEOUT_S,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == request_id
+    assert response.json()["request_id"] == request_id
+    for service in (open_stack.splitter, open_stack.robot, open_stack.edge):
+        wait_for_log_entry(service, request_id, "POST /api/infer -> 200")
+
+
+def test_the_robot_makes_an_id_when_none_is_given_and_the_edge_logs_it(open_stack: OpenStack) -> None:
+    response = robot_infer(open_stack.robot.url)
+    assert response.status_code == 200, response.text
+    request_id = response.headers["x-request-id"]
+    assert len(request_id) == 32 and int(request_id, 16) >= 0
+    assert response.json()["request_id"] == request_id
+    wait_for_log_entry(open_stack.robot, request_id, "POST /api/infer -> 200")
+    wait_for_log_entry(open_stack.edge, request_id, "POST /api/infer -> 200")
+
+
+def test_an_id_that_a_frame_cannot_carry_is_still_followed(open_stack: OpenStack) -> None:
+    """A frame has room for 16 bytes; any other id is answered and logged beside the one the frame carried."""
+    caller_id = "checkout-7/robot-arm"
+    response = robot_infer(open_stack.robot.url, headers={"x-request-id": caller_id})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == caller_id
+    frame_id = response.json()["request_id"]
+    assert len(frame_id) == 32
+    wait_for_log_entry(open_stack.edge, frame_id, "POST /api/infer -> 200")
+    wait_for_log_entry(open_stack.robot, caller_id, frame_id)
+
+
+def test_every_log_line_is_one_json_object_with_a_request_id(open_stack: OpenStack) -> None:
+    for service in (open_stack.splitter, open_stack.robot, open_stack.edge):
+        lines = log_lines(service)
+        assert lines
+        for number, line in enumerate(lines, 1):
+            if not line.startswith("{") and ":onnxruntime:" in line:
+                continue  # ONNX Runtime's C++ logger writes to stderr itself (GPU provider notes, for instance)
+            entry = json.loads(line)
+            assert set(entry) >= LOG_KEYS, f"{service.log_path}:{number}: {line[:200]}"
+
+
+def scrape(service: ServiceProcess) -> Samples:
+    response = httpx.get(f"{service.url}/metrics", timeout=HTTP_TIMEOUT_S)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def stage_counts(before: Samples, after: Samples, service: str, stages: Iterable[tuple[str, str]]) -> dict[str, float]:
+    return {
+        f"{where}:{stage}": delta(
+            before, after, "splitbot_stage_seconds_count", service=service, stage=stage, where=where
+        )
+        for stage, where in stages
+    }
+
+
+def test_metrics_count_requests_stages_and_bytes_exactly(open_stack: OpenStack) -> None:
+    robot, edge, splitter = open_stack.robot, open_stack.edge, open_stack.splitter
+    before = {s.name: scrape(s) for s in (robot, edge, splitter)}
+    results = []
+    for image in (CHELSEA, COFFEE, CHELSEA):
+        response = robot_infer(robot.url, image=image)
+        assert response.status_code == 200, response.text
+        results.append(response.json())
+    assert httpx.get(f"{splitter.url}/api/models", timeout=HTTP_TIMEOUT_S).status_code == 200
+    assert httpx.get(f"{splitter.url}/api/models/0123456789abcdef", timeout=HTTP_TIMEOUT_S).status_code == 404
+    after = {s.name: scrape(s) for s in (robot, edge, splitter)}
+    runs = len(results)
+
+    infer = {"route": "/api/infer", "method": "POST", "status": "200"}
+    assert delta(before["robot"], after["robot"], "splitbot_requests_total", service="robot", **infer) == runs
+    assert delta(before["edge"], after["edge"], "splitbot_requests_total", service="edge", **infer) == runs
+    for name, service in (("robot", "robot"), ("edge", "edge")):
+        latency = delta(
+            before[name], after[name], "splitbot_request_seconds_count", service=service, route="/api/infer"
+        )
+        assert latency == runs
+        assert value(after[name], "splitbot_request_seconds_sum", service=service, route="/api/infer") > 0
+
+    robot_stages = [("decode", "robot"), ("head", "robot"), ("quantize", "robot"), ("network", "link")]
+    robot_stages += [("parse", "edge"), ("dequantize", "edge"), ("tail", "edge")]
+    assert set(stage_counts(before["robot"], after["robot"], "robot", robot_stages).values()) == {runs}
+    edge_stages = [("parse", "edge"), ("dequantize", "edge"), ("tail", "edge"), ("postprocess", "edge")]
+    assert set(stage_counts(before["edge"], after["edge"], "edge", edge_stages).values()) == {runs}
+
+    sent = sum(r["bytes"]["sent"] for r in results)
+    received = sum(r["bytes"]["received"] for r in results)
+    assert sent > 0 and received > 0
+    wire = "splitbot_wire_bytes_total"
+    assert delta(before["robot"], after["robot"], wire, service="robot", direction="sent") == sent
+    assert delta(before["robot"], after["robot"], wire, service="robot", direction="received") == received
+    assert delta(before["edge"], after["edge"], wire, service="edge", direction="received") == sent
+    assert delta(before["edge"], after["edge"], wire, service="edge", direction="sent") == received
+
+    requests = "splitbot_requests_total"
+    listing = {"service": "splitter", "route": "/api/models", "method": "GET", "status": "200"}
+    missing = {"service": "splitter", "route": "/api/models/{model_id}", "method": "GET", "status": "404"}
+    assert delta(before["splitter"], after["splitter"], requests, **listing) == 1
+    assert delta(before["splitter"], after["splitter"], requests, **missing) == 1
