@@ -208,6 +208,7 @@ def plot_throughput(results: BenchResults, path: Path) -> Path:
     right.bar([x + 0.27 for x in xs], [q.copy_gbps for q in quant], 0.27, label="np.copy", color="0.7")
     right.axhline(1.0, color="tab:red", ls="--", label="target 1 GB/s")
     right.set_yscale("log")
+    right.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     right.set_xticks(list(xs), labels, fontsize=7)
     right.set_ylabel("GB/s of float32, one core")
     right.set_title("cut-tensor codec throughput")

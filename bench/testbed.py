@@ -162,7 +162,10 @@ class Testbed:
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix=f"{self.names.tag}-"))
             self._created_data_dir = True
-        self._build_link()
+        try:
+            self._build_link()
+        except TestbedError as exc:  # EPERM without CAP_NET_ADMIN / CAP_SYS_ADMIN, e.g. in an unprivileged container
+            raise TestbedUnavailable(f"cannot build the robot-edge link: {exc}") from exc
         if self.cgroups is None:
             self.cgroups = make_cgroups(self.names.tag, self.config)
             self.cgroups.enter()  # the edge and the splitter are born weighted like the robot
@@ -312,7 +315,11 @@ def make_cgroups(tag: str, config: TestbedConfig) -> BenchCgroups:
     if kind is None:
         raise TestbedUnavailable("no cgroup cpu controller (see bench.netns.missing_prerequisites)")
     cgroups = BenchCgroups(tag, kind, config.robot_cpu_percent, config.cpu_period_us, config.cpu_shares)
-    cgroups.create()
+    try:
+        cgroups.create()
+    except OSError as exc:  # root without CAP_SYS_ADMIN, a read-only cgroupfs
+        remove_cgroup_tree(kind, tag)
+        raise TestbedUnavailable(f"cannot create the CPU cgroups: {exc}") from exc
     return cgroups
 
 
@@ -374,7 +381,10 @@ def signals_raise() -> Iterator[None]:
     def _raise(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
-    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # A signal the caller ignores stays ignored (nohup's SIGHUP, SIGINT of a background job); SIGINT, when it is
+    # not, already raises KeyboardInterrupt.
+    wanted = [signal.SIGTERM] + [s for s in (signal.SIGHUP,) if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, _raise) for sig in wanted}
     try:
         yield
     finally:

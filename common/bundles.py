@@ -124,14 +124,22 @@ def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
     return archive.read(name)
 
 
-def fetch_bundle(client: httpx.Client, splitter_url: str, split_id: str, part: Part) -> BundleFiles:
-    """Pull a split's manifest, this side's half and the full model from the splitter."""
+def fetch_bundle(
+    client: httpx.Client, splitter_url: str, split_id: str, part: Part, store: BundleStore | None = None
+) -> BundleFiles:
+    """Pull a split's manifest, this side's half and the full model from the splitter.
+
+    The full model is skipped when ``store`` already holds it: many splits share one model, and on a thin robot
+    link its tens of megabytes are most of a deploy's cost.
+    """
     if not is_split_id(split_id):
         raise BadRequest(f"{split_id!r} is not a split id (64 lowercase hex characters)")
     base = splitter_url.rstrip("/")
     manifest = parse_manifest(_get(client, f"{base}/api/splits/{split_id}", split_id))
     part_bytes = _get(client, f"{base}/api/splits/{split_id}/{part}.onnx", split_id)
-    full = _get(client, f"{base}/api/models/{manifest.model_id}/model.onnx", split_id)
+    full = None
+    if store is None or not store.has_full_model(manifest):
+        full = _get(client, f"{base}/api/models/{manifest.model_id}/model.onnx", split_id)
     files = BundleFiles(manifest=manifest, part=part_bytes, full_model=full)
     check_bundle(files, part)
     return files

@@ -33,6 +33,10 @@ class DeploymentSet:
         self.active_id: str | None = None
 
     @property
+    def store(self) -> BundleStore:
+        return self._store
+
+    @property
     def part(self) -> Part:
         return self._store.part
 

@@ -84,7 +84,7 @@ def deployment_router(
         dependencies=writes,
     )
     async def deploy(request: DeployRequest) -> DeploymentInfo:
-        files = await run_in_threadpool(fetch_bundle, client, splitter_url, request.split_id, part)
+        files = await run_in_threadpool(fetch_bundle, client, splitter_url, request.split_id, part, deployments.store)
         deployment = await run_in_threadpool(deployments.install, files)
         return DeploymentInfo.of(deployment)
 

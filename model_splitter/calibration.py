@@ -15,9 +15,9 @@ Range estimators, per tensor (or per channel, axis 1) and bit width. A tensor wh
 * ``fixed``: the defaults of ``split_service.default_clip``: [0, 32] after ReLU-like ops, [-32, 32] otherwise.
 * ``percentile``: the 99.99th percentile (and the 0.01th for signed tensors), zero kept inside the range.
 * ``mse``: a grid search for the range with the least squared quantization error at that bit width, on a histogram
-  of at most ``MAX_SAMPLES`` values that keeps each bin's count, sum and sum of squares (so a bin's error is exact
-  whenever the bin falls to one code): a geometric grid of clip points, refined twice around the best; signed
-  tensors alternate between hi and lo twice.
+  of at most ``MAX_SAMPLES`` values that keeps each bin's count and mean (so a bin's error is exact whenever the
+  bin falls to one code): a geometric grid of clip points, refined around the best; signed tensors alternate
+  between hi and lo twice.
 * ``aciq`` (Banner et al., "Post training 4-bit quantization of convolutional networks"): fit a Laplace and a
   Gaussian, keep the fit with the better likelihood, and clip at the alpha that minimises the closed-form clipping
   plus rounding error at that bit width: symmetric tensors ``mean +- alpha`` with alpha ~ {2: 2.83b, 3: 3.89b,
@@ -62,7 +62,7 @@ PERCENTILE = 99.99
 MAX_SAMPLES = 1 << 20  # values per tensor the estimators look at (all channels together)
 MIN_SAMPLES_PER_CHANNEL = 1024
 HISTOGRAM_BINS = 2048  # per tensor; per channel fewer (PER_CHANNEL_BINS), there being many histograms
-PER_CHANNEL_BINS = 256
+PER_CHANNEL_BINS = 128
 ACTIVATION_BUDGET_BYTES = 1 << 30
 RUN_BATCH = 16
 
@@ -286,11 +286,10 @@ def aciq_range(samples: Samples, bits: int) -> tuple[F64, F64]:
 
 @dataclass(frozen=True)
 class Histogram:
-    """Per row: count, sum and sum of squares of the values in each of ``bins`` equal bins over [lo, hi]."""
+    """Per row: how many values fell in each of the equal bins over [min(lo, 0), max(hi, 0)], and their mean."""
 
-    count: F64  # (rows, bins)
-    total: F64
-    squares: F64
+    count: npt.NDArray[np.float32]  # (rows, bins)
+    mean: npt.NDArray[np.float32]
 
 
 def histogram_of(samples: Samples) -> Histogram:
@@ -301,43 +300,50 @@ def histogram_of(samples: Samples) -> Histogram:
     which = np.clip(((rows - low) / span * bins).astype(np.int64), 0, bins - 1)
     flat = (which + np.arange(rows.shape[0])[:, None] * bins).reshape(-1)
     size = rows.shape[0] * bins
-    values = rows.reshape(-1)
+    count = np.bincount(flat, minlength=size).astype(np.float64)
+    total = np.bincount(flat, weights=rows.reshape(-1), minlength=size)
+    mean = np.where(count > 0, total / np.maximum(count, 1.0), 0.0)
     shape = (rows.shape[0], bins)
-    return Histogram(
-        np.bincount(flat, minlength=size).astype(np.float64).reshape(shape),
-        np.bincount(flat, weights=values, minlength=size).astype(np.float64).reshape(shape),
-        np.bincount(flat, weights=values * values, minlength=size).astype(np.float64).reshape(shape),
-    )
+    return Histogram(count.astype(np.float32).reshape(shape), mean.astype(np.float32).reshape(shape))
 
 
-_COARSE = np.geomspace(1.0 / 256.0, 1.0, 48)
-_REFINE_POINTS = 17
 _CELLS = 1 << 22  # rows x candidates x bins evaluated at once
 
 
 def _squared_error(hist: Histogram, lo: F64, hi: F64, levels: int) -> F64:
-    """Quantization error of every (row, candidate) range; lo and hi are (rows, candidates)."""
+    """Quantization error of every (row, candidate) range; lo and hi are (rows, candidates).
+
+    A bin's values all fall to the code of their mean (exact unless the bin straddles a rounding boundary); their
+    error is then count * (mean - level)^2 plus their spread around the mean, which no range changes and is left
+    out. No cancellation, so float32 is enough.
+    """
     rows, bins = hist.count.shape
     out = np.empty(lo.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        centroid = np.where(hist.count > 0, hist.total / np.maximum(hist.count, 1.0), 0.0)
     chunk = max(1, _CELLS // max(1, lo.shape[1] * bins))
     for start in range(0, rows, chunk):
         part = slice(start, start + chunk)
-        low = lo[part][..., None]
-        step = np.maximum((hi[part] - lo[part]) / levels, 1e-30)[..., None]
-        codes = np.clip(np.rint((centroid[part][:, None, :] - low) / step), 0, levels)
-        q = low + codes * step
-        count, total, squares = hist.count[part][:, None, :], hist.total[part][:, None, :], hist.squares[part][:, None]
-        out[part] = (squares - 2.0 * q * total + q * q * count).sum(axis=-1)
+        low = lo[part].astype(np.float32)[..., None]
+        step = np.maximum((hi[part] - lo[part]) / levels, 1e-30).astype(np.float32)[..., None]
+        mean = hist.mean[part][:, None, :]
+        codes = np.clip(np.rint((mean - low) / step), 0, levels)
+        error = mean - (low + codes * step)
+        out[part] = np.einsum("rkb,rkb,rb->rk", error, error, hist.count[part], dtype=np.float64)
     return out
 
 
+def _grids(rows: int) -> tuple[F64, int, int]:
+    """Coarse geometric grid of clip fractions, points per refinement, refinements: finer for one histogram."""
+    if rows == 1:
+        return np.geomspace(1.0 / 256.0, 1.0, 48), 17, 2
+    return np.geomspace(1.0 / 256.0, 1.0, 24), 9, 3
+
+
 def _search(hist: Histogram, levels: int, fixed: F64, extreme: F64, make: Callable[[F64, F64], tuple[F64, F64]]) -> F64:
-    """Best clip point ``extreme * f`` per row over a geometric grid of f, refined twice around the best f."""
-    grid = np.broadcast_to(_COARSE, (len(extreme), len(_COARSE)))
+    """Best clip point ``extreme * f`` per row over a geometric grid of f, refined around the best f."""
+    coarse, points, refinements = _grids(len(extreme))
+    grid = np.broadcast_to(coarse, (len(extreme), len(coarse)))
     best_f = np.ones(len(extreme))
-    for _ in range(3):
+    for _ in range(refinements + 1):
         candidates = extreme[:, None] * grid
         lo, hi = make(fixed[:, None], candidates)
         error = _squared_error(hist, np.broadcast_to(lo, grid.shape), np.broadcast_to(hi, grid.shape), levels)
@@ -345,7 +351,7 @@ def _search(hist: Histogram, levels: int, fixed: F64, extreme: F64, make: Callab
         best_f = grid[np.arange(len(extreme)), pick]
         below = grid[np.arange(len(extreme)), np.maximum(pick - 1, 0)]
         above = grid[np.arange(len(extreme)), np.minimum(pick + 1, grid.shape[1] - 1)]
-        grid = np.linspace(below, above, _REFINE_POINTS, axis=1)
+        grid = np.linspace(below, above, points, axis=1)
     result: F64 = extreme * best_f
     return result
 

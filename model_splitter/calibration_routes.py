@@ -50,13 +50,10 @@ def calibration_router(context: SplitterContext) -> APIRouter:
         bits: list[str] | None = Form(None, description="bit widths, e.g. 2,4,8 (the default)"),
     ) -> CalibrationResult:
         registry.get_model(model_id)
-        uploads = [
-            await read_upload(image, settings.max_image_bytes, "calibration image")
-            for image in images or []
-            if image.filename
-        ]
-        if len(uploads) > MAX_CALIBRATION_IMAGES:
-            raise InvalidArgument(f"at most {MAX_CALIBRATION_IMAGES} calibration images, got {len(uploads)}")
+        files = [image for image in images or [] if image.filename]
+        if len(files) > MAX_CALIBRATION_IMAGES:
+            raise InvalidArgument(f"at most {MAX_CALIBRATION_IMAGES} calibration images, got {len(files)}")
+        uploads = [await read_upload(image, settings.max_image_bytes, "calibration image") for image in files]
         return await run_in_threadpool(
             calibrate_model, registry, model_id, uploads or None, method, per_channel, parse_bits(bits)
         )

@@ -50,6 +50,7 @@ def split_view(manifest: SplitManifest) -> dict[str, Any]:
         "split_point": manifest.split_point,
         "bits": manifest.quantization.bits,
         "clip": [[r.lo, r.hi] for r in manifest.quantization.ranges],
+        "clip_method": manifest.quantization.method,
         "weights_trained": manifest.weights_trained,
         "head_tail_max_abs_diff": manifest.verification.head_tail_max_abs_diff,
     }

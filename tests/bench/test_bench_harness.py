@@ -27,6 +27,7 @@ from bench.plans import (
 )
 from bench.plots import plot_all
 from bench.report import render
+from bench.run import main as run_main
 from bench.run import parse_args
 from bench.schema import (
     SCHEMA_VERSION,
@@ -373,3 +374,13 @@ def test_quick_defaults_and_overrides() -> None:
     full = parse_args(["--rates", "5", "--requests", "40"])
     assert full.rates == "5" and full.requests == 40 and full.bits == "2,4,8" and full.points == "frontier"
     assert full.robot_cpu == 50.0 and full.prune_factor == 3.0
+
+
+def test_bench_refuses_loudly_without_root(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    out = tmp_path / "quick.json"
+    assert run_main(["--quick", "--out", str(out), "--plots-dir", str(tmp_path)]) == 2
+    assert "must run as root" in capsys.readouterr().err
+    assert not out.exists()  # nothing that could pass for a result

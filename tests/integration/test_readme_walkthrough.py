@@ -90,3 +90,22 @@ def test_walkthrough_other_model_all_modes(stack: LocalStack, arch: str, split_p
     health = json.loads(httpx.get(f"{stack.edge_url}/health").text)
     assert health["active_split_id"] == split_id.group(1)
     assert health["deployed"][-1]["provider"] == "CPUExecutionProvider"
+
+
+def model_downloads(stack: LocalStack) -> float:
+    metrics = httpx.get(f"{stack.splitter_url}/metrics").text
+    pattern = r'splitbot_requests_total\{.*route="/api/models/\{model_id\}/model\.onnx".*\} ([0-9.]+)'
+    return sum(float(value) for value in re.findall(pattern, metrics))
+
+
+def test_a_second_split_of_a_held_model_does_not_download_the_model_again(stack: LocalStack) -> None:
+    with httpx.Client(base_url=stack.splitter_url, timeout=300) as client:
+        model_id = client.post("/api/models", data={"arch": "resnet18"}).json()["id"]
+        first = client.post(f"/api/models/{model_id}/splits", json={"split_point": "layer1", "bits": 8}).json()["id"]
+        assert client.post(f"/api/splits/{first}/deploy").status_code == 200
+        before = model_downloads(stack)
+        assert before >= 2  # robot and edge each fetched it at least once
+        second = client.post(f"/api/models/{model_id}/splits", json={"split_point": "layer3", "bits": 8}).json()["id"]
+        assert client.post(f"/api/splits/{second}/deploy").status_code == 200
+        assert model_downloads(stack) == before
+        assert infer(stack, "all-robot")["split_id"] == second

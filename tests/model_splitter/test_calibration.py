@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +13,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from common.errors import InvalidArgument, NotFound
+from common.errors import BadRequest, InvalidArgument, NotFound
 from common.imaging import decode_image, preprocess
-from common.manifest import SplitManifest
+from common.manifest import SplitManifest, TensorRange, compute_split_id, parse_manifest
 from model_splitter.calibration import (
     aciq_alpha,
     aciq_range,
@@ -280,6 +281,26 @@ def test_calibrate_then_split_through_the_services(
             else:  # per-channel kind 5 frames: exactly the tail on the dequantized features
                 logits = _expected_logits(client, manifest, image, bits)
                 assert [p["index"] for p in answer["predictions"]] == list(np.argsort(-logits)[:5])
+
+
+def test_manifest_channel_ranges(tiny_split: TinySplit) -> None:
+    manifest = tiny_split.manifest
+    body = json.loads(manifest.to_json_bytes())
+    # Manifests without the new optional fields serialise exactly as before, so their ids do not change.
+    assert set(body["quantization"]["ranges"][0]) == {"name", "lo", "hi"}
+    assert "fidelity" not in body["verification"]
+    ranges = [TensorRange(name="r2", lo=0.0, hi=2.0, channel_lo=[0.0] * 8, channel_hi=[1.0] * 7 + [2.0])]
+    per_channel = manifest.model_copy(
+        update={"quantization": manifest.quantization.model_copy(update={"ranges": ranges})}
+    )
+    again = parse_manifest(per_channel.with_id().to_json_bytes())
+    assert again.quantization.ranges[0].channel_hi == [1.0] * 7 + [2.0]
+    body["quantization"]["ranges"] = [{"name": "r2", "lo": 0.0, "hi": 1.0, "channel_lo": [0.0], "channel_hi": [1.0]}]
+    body["id"] = compute_split_id(body)
+    with pytest.raises(BadRequest, match="one value per channel"):
+        parse_manifest(json.dumps(body))
+    with pytest.raises(ValueError, match="channel 1 must be finite float32 values with lo < hi"):
+        TensorRange(name="t", lo=0.0, hi=1.0, channel_lo=[0.0, 1.0], channel_hi=[1.0, 1.0])
 
 
 def test_calibration_of_an_unknown_model_is_not_found(tmp_path: Path) -> None:
