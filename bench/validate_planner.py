@@ -8,8 +8,10 @@ by ``tc tbf``, the robot in a CPU cgroup) this
    /api/models/{id}/plan`` without bandwidth or rtt: the robot probes the link) and once with the tc rate as the
    bandwidth (and the probed round trip), then measures every plan from a camera client in the robot's namespace,
    interleaved (round r sends request r of every plan in turn, so slow drifts of the shared machine's load fall on
-   all plans alike). Plans predicted more than ``--prune-factor`` times slower than the best prediction at that
-   rate are not measured (their predictions are kept);
+   all plans alike; each timed request follows ``--warm-each`` untimed ones of the same plan, so that it finds its
+   weights in the caches as a robot running one plan does). Plans predicted more than ``--prune-factor`` times
+   slower than the best prediction at that rate are not measured (their predictions are kept); the contenders get
+   ``--confirm`` more requests;
 3. reports per plan and rate the prediction error ``(predicted - measured p50) / measured p50``, and per rate the
    picked plan's measured p50 against the best measured plan's: among the plans that pass the fidelity floor (what
    ``POST /plan`` would deploy) and among all plans (the latency model alone). The target is within 10%.
@@ -57,6 +59,7 @@ class ValidationConfig(BaseModel):
     requests: int
     warmup: int
     confirm: int
+    warm_each: int = 0
     prune_factor: float
     robot_cpu_percent: float
     robot_threads: int
@@ -105,6 +108,12 @@ class RateSummary(BaseModel):
     median_abs_error_pct: float | None
     max_abs_error_pct: float | None
     median_abs_error_nominal_pct: float | None
+    load_avg: float = Field(description="1-minute load average when the rate's measurements began")
+    robot_ratio: float | None = Field(None, description="median over measured plans of measured / predicted robot_ms")
+    edge_ratio: float | None = Field(None, description="the same for edge_ms")
+    network_ratio: float | None = Field(
+        None, description="the same for the robot's network stage against predicted transfer_ms + rtt_ms"
+    )
 
 
 class PlannerValidation(BaseModel):
@@ -145,6 +154,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=10, help="timed requests per plan and rate")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--confirm", type=int, default=10, help="extra requests for the plans near the best")
+    parser.add_argument(
+        "--warm-each", type=int, default=1, help="untimed requests before each timed one (interleaving cools caches)"
+    )
     parser.add_argument("--prune-factor", type=float, default=3.0, help="0 measures every plan at every rate")
     parser.add_argument("--robot-cpu", type=float, default=50.0, help="robot's CPU cap, percent of one core")
     parser.add_argument("--robot-threads", type=int, default=1)
@@ -155,7 +167,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rates, args.bits, args.points = "10,200", "4,32", "ends"
-        args.requests, args.warmup, args.confirm = 4, 1, 2
+        args.requests, args.warmup, args.confirm, args.warm_each = 4, 1, 2, 0
     return args
 
 
@@ -183,6 +195,16 @@ def _pick(checks: list[PlanCheck], eligible_only: bool) -> Pick | None:
     )
 
 
+def _ratio(checks: list[PlanCheck], measured: str, predicted: tuple[str, ...]) -> float | None:
+    """Median over measured plans of a measured stage sum against the planner's terms for it (where both > 0)."""
+    ratios = []
+    for c in checks:
+        expected = sum(c.predicted[name] for name in predicted)
+        if c.status == "measured" and expected > 0 and c.measured.get(measured, 0.0) > 0:
+            ratios.append(c.measured[measured] / expected)
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
 class Validation:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -206,6 +228,7 @@ class Validation:
                 requests=args.requests,
                 warmup=args.warmup,
                 confirm=args.confirm,
+                warm_each=args.warm_each,
                 prune_factor=args.prune_factor,
                 robot_cpu_percent=args.robot_cpu,
                 robot_threads=args.robot_threads,
@@ -316,6 +339,7 @@ class Validation:
             if not pruned:
                 to_measure.append((plan, splits.get(p["key"], any_split)))
         self.log(f"{rate:g} Mbit/s: measuring {len(to_measure)} plans, {len(checks) - len(to_measure)} pruned")
+        load = os.getloadavg()[0]
         samples = self.measure(bed, to_measure, checks, self.args.requests, self.args.warmup)
         # A second, interleaved round for the contenders (the picks and every plan within 25% of the best p50), so
         # that "pick vs best" rests on more than one noisy median.
@@ -335,7 +359,7 @@ class Validation:
             self.finish_check(checks[key], found)
         ordered = sorted(checks.values(), key=lambda c: c.predicted_ms)
         self.results.checks.extend(ordered)
-        self.results.rates.append(self.summarize(bed, rate, link, ordered))
+        self.results.rates.append(self.summarize(bed, rate, link, ordered, load))
 
     def measure(
         self, bed: Testbed, plans: list[tuple[Plan, str]], checks: dict[str, PlanCheck], requests: int, warmup: int
@@ -359,7 +383,13 @@ class Validation:
                         break
             for _ in range(requests):
                 for plan, split_id in list(live):
-                    found = one(plan, split_id)
+                    # Untimed requests first: the previous plan's sessions just evicted this one's weights from the
+                    # caches, which a robot that keeps running one plan never sees.
+                    found = None
+                    for _ in range(1 + self.args.warm_each):
+                        found = one(plan, split_id)
+                        if found is None:
+                            break
                     if found is None:
                         live.remove((plan, split_id))
                     else:
@@ -381,7 +411,9 @@ class Validation:
             f"({check.error_pct:+.0f}%)"
         )
 
-    def summarize(self, bed: Testbed, rate: float, link: dict[str, Any], checks: list[PlanCheck]) -> RateSummary:
+    def summarize(
+        self, bed: Testbed, rate: float, link: dict[str, Any], checks: list[PlanCheck], load: float
+    ) -> RateSummary:
         goodput = None
         try:
             with inside_netns(bed.names.robot_ns):
@@ -402,6 +434,14 @@ class Validation:
             median_abs_error_pct=round(statistics.median(errors), 2) if errors else None,
             max_abs_error_pct=round(max(errors), 2) if errors else None,
             median_abs_error_nominal_pct=round(statistics.median(nominal), 2) if nominal else None,
+            load_avg=round(load, 2),
+            robot_ratio=_ratio(checks, "robot_ms", ("robot_ms",)),
+            edge_ratio=_ratio(checks, "edge_ms", ("edge_ms",)),
+            network_ratio=_ratio(checks, "network_ms", ("transfer_ms", "rtt_ms")),
+        )
+        self.log(
+            f"{rate:g} Mbit/s: measured / predicted: robot x{summary.robot_ratio}, edge x{summary.edge_ratio}, "
+            f"network x{summary.network_ratio} (load {load:.2f})"
         )
         for label, pick in (("eligible", summary.eligible), ("any plan", summary.any_plan)):
             if pick is not None:
@@ -466,26 +506,37 @@ def plot(results: PlannerValidation, path: Path) -> Path:
     left.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=7)
 
-    rates = [r for r in sorted(results.rates, key=lambda r: r.rate_mbit) if r.eligible is not None]
+    rates = sorted(results.rates, key=lambda r: r.rate_mbit)
     xs = range(len(rates))
-    picks = [r.eligible.pick_p50_ms or 0.0 for r in rates if r.eligible is not None]
-    bests = [r.eligible.best_p50_ms for r in rates if r.eligible is not None]
-    right.bar([x - 0.2 for x in xs], picks, width=0.4, color="tab:blue", label="the planner's pick (eligible)")
-    right.bar([x + 0.2 for x in xs], bests, width=0.4, color="tab:green", label="best measured (eligible)")
-    for x, r in zip(xs, rates, strict=True):
-        assert r.eligible is not None
-        right.annotate(
-            f"{r.eligible.pick}\n{r.eligible.over_best_pct:+.1f}%" if r.eligible.over_best_pct is not None else "-",
-            (x - 0.2, r.eligible.pick_p50_ms or 0.0),
-            textcoords="offset points",
-            xytext=(0, 3),
-            ha="center",
-            fontsize=7,
+    groups = (
+        ("eligible", -0.3, "tab:blue", "tab:green", "among plans passing the fidelity floor"),
+        ("any_plan", 0.1, "lightsteelblue", "lightgreen", "among all plans"),
+    )
+    for attribute, offset, pick_colour, best_colour, label in groups:
+        picks: list[Pick | None] = [getattr(r, attribute) for r in rates]
+        right.bar(
+            [x + offset for x in xs],
+            [p.pick_p50_ms or 0.0 if p else 0.0 for p in picks],
+            width=0.2,
+            color=pick_colour,
+            label=f"the planner's pick, {label}",
         )
-        right.annotate(
-            r.eligible.best, (x + 0.2, r.eligible.best_p50_ms), textcoords="offset points", xytext=(0, 3),
-            ha="center", fontsize=7,
-        )  # fmt: skip
+        right.bar(
+            [x + offset + 0.2 for x in xs],
+            [p.best_p50_ms if p else 0.0 for p in picks],
+            width=0.2,
+            color=best_colour,
+            label=f"best measured, {label}",
+        )
+        for x, p in zip(xs, picks, strict=True):
+            if p is None:
+                continue
+            over = f"{p.over_best_pct:+.1f}%" if p.over_best_pct is not None else "not measured"
+            text = f"{p.pick}\n{over}" if p.pick == p.best else f"{p.pick}\n{over}\nbest: {p.best}"
+            right.annotate(
+                text, (x + offset + 0.1, max(p.pick_p50_ms or 0.0, p.best_p50_ms)), textcoords="offset points",
+                xytext=(0, 3), ha="center", fontsize=6,
+            )  # fmt: skip
     right.set_xticks(list(xs), [f"{r.rate_mbit:g}" for r in rates])
     right.set_xlabel("link rate, Mbit/s (tc tbf)")
     right.set_ylabel("measured p50, ms")

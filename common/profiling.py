@@ -4,7 +4,8 @@ The planner (``model_splitter/planner.py``) predicts a split's latency from the 
 tail time. Both come from one profile of the FULL model per side, so a single call covers every candidate cut:
 
 1. **Whole-model time** (``total_ms``): the median of ``runs`` timed runs of the session the service really uses
-   for the full model (its execution provider, its threads, ``ORT_ENABLE_ALL``), after ``warmup`` runs.
+   for the full model (its execution provider, its threads, ``ORT_ENABLE_ALL``), after ``warmup`` runs, each run
+   after a 20 ms pause, as requests arrive after idle time.
 2. **Per-node shares** (``nodes``): a second session on the same provider with ``enable_profiling`` and
    ``ORT_DISABLE_ALL``. At ``ORT_ENABLE_ALL`` ONNX Runtime fuses nodes (Conv+BatchNormalization+Relu becomes one
    ``FusedConv`` with a new name), so its profile cannot be mapped back to the graph's node names; with every
@@ -49,6 +50,9 @@ from common.wire import decode_frame, decode_record, encode_frame, quantized_rec
 CODEC_BITS = (2, 4, 8, 16, 32)
 CODEC_ELEMENTS = 1 << 18  # 1 MiB of float32
 MAX_PROBE_BYTES = 64 * 1024 * 1024
+# Requests reach a side after it sat idle (the other side was computing, bytes were on the link): its thread pool
+# asleep, its caches cold. Back-to-back runs would time a warmer machine than requests see.
+RUN_PAUSE_S = 0.02
 METHOD = (
     "total_ms: median of the service's own full-model session (ORT_ENABLE_ALL); nodes: mean kernel time per graph "
     "node from ONNX Runtime profiling at ORT_DISABLE_ALL (names kept), scaled to sum to total_ms"
@@ -130,21 +134,23 @@ def _feeds(session: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndarray
     return feeds
 
 
-def _median_ms(action: Callable[[], object], runs: int, warmup: int = 0) -> float:
+def _median_ms(action: Callable[[], object], runs: int, warmup: int = 0, pause_s: float = 0.0) -> float:
     for _ in range(warmup):
         action()
     times = []
     for _ in range(runs):
+        if pause_s > 0:
+            time.sleep(pause_s)
         start = time.perf_counter()
         action()
         times.append((time.perf_counter() - start) * 1000.0)
     return float(statistics.median(times))
 
 
-def time_session(session: LoadedSession, runs: int, warmup: int) -> float:
-    """Median ms of one run of ``session`` on random inputs."""
+def time_session(session: LoadedSession, runs: int, warmup: int, pause_s: float = RUN_PAUSE_S) -> float:
+    """Median ms of one run of ``session`` on random inputs, each after a pause as a request comes after idle time."""
     feeds = _feeds(session.session)
-    return _median_ms(lambda: session.run(feeds), runs, warmup)
+    return _median_ms(lambda: session.run(feeds), runs, warmup, pause_s)
 
 
 def node_profile_provider(provider: str) -> str:

@@ -78,6 +78,7 @@ def test_results_file_and_figure(tmp_path: Path) -> None:
                 median_abs_error_pct=7.0,
                 max_abs_error_pct=10.9,
                 median_abs_error_nominal_pct=7.0,
+                load_avg=1.0,
             )
         ],
     )
