@@ -168,7 +168,7 @@ def unpack_codes(data: bytes | bytearray | memoryview, bits: int, count: int) ->
     b = _validate_quantized_bits(bits)
     if count < 0:
         raise InvalidArgument(f"count must be >= 0, got {count}")
-    raw = _byte_view(data)
+    raw = byte_view(data)
     need = (count * b + 7) // 8
     if raw.nbytes != need:
         raise InvalidFrame(f"packed codes: {count} values at {b} bits need {need} bytes, got {raw.nbytes}")
@@ -221,7 +221,7 @@ def decode_tensor(
     """
     b = validate_bits(bits)
     count = _count(shape)
-    raw = _byte_view(payload)
+    raw = byte_view(payload)
     need = packed_size(count, b)
     if raw.nbytes != need:
         raise InvalidFrame(f"tensor payload is {raw.nbytes} bytes, shape {tuple(shape)} at {b} bits needs {need}")
@@ -322,7 +322,7 @@ def decode_tensor_per_channel(
     """Inverse of encode_tensor_per_channel. Raises InvalidFrame if the payload length does not match."""
     b = _validate_quantized_bits(bits)
     count = _count(shape)
-    raw = _byte_view(payload)
+    raw = byte_view(payload)
     need = packed_size(count, b)
     if raw.nbytes != need:
         raise InvalidFrame(f"tensor payload is {raw.nbytes} bytes, shape {tuple(shape)} at {b} bits needs {need}")
@@ -350,7 +350,8 @@ def _word(bits: int) -> np.dtype[np.unsignedinteger[Any]]:
     return np.dtype("<u2") if bits == 4 else np.dtype("<u4")
 
 
-def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
+def byte_view(data: bytes | bytearray | memoryview) -> memoryview:
+    """A flat unsigned-byte view of any buffer, without copying."""
     mv = memoryview(data)
     if mv.format != "B" or mv.ndim != 1:
         mv = mv.cast("B")

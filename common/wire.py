@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from common.errors import InvalidArgument, InvalidFrame, PayloadTooLarge
 from common.quantization import (
+    byte_view,
     decode_tensor,
     decode_tensor_per_channel,
     encode_tensor,
@@ -132,7 +133,7 @@ def encode_frame(split_id: str, tensors: Sequence[TensorRecord], request_id: str
             + _PAYLOAD_LEN.pack(payload_len)
             + name
         )
-    parts.extend(_byte_view(r.payload) for r in tensors)
+    parts.extend(byte_view(r.payload) for r in tensors)
     crc = 0
     for part in parts:
         crc = zlib.crc32(part, crc)
@@ -142,7 +143,7 @@ def encode_frame(split_id: str, tensors: Sequence[TensorRecord], request_id: str
 
 def decode_frame(data: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
     """Parse and check a frame. InvalidFrame names the first problem found; PayloadTooLarge if over max_bytes."""
-    mv = _byte_view(data)
+    mv = byte_view(data)
     size = mv.nbytes
     if size > max_bytes:
         raise PayloadTooLarge(f"frame is {size} bytes, the limit is {max_bytes}")
@@ -377,13 +378,6 @@ def _f32(v: float) -> float:
         return float(struct.unpack("<f", struct.pack("<f", v))[0])
     except (OverflowError, struct.error):
         return math.inf
-
-
-def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
-    mv = memoryview(data)
-    if mv.format != "B" or mv.ndim != 1:
-        mv = mv.cast("B")
-    return mv
 
 
 __all__ = [

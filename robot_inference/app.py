@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import onnxruntime as ort
 from fastapi import Depends, FastAPI, File, Form, UploadFile
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from common.auth import bearer_header, read_guard, token_guard
-from common.bundles import BundleStore
-from common.deployments import DeploymentSet
-from common.docs_ui import install_offline_docs
-from common.http_errors import install_error_handlers
-from common.observability import Metrics, install_observability
-from common.profile_api import profile_router
 from common.results import InferenceResult
-from common.service_api import DeploymentInfo, deployment_router, read_upload
+from common.runtime_app import create_runtime_app
+from common.service_api import DeploymentInfo, read_upload
 from robot_inference.edge_client import EdgeClient
 from robot_inference.link_probe import probe_link_router
 from robot_inference.pipeline import RobotPipeline, parse_mode
@@ -39,37 +30,17 @@ class RobotHealth(BaseModel):
 
 def create_app(settings: RobotSettings | None = None) -> FastAPI:
     settings = settings or RobotSettings()
-    deployments = DeploymentSet(BundleStore(settings.data_dir, "head"), settings.session_options())
     edge = EdgeClient(settings.edge_url, settings.edge_timeout_s, settings.edge_token)
-    pipeline = RobotPipeline(deployments, edge, settings.fallback_to_robot)
-    fetch_client = httpx.Client(timeout=settings.fetch_timeout_s, headers=bearer_header(settings.splitter_token))
-    metrics = Metrics("robot")
-    writes = token_guard(settings.token, "ROBOT_TOKEN")
-    reads = read_guard(settings.token, "ROBOT_TOKEN", settings.protect_reads)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(deployments.restore)
-        yield
-        edge.close()
-        fetch_client.close()
-
-    app = FastAPI(
+    runtime = create_runtime_app(
+        settings,
+        service="robot",
+        part="head",
         title="Robot inference",
         description="Runs the head of a split, quantizes the features and sends them to the edge.",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
+        on_shutdown=edge.close,
     )
-    install_offline_docs(app)
-    install_error_handlers(app)
-    install_observability(app, metrics, reads)
-    app.include_router(
-        deployment_router(deployments, fetch_client, settings.splitter_url, writes, reads, settings.max_bundle_bytes)
-    )
-    app.include_router(
-        profile_router(deployments, BundleStore(settings.data_dir, "head"), settings.session_options(), writes)
-    )
+    app, deployments, metrics, writes = runtime.app, runtime.deployments, runtime.metrics, runtime.writes
+    pipeline = RobotPipeline(deployments, edge, settings.fallback_to_robot)
     app.include_router(probe_link_router(edge, writes))
 
     @app.post(

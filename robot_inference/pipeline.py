@@ -11,7 +11,7 @@ from common.deployments import Deployment, DeploymentSet
 from common.errors import BadGateway, InvalidArgument, InvalidImage, NotDeployed, UpstreamTimeout, UpstreamUnavailable
 from common.imaging import decode_image, preprocess
 from common.observability import request_id_var
-from common.postprocess import top_k
+from common.postprocess import Prediction, top_k
 from common.results import MODES, InferenceResult, Mode, Providers, WireBytes
 from common.timing import StageTimer
 from common.wire import TensorKind, TensorRecord, encode_frame, per_channel_record, quantized_record
@@ -123,20 +123,14 @@ class RobotPipeline:
         with timer.stage("postprocess"):
             predictions = top_k(np.asarray(output), manifest.postprocessing)[0]
         feature_bytes = sum(spec.elements * 4 for spec in manifest.cut)
-        return InferenceResult(
-            mode="all-robot",
-            split_id=manifest.id,
-            request_id=request_id,
-            model_id=manifest.model_id,
-            model_name=manifest.model_name,
-            split_point=manifest.split_point,
-            bits=manifest.quantization.bits,
-            weights_trained=manifest.weights_trained,
-            predictions=predictions,
-            stages=timer.stages,
-            total_ms=_total(timer),
-            bytes=WireBytes(sent=0, received=0, feature_fp32=feature_bytes, image=len(image)),
-            providers=Providers(robot=deployment.full.provider, edge=None),
+        return _result(
+            deployment,
+            "all-robot",
+            request_id,
+            predictions,
+            timer,
+            WireBytes(sent=0, received=0, feature_fp32=feature_bytes, image=len(image)),
+            Providers(robot=deployment.full.provider, edge=None),
         )
 
     def _merge(
@@ -150,28 +144,46 @@ class RobotPipeline:
         image_bytes: int,
         request_id: str,
     ) -> InferenceResult:
-        manifest = deployment.manifest
         edge_ms = sum(stage.ms for stage in reply.result.stages)
         # What the round trip cost beyond the edge's own work: transfer, HTTP and JSON on both sides.
         timer.add("network", max(reply.round_trip_ms - edge_ms, 0.0), where="link")
         timer.stages.extend(reply.result.stages)
-        return InferenceResult(
-            mode=mode,
-            split_id=manifest.id,
-            request_id=request_id,
-            model_id=manifest.model_id,
-            model_name=manifest.model_name,
-            split_point=manifest.split_point,
-            bits=manifest.quantization.bits,
-            weights_trained=manifest.weights_trained,
-            predictions=reply.result.predictions,
-            stages=timer.stages,
-            total_ms=_total(timer),
-            bytes=WireBytes(sent=sent, received=reply.received_bytes, feature_fp32=feature_bytes, image=image_bytes),
-            providers=Providers(
-                robot=deployment.part.provider if mode == "split" else None, edge=reply.result.provider
-            ),
+        return _result(
+            deployment,
+            mode,
+            request_id,
+            reply.result.predictions,
+            timer,
+            WireBytes(sent=sent, received=reply.received_bytes, feature_fp32=feature_bytes, image=image_bytes),
+            Providers(robot=deployment.part.provider if mode == "split" else None, edge=reply.result.provider),
         )
+
+
+def _result(
+    deployment: Deployment,
+    mode: Mode,
+    request_id: str,
+    predictions: list[Prediction],
+    timer: StageTimer,
+    wire: WireBytes,
+    providers: Providers,
+) -> InferenceResult:
+    manifest = deployment.manifest
+    return InferenceResult(
+        mode=mode,
+        split_id=manifest.id,
+        request_id=request_id,
+        model_id=manifest.model_id,
+        model_name=manifest.model_name,
+        split_point=manifest.split_point,
+        bits=manifest.quantization.bits,
+        weights_trained=manifest.weights_trained,
+        predictions=predictions,
+        stages=timer.stages,
+        total_ms=_total(timer),
+        bytes=wire,
+        providers=providers,
+    )
 
 
 def _total(timer: StageTimer) -> float:

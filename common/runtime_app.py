@@ -1,0 +1,67 @@
+"""What robot and edge apps share: deployments restored at start-up, the deploy/bundle/profile routes, token
+guards, offline docs, error mapping, logs and metrics. Each service adds only its own inference routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from common.auth import Guard, bearer_header, read_guard, token_guard
+from common.bundles import BundleStore, Part
+from common.deployments import DeploymentSet
+from common.docs_ui import install_offline_docs
+from common.http_errors import install_error_handlers
+from common.observability import Metrics, install_observability
+from common.profile_api import profile_router
+from common.service_api import deployment_router
+from common.settings import RuntimeSettings
+
+
+@dataclass
+class RuntimeApp:
+    app: FastAPI
+    deployments: DeploymentSet
+    metrics: Metrics
+    writes: Guard
+    reads: Guard
+
+
+def create_runtime_app(
+    settings: RuntimeSettings,
+    *,
+    service: str,
+    part: Part,
+    title: str,
+    description: str,
+    on_shutdown: Callable[[], None] = lambda: None,
+) -> RuntimeApp:
+    store = BundleStore(settings.data_dir, part)
+    session_options = settings.session_options()
+    deployments = DeploymentSet(store, session_options)
+    fetch_client = httpx.Client(timeout=settings.fetch_timeout_s, headers=bearer_header(settings.splitter_token))
+    token_setting = f"{service.upper()}_TOKEN"
+    writes = token_guard(settings.token, token_setting)
+    reads = read_guard(settings.token, token_setting, settings.protect_reads)
+    metrics = Metrics(service)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(deployments.restore)
+        yield
+        on_shutdown()
+        fetch_client.close()
+
+    app = FastAPI(title=title, description=description, lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_offline_docs(app)
+    install_error_handlers(app)
+    install_observability(app, metrics, reads)
+    app.include_router(
+        deployment_router(deployments, fetch_client, settings.splitter_url, writes, reads, settings.max_bundle_bytes)
+    )
+    app.include_router(profile_router(deployments, store, session_options, writes))
+    return RuntimeApp(app=app, deployments=deployments, metrics=metrics, writes=writes, reads=reads)
