@@ -80,7 +80,9 @@ class PlanCheck(BaseModel):
     predicted: dict[str, float] = Field(description="breakdown of predicted_ms")
     status: Literal["measured", "pruned", "failed"]
     latency: Summary | None = None
-    measured: dict[str, float] = Field(default_factory=dict, description="medians: robot, edge, network stages")
+    measured: dict[str, float] = Field(
+        default_factory=dict, description="medians: robot_ms, edge_ms, network_ms and each stage ('robot:head')"
+    )
     bytes_sent: int | None = None
     error_pct: float | None = Field(None, description="(predicted_ms - measured p50) / measured p50, percent")
     error_nominal_pct: float | None = None
@@ -403,6 +405,8 @@ class Validation:
             "edge_ms": round(statistics.median(s.edge_ms for s in samples), 3),
             "network_ms": round(statistics.median(s.stages.get("link:network", 0.0) for s in samples), 3),
         }
+        for stage in sorted({name for s in samples for name in s.stages}):  # "robot:head", "edge:tail", ...
+            check.measured[stage] = round(statistics.median(s.stages.get(stage, 0.0) for s in samples), 3)
         check.bytes_sent = samples[-1].sent
         check.error_pct = _pct(check.predicted_ms, check.latency.p50)
         check.error_nominal_pct = _pct(check.predicted_nominal_ms, check.latency.p50)
