@@ -62,6 +62,7 @@ class ValidationConfig(BaseModel):
     warm_each: int = 0
     prune_factor: float
     robot_cpu_percent: float
+    cpu_period_us: int = 10_000
     robot_threads: int
     edge_threads: int
     image: str
@@ -161,6 +162,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--prune-factor", type=float, default=3.0, help="0 measures every plan at every rate")
     parser.add_argument("--robot-cpu", type=float, default=50.0, help="robot's CPU cap, percent of one core")
+    parser.add_argument(
+        "--cpu-period-us", type=int, default=10_000, help="CFS period of the robot's quota (bench.netns.BenchCgroups)"
+    )
     parser.add_argument("--robot-threads", type=int, default=1)
     parser.add_argument("--edge-threads", type=int, default=2)
     parser.add_argument("--image", type=Path, default=REPO / "model_splitter" / "data" / "samples" / "chelsea.jpg")
@@ -216,7 +220,10 @@ class Validation:
         self.image = args.image.read_bytes()
         self.rates = sorted((float(r) for r in _csv(args.rates)), reverse=True)
         self.config = TestbedConfig(
-            robot_cpu_percent=args.robot_cpu, robot_threads=args.robot_threads, edge_threads=args.edge_threads
+            robot_cpu_percent=args.robot_cpu,
+            cpu_period_us=args.cpu_period_us,
+            robot_threads=args.robot_threads,
+            edge_threads=args.edge_threads,
         )
         self.results = PlannerValidation(
             started_at=dt.datetime.now().isoformat(timespec="seconds"),
@@ -233,6 +240,7 @@ class Validation:
                 warm_each=args.warm_each,
                 prune_factor=args.prune_factor,
                 robot_cpu_percent=args.robot_cpu,
+                cpu_period_us=args.cpu_period_us,
                 robot_threads=args.robot_threads,
                 edge_threads=args.edge_threads,
                 image=args.image.name,
