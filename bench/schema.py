@@ -159,13 +159,18 @@ class EdgeThroughput(BaseModel):
     errors: int = 0
 
 
-class BenchResults(BaseModel):
+class RunRecord(BaseModel):
+    """What every results file starts with: when, on what machine, and whether the run finished."""
+
     schema_version: int = SCHEMA_VERSION
     complete: bool = False
     started_at: str
     finished_at: str | None = None
     duration_s: float | None = None
     machine: Machine
+
+
+class BenchResults(RunRecord):
     config: RunConfig
     link: list[LinkCheck] = Field(default_factory=list)
     robot_cpu_stat: dict[str, int] = Field(default_factory=dict)

@@ -39,7 +39,7 @@ from bench.control import SplitterControl
 from bench.measure import RobotClient, Sample, link_goodput
 from bench.netns import inside_netns, missing_prerequisites
 from bench.plans import select_points
-from bench.schema import Machine, Plan, machine_info
+from bench.schema import Plan, RunRecord, machine_info
 from bench.stats import Summary, summarize
 from bench.testbed import EDGE_IP, Testbed, TestbedConfig, signals_raise
 
@@ -119,13 +119,7 @@ class RateSummary(BaseModel):
     )
 
 
-class PlannerValidation(BaseModel):
-    schema_version: int = SCHEMA_VERSION
-    complete: bool = False
-    started_at: str
-    finished_at: str | None = None
-    duration_s: float | None = None
-    machine: Machine
+class PlannerValidation(RunRecord):
     config: ValidationConfig
     model_id: str | None = None
     profiles: dict[str, Any] = Field(default_factory=dict, description="robot and edge profile summaries")

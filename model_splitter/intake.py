@@ -7,6 +7,7 @@ which executes code from the file. The torch-format loaders and their safety che
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import onnx
 import torch
 
 from common.errors import BadRequest, InvalidArgument, UnprocessableModel, UnsafeModelFormat
-from model_splitter import torch_formats
+from model_splitter import pt2_audit, torch_formats
 from model_splitter.export import export_module, export_program, max_abs_difference_to_torch
 from model_splitter.torch_formats import SAFE_FILE_FORMATS, SAFE_FORMATS, shorten
 
@@ -167,7 +168,7 @@ def _from_module(
 
 
 def _intake_pt2(data: bytes, declared: tuple[int, ...]) -> IntakeResult:
-    program = torch_formats.load_pt2(data)
+    program = pt2_audit.load_pt2(data)
     input_shape = _program_input_shape(program, declared)
     model = _shortened(lambda: export_program(program, input_shape))
     diff = _shortened(lambda: max_abs_difference_to_torch(program.module(), model, input_shape))
@@ -330,9 +331,15 @@ def _run_on_zeros(model: onnx.ModelProto, graph_input: onnx.ValueInfoProto, shap
 
 def classification_architectures() -> list[str]:
     """Names of torchvision's classification models (no detection/segmentation/video)."""
+    return list(_classification_architectures())
+
+
+@functools.cache
+def _classification_architectures() -> tuple[str, ...]:
+    # The models page asks on every load; torchvision's list does not change while the process runs.
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
 def intake_torchvision(

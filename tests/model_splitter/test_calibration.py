@@ -16,21 +16,12 @@ import pytest
 from common.errors import BadRequest, InvalidArgument, NotFound
 from common.imaging import decode_image, preprocess
 from common.manifest import SplitManifest, TensorRange, compute_split_id, parse_manifest
-from model_splitter.calibration import (
-    aciq_alpha,
-    aciq_range,
-    bundled_images,
-    calibration_batch,
-    estimate_ranges,
-    load_fidelity,
-    mse_range,
-    percentile_range,
-    samples_of,
-)
+from model_splitter.calibration import bundled_images, calibration_batch, estimate_ranges, load_fidelity
 from model_splitter.cutting import cut_model
 from model_splitter.fidelity import roundtrip
 from model_splitter.local_stack import ServiceProcess
 from model_splitter.models_service import default_preprocessing
+from model_splitter.range_estimators import aciq_alpha, aciq_range, mse_range, percentile_range, samples_of
 from model_splitter.registry import Registry
 from model_splitter.schemas import CalibrationResult
 from tests.support import SAMPLES, TinySplit, running_service, tiny_classifier
