@@ -49,10 +49,11 @@ class RobotClient:
         self.client.close()
 
     def infer(self, plan: Plan, split_id: str) -> Sample:
-        files = {"image": ("image.jpg", self.image, "image/jpeg")}
-        data = {"mode": plan.mode, "split_id": split_id}
+        # The raw body, as a camera process sends it (no multipart to build or parse).
+        params = {"mode": plan.mode, "split_id": split_id}
+        headers = {"content-type": "image/jpeg"}
         start = time.perf_counter()
-        response = self.client.post("/api/infer", files=files, data=data)
+        response = self.client.post("/api/infer", content=self.image, params=params, headers=headers)
         e2e_ms = (time.perf_counter() - start) * 1000.0
         if response.status_code != 200:
             raise RuntimeError(f"robot answered {response.status_code} for {plan.key}: {response.text[:300]}")

@@ -6,6 +6,7 @@ import httpx
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as AnyUploadFile
 
 from common.auth import Guard
 from common.bundles import fetch_bundle, read_bundle_zip
@@ -30,7 +31,7 @@ async def read_limited(request: Request, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-async def read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
+async def read_upload(upload: AnyUploadFile, limit: int, what: str) -> bytes:
     data = await upload.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"the {what} is larger than {limit:,} bytes, the most this service accepts")

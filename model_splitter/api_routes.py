@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from common.errors import InvalidArgument
+from common.image_request import INFER_OPTIONS, image_request_body, read_image_request
 from common.manifest import SplitManifest
 from common.postprocess import Prediction
 from common.results import InferenceResult
@@ -144,15 +145,22 @@ def api_router(context: SplitterContext) -> APIRouter:
         "/infer",
         tags=["inference"],
         summary="Run an image through robot and edge, beside the reference",
+        description="The image as the raw body (`Content-Type: image/jpeg`, the options as query parameters) or "
+        "as the multipart field `image` (the options as form fields).",
         dependencies=writes,
+        openapi_extra=image_request_body(INFER_OPTIONS),
+        response_model=SplitterInferenceResult,
     )
     async def infer(
-        image: UploadFile = File(...),
-        split_id: str | None = Form(None),
-        mode: str | None = Form(None, description="split (default), all-robot or all-edge"),
+        request: Request,
+        mode: str | None = Query(None, description=INFER_OPTIONS["mode"]),
+        split_id: str | None = Query(None, description=INFER_OPTIONS["split_id"]),
     ) -> SplitterInferenceResult:
-        data = await read_upload(image, settings.max_image_bytes, "image")
-        result = await run_in_threadpool(context.peers.infer, data, image.filename or "image", mode, split_id)
+        upload = await read_image_request(request, settings.max_image_bytes, tuple(INFER_OPTIONS))
+        data = upload.image
+        result = await run_in_threadpool(
+            context.peers.infer, data, upload.option("mode", mode), upload.option("split_id", split_id)
+        )
         reference = await run_in_threadpool(context.reference.predict, result.split_id, data)
         return SplitterInferenceResult(
             **result.model_dump(),

@@ -39,6 +39,9 @@ _PEER_ERRORS: dict[int, type[SplitComputingError]] = {
     422: UnprocessableModel,
 }
 
+# The robot reads the image format from the bytes themselves.
+RAW_IMAGE_TYPE = "application/octet-stream"
+
 
 class Peers:
     def __init__(self, robot_url: str, edge_url: str, timeout_s: float, tokens: PeerTokens) -> None:
@@ -52,9 +55,9 @@ class Peers:
         robot = self._call("robot", "POST", "/api/deploy", json={"split_id": split_id})
         return {"edge": edge, "robot": robot}
 
-    def infer(self, image: bytes, filename: str, mode: str | None, split_id: str | None) -> InferenceResult:
-        data = {key: value for key, value in (("mode", mode), ("split_id", split_id)) if value}
-        body = self._call("robot", "POST", "/api/infer", files={"image": (filename, image)}, data=data)
+    def infer(self, image: bytes, mode: str | None, split_id: str | None) -> InferenceResult:
+        params = {key: value for key, value in (("mode", mode), ("split_id", split_id)) if value}
+        body = self._call("robot", "POST", "/api/infer", content=image, params=params, content_type=RAW_IMAGE_TYPE)
         return InferenceResult.model_validate(body)
 
     def deployed(self, side: str) -> list[dict[str, Any]]:
@@ -83,10 +86,12 @@ class Peers:
         except (httpx.HTTPError, ValueError):
             return None
 
-    def _call(self, side: str, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, side: str, method: str, path: str, content_type: str | None = None, **kwargs: Any) -> Any:
         url = f"{self.urls[side]}{path}"
         try:
             headers = dict(self._headers[side])
+            if content_type is not None:
+                headers["content-type"] = content_type
             request_id = request_id_var.get()
             if request_id != "-":
                 headers[REQUEST_ID_HEADER] = request_id

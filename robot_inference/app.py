@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import onnxruntime as ort
-from fastapi import Depends, FastAPI, File, Form, UploadFile
+from fastapi import Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from common.image_request import INFER_OPTIONS, image_request_body, read_image_request
 from common.results import InferenceResult
 from common.runtime_app import create_runtime_app
-from common.service_api import DeploymentInfo, read_upload
+from common.service_api import DeploymentInfo
 from robot_inference.edge_client import EdgeClient
 from robot_inference.link_probe import probe_link_router
 from robot_inference.pipeline import RobotPipeline, parse_mode
@@ -46,19 +47,25 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
     @app.post(
         "/api/infer",
         summary="Classify an image with the deployed split (modes: split, all-robot, all-edge)",
+        description="The image as the raw body (`Content-Type: image/jpeg`, the options as query parameters) or "
+        "as the multipart field `image` (the options as form fields).",
         dependencies=[Depends(writes)],
+        openapi_extra=image_request_body(INFER_OPTIONS),
+        response_model=InferenceResult,
     )
     async def infer(
-        image: UploadFile = File(..., description="JPEG, PNG or WebP"),
-        mode: str | None = Form(None, description="split (default), all-robot or all-edge"),
-        split_id: str | None = Form(None, description="a deployed split; the last deployed one when absent"),
-    ) -> InferenceResult:
-        data = await read_upload(image, settings.max_image_bytes, "image")
-        result = await run_in_threadpool(pipeline.infer, data, parse_mode(mode), split_id or None)
+        request: Request,
+        mode: str | None = Query(None, description=INFER_OPTIONS["mode"]),
+        split_id: str | None = Query(None, description=INFER_OPTIONS["split_id"]),
+    ) -> Response:
+        upload = await read_image_request(request, settings.max_image_bytes, tuple(INFER_OPTIONS))
+        result = await run_in_threadpool(
+            pipeline.infer, upload.image, parse_mode(upload.option("mode", mode)), upload.option("split_id", split_id)
+        )
         metrics.observe_stages(result.stages)
         metrics.count_bytes("sent", result.bytes.sent)
         metrics.count_bytes("received", result.bytes.received)
-        return result
+        return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get("/health")
     async def health() -> RobotHealth:

@@ -69,6 +69,62 @@ def test_unknown_mode_is_400(pair: Pair) -> None:
     assert "all-robot" in response.json()["detail"]
 
 
+def test_raw_body_answers_like_the_form(pair: Pair, tiny_split: TinySplit) -> None:
+    robot, _ = pair
+    image = (SAMPLES / "chelsea.jpg").read_bytes()
+    for content_type in ("image/jpeg", "application/octet-stream"):
+        for mode in ("split", "all-robot", "all-edge"):
+            raw = httpx.post(
+                f"{robot.url}/api/infer",
+                content=image,
+                params={"mode": mode, "split_id": tiny_split.manifest.id},
+                headers={"content-type": content_type},
+                timeout=30,
+            )
+            assert raw.status_code == 200, raw.text
+            form = infer(robot, mode)
+            assert raw.json()["mode"] == mode
+            assert raw.json()["predictions"] == form.json()["predictions"]
+            # What was sent is the same; the answer's length varies with the digits of its timings.
+            for key in ("sent", "image", "feature_fp32"):
+                assert raw.json()["bytes"][key] == form.json()["bytes"][key]
+
+
+def test_form_field_wins_over_the_query_parameter(pair: Pair) -> None:
+    robot, _ = pair
+    image = (SAMPLES / "chelsea.jpg").read_bytes()
+    response = httpx.post(
+        f"{robot.url}/api/infer?mode=all-edge",
+        files={"image": ("x.jpg", image)},
+        data={"mode": "all-robot"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["mode"] == "all-robot"
+    from_query = httpx.post(f"{robot.url}/api/infer?mode=all-edge", files={"image": ("x.jpg", image)}, timeout=30)
+    assert from_query.json()["mode"] == "all-edge"
+
+
+def test_ways_of_sending_no_image_say_how_to_send_one(pair: Pair) -> None:
+    robot, _ = pair
+    url = f"{robot.url}/api/infer"
+    wrong_type = httpx.post(url, content=b"{}", headers={"content-type": "application/json"}, timeout=30)
+    assert wrong_type.status_code == 415
+    assert "Content-Type: image/jpeg" in wrong_type.json()["detail"]
+    no_type = httpx.post(url, content=b"\xff\xd8", timeout=30)
+    assert no_type.status_code == 415
+    no_file = httpx.post(url, files={"picture": ("x.jpg", b"abc")}, data={"mode": "split"}, timeout=30)
+    assert no_file.status_code == 400
+    assert "'image'" in no_file.json()["detail"]
+    text_field = httpx.post(url, data={"image": "not a file"}, files={"other": ("a", b"b")}, timeout=30)
+    assert text_field.status_code == 400
+    empty = httpx.post(url, content=b"", headers={"content-type": "image/jpeg"}, timeout=30)
+    assert empty.status_code == 400
+    assert "empty" in empty.json()["detail"]
+    garbage = httpx.post(url, content=b"GIF89a not really", headers={"content-type": "image/gif"}, timeout=30)
+    assert garbage.status_code == 400
+
+
 def test_nothing_deployed_is_409(tmp_path: Path) -> None:
     with running_service("robot_inference", "ROBOT", tmp_path) as robot:
         response = infer(robot)
