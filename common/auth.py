@@ -10,12 +10,13 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 
-from fastapi import Request
 from pydantic import SecretStr
+from starlette.requests import HTTPConnection
 
 from common.errors import Unauthorized
 
-Guard = Callable[[Request], Awaitable[None]]
+# Requests and WebSocket handshakes alike (both are HTTP connections with headers and cookies).
+Guard = Callable[[HTTPConnection], Awaitable[None]]
 TOKEN_COOKIE = "splitbot_token"
 
 
@@ -37,7 +38,7 @@ def token_guard(expected: SecretStr | None, setting: str, hint: str = "") -> Gua
     cannot borrow a signed-in browser's access).
     """
 
-    async def check(request: Request) -> None:
+    async def check(request: HTTPConnection) -> None:
         if expected is None:
             return
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
@@ -53,7 +54,7 @@ def token_guard(expected: SecretStr | None, setting: str, hint: str = "") -> Gua
     return check
 
 
-async def open_access(request: Request) -> None:
+async def open_access(request: HTTPConnection) -> None:
     return None
 
 

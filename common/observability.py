@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -18,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.auth import Guard
+from common.auth import TOKEN_COOKIE, Guard
 from common.timing import Stage
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -49,6 +50,19 @@ class Metrics:
             "splitbot_wire_bytes", "Bytes of frames and answers", ["service", "direction"], registry=self.registry
         )
 
+    def record_request(self, method: str, path: str, route: str, status: int, start: float) -> None:
+        """Count and time one request (or one WebSocket message) and write its access log line."""
+        elapsed = time.perf_counter() - start
+        self.requests.labels(self.service, route, method, str(status)).inc()
+        self.request_seconds.labels(self.service, route).observe(elapsed)
+        access_log.info(
+            "%s %s -> %d",
+            method,
+            path,
+            status,
+            extra={"fields": {"status": status, "ms": round(elapsed * 1000, 2), "route": route}},
+        )
+
     def observe_stages(self, stages: Iterable[Stage]) -> None:
         for stage in stages:
             self.stage_seconds.labels(self.service, stage.name, stage.where).observe(stage.ms / 1000.0)
@@ -58,6 +72,15 @@ class Metrics:
             self.wire_bytes.labels(self.service, direction).inc(amount)
 
 
+# At debug level, libraries log request headers (uvicorn's and the robot's WebSocket handshakes write
+# "authorization: Bearer ..." lines); no token may reach a log, whoever wrote the line.
+_SECRETS = re.compile(rf"(?i)(bearer\s+[\"']?|{TOKEN_COOKIE}=)[^\s;,'\"]+")
+
+
+def redact(text: str) -> str:
+    return _SECRETS.sub(r"\1[redacted]", text)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -65,11 +88,11 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "request_id": request_id_var.get(),
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry)
 
 
@@ -119,19 +142,7 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - start
-            route = _route_template(scope)
-            method = scope["method"]
-            metrics = self.metrics
-            metrics.requests.labels(metrics.service, route, method, str(status)).inc()
-            metrics.request_seconds.labels(metrics.service, route).observe(elapsed)
-            access_log.info(
-                "%s %s -> %d",
-                method,
-                scope["path"],
-                status,
-                extra={"fields": {"status": status, "ms": round(elapsed * 1000, 2), "route": route}},
-            )
+            self.metrics.record_request(scope["method"], scope["path"], _route_template(scope), status, start)
             request_id_var.reset(token)
 
 

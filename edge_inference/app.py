@@ -11,6 +11,7 @@ from common.profile_api import probe_router
 from common.results import EdgeResult
 from common.runtime_app import create_runtime_app
 from common.service_api import DeploymentInfo, read_limited
+from edge_inference.frame_socket import frame_socket_router
 from edge_inference.pipeline import infer_frame
 from edge_inference.settings import EdgeSettings
 
@@ -41,6 +42,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     )
     app, deployments, metrics, writes = runtime.app, runtime.deployments, runtime.metrics, runtime.writes
     app.include_router(probe_router(settings.max_frame_bytes, writes))
+    app.include_router(frame_socket_router(deployments, metrics, writes, settings.max_frame_bytes))
 
     @app.post(
         "/api/infer",

@@ -31,7 +31,7 @@ class RobotHealth(BaseModel):
 
 def create_app(settings: RobotSettings | None = None) -> FastAPI:
     settings = settings or RobotSettings()
-    edge = EdgeClient(settings.edge_url, settings.edge_timeout_s, settings.edge_token)
+    edge = EdgeClient(settings.edge_url, settings.edge_timeout_s, settings.edge_token, settings.edge_channel)
     runtime = create_runtime_app(
         settings,
         service="robot",

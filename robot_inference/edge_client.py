@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import httpx
 from pydantic import SecretStr
@@ -21,6 +24,10 @@ from common.errors import (
 )
 from common.observability import REQUEST_ID_HEADER
 from common.results import EdgeResult
+from robot_inference.frame_channel import ChannelRefused, FrameChannel
+
+EdgeChannel = Literal["websocket", "http"]
+logger = logging.getLogger(__name__)
 
 _EDGE_ERRORS: dict[int, type[SplitComputingError]] = {
     400: BadRequest,
@@ -44,8 +51,11 @@ class EdgeReply:
 
 
 class EdgeClient:
-    def __init__(self, base_url: str, timeout_s: float, token: SecretStr | None = None) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float, token: SecretStr | None = None, channel: EdgeChannel = "websocket"
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._frames = FrameChannel(self.base_url, timeout_s, token) if channel == "websocket" else None
         self._client = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s),
@@ -54,6 +64,35 @@ class EdgeClient:
         )
 
     def infer(self, frame: bytes, request_id: str) -> EdgeReply:
+        if self._frames is not None:
+            try:
+                return self._infer_on_socket(self._frames, frame)
+            except ChannelRefused as exc:
+                if exc.status == 401:
+                    raise BadGateway(f"the edge refused the request: {_detail(exc.body)}") from exc
+                # An edge without the socket (an older release): POST from now on.
+                logger.warning("the edge at %s has no frame socket (%s); posting frames instead", self.base_url, exc)
+                self._frames = None
+        return self._infer_over_http(frame, request_id)
+
+    def _infer_on_socket(self, frames: FrameChannel, frame: bytes) -> EdgeReply:
+        start = time.perf_counter()
+        reply = frames.exchange(frame)
+        round_trip_ms = (time.perf_counter() - start) * 1000.0
+        if reply.is_error:
+            try:
+                error = json.loads(reply.body)
+                status, detail = int(error["status"]), str(error["detail"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise BadGateway(f"the edge answered with an unreadable error: {reply.body[:200]!r}") from exc
+            raise edge_error(status, detail)
+        return EdgeReply(
+            result=EdgeResult.model_validate_json(reply.body),
+            round_trip_ms=round_trip_ms,
+            received_bytes=len(reply.body),
+        )
+
+    def _infer_over_http(self, frame: bytes, request_id: str) -> EdgeReply:
         start = time.perf_counter()
         headers = {"content-type": "application/octet-stream", REQUEST_ID_HEADER: request_id}
         try:
@@ -101,16 +140,27 @@ class EdgeClient:
             return None
 
     def _error_from(self, response: httpx.Response) -> SplitComputingError:
-        try:
-            detail = str(response.json().get("detail", response.text))
-        except ValueError:
-            detail = response.text[:300]
-        error_class = _EDGE_ERRORS.get(response.status_code)
-        if error_class is not None:
-            return error_class(f"the edge refused the request: {detail}")
-        if response.status_code >= 500:
-            return UpstreamUnavailable(f"the edge failed ({response.status_code}): {detail}")
-        return BadGateway(f"the edge answered {response.status_code}: {detail}")
+        return edge_error(response.status_code, _detail(response.content))
 
     def close(self) -> None:
+        if self._frames is not None:
+            self._frames.close()
         self._client.close()
+
+
+def edge_error(status: int, detail: str) -> SplitComputingError:
+    """The robot's error for an edge's refusal, over HTTP or the frame socket alike."""
+    error_class = _EDGE_ERRORS.get(status)
+    if error_class is not None:
+        return error_class(f"the edge refused the request: {detail}")
+    if status >= 500:
+        return UpstreamUnavailable(f"the edge failed ({status}): {detail}")
+    return BadGateway(f"the edge answered {status}: {detail}")
+
+
+def _detail(body: bytes) -> str:
+    try:
+        parsed = json.loads(body)
+        return str(parsed.get("detail", parsed)) if isinstance(parsed, dict) else str(parsed)
+    except ValueError:
+        return body[:300].decode(errors="replace")

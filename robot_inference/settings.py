@@ -8,6 +8,7 @@ from pydantic import SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import RuntimeSettings
+from robot_inference.edge_client import EdgeChannel
 
 
 class RobotSettings(RuntimeSettings):
@@ -19,6 +20,9 @@ class RobotSettings(RuntimeSettings):
     edge_timeout_s: float = 10.0
     max_image_bytes: int = 20 * 1024 * 1024
     edge_token: SecretStr | None = None
+    # websocket: frames go over one open WebSocket per inference in flight (ws://<edge>/api/frames), a millisecond
+    # less per frame than http (a POST /api/infer each), which remains for edges or proxies without WebSockets.
+    edge_channel: EdgeChannel = "websocket"
     # When the edge is down or too slow, answer with the full model on the robot (if it holds it) and say so.
     fallback_to_robot: bool = False
 

@@ -286,7 +286,7 @@ def requirements_for(*args: str) -> list[str]:
     result = subprocess.run(
         [sys.executable, "docker/requirements.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
-    return result.stdout.split()
+    return result.stdout.splitlines()
 
 
 def test_requirements_helper() -> None:

@@ -21,6 +21,8 @@ from tests.reliability.harness import (
     wait_for_log_entry,
 )
 
+# The robot sends its frames over the edge's WebSocket (ROBOT_EDGE_CHANNEL=websocket, the default).
+EDGE_FRAME_LINE = "WS /api/frames -> 200"
 LOG_KEYS = {"time", "level", "logger", "request_id", "message"}
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -36,8 +38,9 @@ def test_one_request_id_through_splitter_robot_and_edge(open_stack: OpenStack) -
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == request_id
     assert response.json()["request_id"] == request_id
-    for service in (open_stack.splitter, open_stack.robot, open_stack.edge):
+    for service in (open_stack.splitter, open_stack.robot):
         wait_for_log_entry(service, request_id, "POST /api/infer -> 200")
+    wait_for_log_entry(open_stack.edge, request_id, EDGE_FRAME_LINE)
 
 
 def test_the_robot_makes_an_id_when_none_is_given_and_the_edge_logs_it(open_stack: OpenStack) -> None:
@@ -47,7 +50,7 @@ def test_the_robot_makes_an_id_when_none_is_given_and_the_edge_logs_it(open_stac
     assert len(request_id) == 32 and int(request_id, 16) >= 0
     assert response.json()["request_id"] == request_id
     wait_for_log_entry(open_stack.robot, request_id, "POST /api/infer -> 200")
-    wait_for_log_entry(open_stack.edge, request_id, "POST /api/infer -> 200")
+    wait_for_log_entry(open_stack.edge, request_id, EDGE_FRAME_LINE)
 
 
 def test_an_id_that_a_frame_cannot_carry_is_still_followed(open_stack: OpenStack) -> None:
@@ -58,7 +61,7 @@ def test_an_id_that_a_frame_cannot_carry_is_still_followed(open_stack: OpenStack
     assert response.headers["x-request-id"] == caller_id
     frame_id = response.json()["request_id"]
     assert len(frame_id) == 32
-    wait_for_log_entry(open_stack.edge, frame_id, "POST /api/infer -> 200")
+    wait_for_log_entry(open_stack.edge, frame_id, EDGE_FRAME_LINE)
     wait_for_log_entry(open_stack.robot, caller_id, frame_id)
 
 
@@ -114,15 +117,13 @@ def test_metrics_count_requests_stages_and_bytes_exactly(open_stack: OpenStack) 
     after = {s.name: scrape(s) for s in (robot, edge, splitter)}
     runs = len(results)
 
-    infer = {"route": "/api/infer", "method": "POST", "status": "200"}
-    assert delta(before["robot"], after["robot"], "splitbot_requests_total", service="robot", **infer) == runs
-    assert delta(before["edge"], after["edge"], "splitbot_requests_total", service="edge", **infer) == runs
-    for name, service in (("robot", "robot"), ("edge", "edge")):
-        latency = delta(
-            before[name], after[name], "splitbot_request_seconds_count", service=service, route="/api/infer"
-        )
-        assert latency == runs
-        assert value(after[name], "splitbot_request_seconds_sum", service=service, route="/api/infer") > 0
+    robot_infer_labels = {"route": "/api/infer", "method": "POST", "status": "200"}
+    edge_frame_labels = {"route": "/api/frames", "method": "WS", "status": "200"}
+    for name, labels in (("robot", robot_infer_labels), ("edge", edge_frame_labels)):
+        assert delta(before[name], after[name], "splitbot_requests_total", service=name, **labels) == runs
+        route = labels["route"]
+        assert delta(before[name], after[name], "splitbot_request_seconds_count", service=name, route=route) == runs
+        assert value(after[name], "splitbot_request_seconds_sum", service=name, route=route) > 0
 
     robot_stages = [("decode", "robot"), ("head", "robot"), ("quantize", "robot"), ("network", "link")]
     robot_stages += [("parse", "edge"), ("dequantize", "edge"), ("tail", "edge")]

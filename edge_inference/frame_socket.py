@@ -1,0 +1,94 @@
+"""``/api/frames``: the persistent WebSocket a robot keeps open to its edge, one wire frame per message.
+
+``POST /api/infer`` takes the same frames, but every request then goes through an HTTP client, the request
+parser, the router and the dependency resolver; on the 2-vCPU benchmark VM that costs about a millisecond more
+per frame than a message on an open socket, on a CPU whose caches went cold while the robot computed. Robots
+use this socket by default (``ROBOT_EDGE_CHANNEL``).
+
+Protocol (docs/wire-format.md): the robot sends a binary message holding one frame; the edge answers each with
+either a binary message, the EdgeResult as UTF-8 JSON, or a text message, an error as JSON
+``{"status": <HTTP status>, "error": ..., "detail": ...}`` (the same words POST /api/infer would answer with).
+The connection stays open after an error. A handshake without the edge's token is refused with 401.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from common.auth import Guard
+from common.deployments import DeploymentSet
+from common.errors import InvalidFrame, PayloadTooLarge, SplitComputingError, Unauthorized
+from common.observability import Metrics, request_id_var
+from common.results import EdgeResult
+from edge_inference.pipeline import infer_frame
+
+FRAMES_PATH = "/api/frames"
+METHOD = "WS"
+logger = logging.getLogger(__name__)
+
+
+def frame_socket_router(deployments: DeploymentSet, metrics: Metrics, writes: Guard, max_frame_bytes: int) -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket(FRAMES_PATH)
+    async def frames(websocket: WebSocket) -> None:
+        try:
+            await writes(websocket)
+        except Unauthorized as exc:
+            await _refuse(websocket, exc)
+            return
+        await websocket.accept()
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                await _answer(websocket, message.get("bytes"), deployments, metrics, max_frame_bytes)
+        except WebSocketDisconnect:
+            return
+
+    return router
+
+
+async def _answer(
+    websocket: WebSocket, data: bytes | None, deployments: DeploymentSet, metrics: Metrics, max_frame_bytes: int
+) -> None:
+    start = time.perf_counter()
+    try:
+        if data is None:
+            raise InvalidFrame("frames travel as binary WebSocket messages, this one was text")
+        if len(data) > max_frame_bytes:
+            raise PayloadTooLarge(f"the frame is {len(data):,} bytes; this service accepts at most {max_frame_bytes:,}")
+        metrics.count_bytes("received", len(data))
+        result: EdgeResult = await run_in_threadpool(infer_frame, deployments, data, max_frame_bytes)
+    except SplitComputingError as exc:
+        reply = json.dumps({"status": exc.status_code, **exc.to_dict()})
+        await websocket.send_text(reply)
+        metrics.count_bytes("sent", len(reply.encode()))
+        metrics.record_request(METHOD, FRAMES_PATH, FRAMES_PATH, exc.status_code, start)
+        return
+    body = result.model_dump_json().encode()
+    await websocket.send_bytes(body)
+    metrics.observe_stages(result.stages)
+    metrics.count_bytes("sent", len(body))
+    # The frame carried the robot's request id: this frame's log line carries it too.
+    token = request_id_var.set(result.request_id)
+    try:
+        metrics.record_request(METHOD, FRAMES_PATH, FRAMES_PATH, 200, start)
+    finally:
+        request_id_var.reset(token)
+
+
+async def _refuse(websocket: WebSocket, exc: Unauthorized) -> None:
+    """A 401 with the usual JSON body where the server can send one before the handshake, else close 1008."""
+    logger.warning("WebSocket %s refused: %s", FRAMES_PATH, exc.message)
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse(exc.to_dict(), status_code=exc.status_code))
+    else:
+        await websocket.close(code=1008, reason=exc.message[:120])
