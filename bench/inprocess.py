@@ -81,6 +81,7 @@ def loopback_overhead(
     warmup: int,
     threads: int,
     spinning: bool,
+    channel: str = "websocket",
     bits: int = 4,
 ) -> list[LoopbackOverhead]:
     """HTTP through splitter-deployed robot and edge on 127.0.0.1 against the same split in this process.
@@ -97,6 +98,7 @@ def loopback_overhead(
         "EDGE_ALLOW_SPINNING": flag,
         "ROBOT_PROVIDERS": "cpu",
         "EDGE_PROVIDERS": "cpu",
+        "ROBOT_EDGE_CHANNEL": channel,
     }
     options = SessionOptions(providers=("cpu",), intra_op_threads=threads, allow_spinning=spinning)
     results = []
@@ -126,6 +128,7 @@ def loopback_overhead(
                         plan=plan,
                         spinning=spinning,
                         threads=threads,
+                        edge_channel="http" if channel == "http" else "websocket",
                         http=http_summary,
                         in_process=local_summary,
                         ratio=round(http_summary.p50 / local_summary.p50, 4),

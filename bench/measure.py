@@ -37,6 +37,9 @@ class Sample:
     received: int
 
 
+CAMERA_CLIENT = "http.client keep-alive, raw image body"
+
+
 class RobotClient:
     """One keep-alive connection to the robot, as a camera process on the robot would hold it.
 

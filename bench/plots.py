@@ -125,9 +125,18 @@ def plot_bytes(results: BenchResults, path: Path) -> Path:
 def plot_overhead(results: BenchResults, path: Path) -> Path:
     """Left: HTTP over loopback / one process. Right: measured / (compute + bytes / rate) on the capped link."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
-    labels = [f"{o.model}\nspin {'on' if o.spinning else 'off'}" for o in results.loopback]
+    channel_names = {"websocket": "socket", "http": "POST"}
+    labels = [
+        f"{o.model}\n{channel_names[o.edge_channel]}, spin {'on' if o.spinning else 'off'}" for o in results.loopback
+    ]
     ratios = [o.ratio for o in results.loopback]
-    colours = ["tab:orange" if o.spinning else "tab:blue" for o in results.loopback]
+    colour_of = {
+        ("websocket", False): "tab:blue",
+        ("http", False): "tab:cyan",
+        ("websocket", True): "tab:orange",
+        ("http", True): "tab:olive",
+    }
+    colours = [colour_of[(o.edge_channel, o.spinning)] for o in results.loopback]
     bars = left.bar(range(len(ratios)), ratios, color=colours)
     for bar, o in zip(bars, results.loopback, strict=True):
         left.annotate(

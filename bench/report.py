@@ -49,13 +49,25 @@ def latency_table(results: BenchResults) -> str:
 
 def overhead_table(results: BenchResults) -> str:
     lines = [
-        _row(["model", "cut", "spinning", "HTTP p50 ms", "in-process p50 ms", "ratio of p50", "ratio of min"]),
-        _row(["---"] * 7),
+        _row(
+            [
+                "model",
+                "cut",
+                "robot -> edge",
+                "spinning",
+                "HTTP p50 ms",
+                "in-process p50 ms",
+                "ratio of p50",
+                "ratio of min",
+            ]
+        ),
+        _row(["---"] * 8),
     ]
     for o in results.loopback:
         floor = f"{o.ratio_min:.3f}" if o.ratio_min is not None else "-"
         spinning = "on" if o.spinning else "off"
-        cells = [o.model, o.plan.key, spinning, f"{o.http.p50:.1f}", f"{o.in_process.p50:.1f}", f"**{o.ratio:.3f}**"]
+        cells = [o.model, o.plan.key, o.edge_channel, spinning, f"{o.http.p50:.1f}", f"{o.in_process.p50:.1f}"]
+        cells.append(f"**{o.ratio:.3f}**")
         lines.append(_row([*cells, floor]))
     return "\n".join(lines)
 

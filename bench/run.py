@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench.control import SplitterControl
 from bench.inprocess import InProcessPipeline, loopback_overhead, quant_speeds
-from bench.measure import RobotClient, edge_throughput, link_goodput, measure, plan_run
+from bench.measure import CAMERA_CLIENT, RobotClient, edge_throughput, link_goodput, measure, plan_run
 from bench.netns import BenchCgroups, TestbedUnavailable, inside_netns, missing_prerequisites
 from bench.plans import ALL_EDGE, ALL_ROBOT, best_plans, hopeless, predicted_ms, select_points, split_plans
 from bench.plots import plot_all
@@ -51,6 +51,7 @@ FULL = {
     "clients": "1,4,16",
     "loopback_models": "resnet18,resnet50",
     "spinning": "both",
+    "loopback_channels": "websocket,http",
 }
 QUICK = {
     "models": "resnet18",
@@ -62,6 +63,7 @@ QUICK = {
     "clients": "1,4",
     "loopback_models": "resnet18",
     "spinning": "off",
+    "loopback_channels": "websocket",
 }
 
 
@@ -82,6 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loopback-models", help="models of the loopback overhead (default resnet18,resnet50)")
     parser.add_argument("--spinning", choices=("off", "on", "both"), help="ONNX Runtime spinning for loopback")
     parser.add_argument("--loopback-requests", type=int, default=0, help="default: --requests")
+    parser.add_argument("--loopback-channels", help="robot -> edge channels on loopback: websocket,http")
     parser.add_argument("--loopback-threads", type=int, default=2, help="intra-op threads on loopback (2 cores)")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
     parser.add_argument("--robot-cpu", type=float, default=50.0, help="robot's CPU cap, percent of one core")
@@ -178,6 +181,8 @@ class Run:
                 clients=[int(c) for c in _csv(args.clients)],
                 loopback_models=_csv(args.loopback_models),
                 loopback_threads=args.loopback_threads,
+                loopback_channels=_csv(args.loopback_channels),
+                camera_client=CAMERA_CLIENT,
             ),
         )
 
@@ -204,22 +209,24 @@ class Run:
 
     def loopback(self) -> None:
         spins = {"off": [False], "on": [True], "both": [False, True]}[self.args.spinning]
-        for spinning in spins:
-            found = loopback_overhead(
-                self.results.config.loopback_models,
-                self.image,
-                self.args.loopback_requests or self.args.requests,
-                self.args.warmup,
-                self.args.loopback_threads,
-                spinning,
-            )
-            for o in found:
-                self.log(
-                    f"loopback {o.model} {o.plan.key} spinning {'on' if spinning else 'off'}: HTTP "
-                    f"{o.http.p50:.1f} ms / in-process {o.in_process.p50:.1f} ms = {o.ratio:.3f}"
+        for channel in self.results.config.loopback_channels:
+            for spinning in spins:
+                found = loopback_overhead(
+                    self.results.config.loopback_models,
+                    self.image,
+                    self.args.loopback_requests or self.args.requests,
+                    self.args.warmup,
+                    self.args.loopback_threads,
+                    spinning,
+                    channel,
                 )
-            self.results.loopback.extend(found)
-            self.save()
+                for o in found:
+                    self.log(
+                        f"loopback {o.model} {o.plan.key} {channel} spinning {'on' if spinning else 'off'}: "
+                        f"HTTP {o.http.p50:.1f} ms / in-process {o.in_process.p50:.1f} ms = {o.ratio:.3f}"
+                    )
+                self.results.loopback.extend(found)
+                self.save()
 
     def testbed(self) -> None:
         self.log(f"building the testbed (robot capped at {self.args.robot_cpu:g}% of one core) ...")

@@ -78,6 +78,8 @@ class RunConfig(BaseModel):
     clients: list[int]
     loopback_models: list[str]
     loopback_threads: int
+    loopback_channels: list[str] = Field(default_factory=lambda: ["http"])
+    camera_client: str = Field("httpx, multipart form", description="how the benchmark's camera posts images")
 
 
 class LinkCheck(BaseModel):
@@ -131,6 +133,8 @@ class LoopbackOverhead(BaseModel):
     plan: Plan
     spinning: bool
     threads: int
+    # Results written before the robot had the frame socket posted every frame.
+    edge_channel: Literal["websocket", "http"] = Field("http", description="ROBOT_EDGE_CHANNEL of the robot")
     http: Summary
     in_process: Summary
     ratio: float = Field(description="http p50 / in-process p50")

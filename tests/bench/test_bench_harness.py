@@ -259,6 +259,7 @@ def _results() -> BenchResults:
                 plan=split,
                 spinning=spinning,
                 threads=2,
+                edge_channel="websocket",
                 http=summarize([44.0, 45.0]),
                 in_process=summarize([40.0, 41.0]),
                 ratio=1.1,
@@ -313,7 +314,7 @@ def test_report_tables() -> None:
     text = render(_results())
     assert "| m | winner | **pool@4b** | **all-edge** |" in text
     assert "2-core" in text and "robot capped at 50% of one core" in text
-    assert "| m | pool@4b | off | 44.5 | 40.5 | **1.100** | 1.100 |" in text
+    assert "| m | pool@4b | websocket | off | 44.5 | 40.5 | **1.100** | 1.100 |" in text
 
 
 def test_plots_write_pngs_that_name_the_machine(tmp_path: Path) -> None:
