@@ -52,6 +52,7 @@ FULL = {
     "loopback_models": "resnet18,resnet50",
     "spinning": "both",
     "loopback_channels": "websocket,http",
+    "loopback_requests": 60,
 }
 QUICK = {
     "models": "resnet18",
@@ -64,6 +65,7 @@ QUICK = {
     "loopback_models": "resnet18",
     "spinning": "off",
     "loopback_channels": "websocket",
+    "loopback_requests": 10,
 }
 
 
@@ -83,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", help="concurrent robots for the edge throughput (default 1,4,16)")
     parser.add_argument("--loopback-models", help="models of the loopback overhead (default resnet18,resnet50)")
     parser.add_argument("--spinning", choices=("off", "on", "both"), help="ONNX Runtime spinning for loopback")
-    parser.add_argument("--loopback-requests", type=int, default=0, help="default: --requests")
+    parser.add_argument("--loopback-requests", type=int, help="per side and setting (default 60: a stable median)")
     parser.add_argument("--loopback-channels", help="robot -> edge channels on loopback: websocket,http")
     parser.add_argument("--loopback-threads", type=int, default=2, help="intra-op threads on loopback (2 cores)")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
