@@ -4,5 +4,10 @@ from common.serve import serve
 from edge_inference.app import create_app
 from edge_inference.settings import EdgeSettings
 
+# A frame a little over EDGE_MAX_FRAME_BYTES still arrives whole and gets the 413 that says the limit; uvicorn
+# closes the socket (code 1009) on anything larger before it is buffered.
+WS_MARGIN_BYTES = 1024 * 1024
+
 if __name__ == "__main__":
-    serve(EdgeSettings(), create_app)
+    settings = EdgeSettings()
+    serve(settings, create_app, ws_max_size=settings.max_frame_bytes + WS_MARGIN_BYTES)
