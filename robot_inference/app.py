@@ -13,7 +13,7 @@ from common.image_request import INFER_OPTIONS, image_request_body, read_image_r
 from common.results import InferenceResult
 from common.runtime_app import create_runtime_app
 from common.service_api import DeploymentInfo
-from robot_inference.edge_client import EdgeClient
+from robot_inference.edge_client import EdgeChannel, EdgeClient
 from robot_inference.link_probe import probe_link_router
 from robot_inference.pipeline import RobotPipeline, parse_mode
 from robot_inference.settings import RobotSettings
@@ -26,6 +26,7 @@ class RobotHealth(BaseModel):
     deployed: list[DeploymentInfo]
     available_providers: list[str]
     edge_url: str
+    edge_channel: EdgeChannel
     edge: dict[str, Any] | None
 
 
@@ -76,6 +77,7 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
             deployed=[DeploymentInfo.of(d) for d in deployments.all()],
             available_providers=ort.get_available_providers(),
             edge_url=edge.base_url,
+            edge_channel=edge.channel,
             edge=await run_in_threadpool(edge.health),
         )
 

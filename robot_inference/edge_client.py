@@ -63,6 +63,11 @@ class EdgeClient:
             limits=httpx.Limits(max_keepalive_connections=16, max_connections=64),
         )
 
+    @property
+    def channel(self) -> EdgeChannel:
+        """The channel frames go over now (websocket turns into http for an edge that refused the upgrade)."""
+        return "websocket" if self._frames is not None else "http"
+
     def infer(self, frame: bytes, request_id: str) -> EdgeReply:
         if self._frames is not None:
             try:

@@ -75,6 +75,7 @@ def test_both_channels_give_the_same_answers(edge: ServiceProcess, tiny_split: T
             upload_bundle(robot, tiny_split)
             before = edge_requests(edge)
             answers[channel] = [infer(robot, mode).json() for mode in ("split", "all-edge")]
+            assert httpx.get(f"{robot.url}/health", timeout=30).json()["edge_channel"] == channel
             after = edge_requests(edge)
         route = "/api/frames" if channel == "websocket" else "/api/infer"
         assert after.get(route, 0.0) - before.get(route, 0.0) == 2, (channel, before, after)
@@ -92,6 +93,7 @@ def test_an_edge_without_the_socket_gets_posts(http_only_proxy: str, tiny_split:
             assert response.status_code == 200, response.text
             assert response.json()["mode"] == "split"
         assert "no frame socket" in robot.log_tail()
+        assert httpx.get(f"{robot.url}/health", timeout=30).json()["edge_channel"] == "http"
 
 
 def test_edge_refusals_keep_their_status_over_the_socket(
