@@ -16,13 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-import httpx
-
 from bench.netns import inside_netns
 from bench.plans import overhead_ratio, predicted_ms
 from bench.schema import EdgeThroughput, Plan, PlanRun
 from bench.stats import percentile, summarize
 from common.results import InferenceResult
+from robot_inference.frame_channel import FrameChannel
 
 LinkCounter = Callable[[], tuple[int, int, int]]
 
@@ -166,7 +165,8 @@ def plan_run(
 def edge_throughput(
     edge_url: str, model: str, plan: Plan, frame: bytes, clients: int, requests_per_client: int
 ) -> EdgeThroughput:
-    """``clients`` robots posting the same frame back to back, each on its own connection, all at once."""
+    """``clients`` robots sending the same frame back to back, all at once, each over its own frame socket (the
+    robot's own ``FrameChannel``, as ROBOT_EDGE_CHANNEL=websocket sends them)."""
     start_line = threading.Barrier(clients + 1)
     latencies: list[float] = []
     errors = 0
@@ -174,19 +174,27 @@ def edge_throughput(
 
     def robot() -> None:
         nonlocal errors
-        with httpx.Client(base_url=edge_url, timeout=120.0) as client:
-            headers = {"content-type": "application/octet-stream"}
-            client.post("/api/infer", content=frame, headers=headers).raise_for_status()  # connect + warm
+        channel = FrameChannel(edge_url, timeout_s=120.0)
+        try:
+            try:
+                warm = channel.exchange(frame)  # connect + warm
+                if warm.is_error:
+                    raise RuntimeError(f"the edge refused the benchmark frame: {warm.body[:300]!r}")
+            except BaseException:
+                start_line.abort()  # the others, and the timer, must not wait for this robot forever
+                raise
             start_line.wait()
             for _ in range(requests_per_client):
                 start = time.perf_counter()
-                response = client.post("/api/infer", content=frame, headers=headers)
+                reply = channel.exchange(frame)
                 elapsed = (time.perf_counter() - start) * 1000.0
                 with lock:
-                    if response.status_code == 200:
-                        latencies.append(elapsed)
-                    else:
+                    if reply.is_error:
                         errors += 1
+                    else:
+                        latencies.append(elapsed)
+        finally:
+            channel.close()
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
         futures = [pool.submit(robot) for _ in range(clients)]
@@ -199,6 +207,7 @@ def edge_throughput(
     return EdgeThroughput(
         model=model,
         plan=plan,
+        channel="websocket",
         clients=clients,
         requests=done,
         seconds=round(seconds, 3),

@@ -101,11 +101,10 @@ def quant_table(results: BenchResults) -> str:
 
 
 def throughput_table(results: BenchResults) -> str:
-    lines = [_row(["model", "cut", "clients", "requests/s", "p50 ms", "p99 ms"]), _row(["---"] * 6)]
+    lines = [_row(["model", "cut", "robot -> edge", "clients", "requests/s", "p50 ms", "p99 ms"]), _row(["---"] * 7)]
     for t in results.edge_throughput:
-        lines.append(
-            _row([t.model, t.plan.key, str(t.clients), f"{t.requests_per_s:.1f}", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}"])
-        )
+        figures = [f"{t.requests_per_s:.1f}", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}"]
+        lines.append(_row([t.model, t.plan.key, t.channel, str(t.clients), *figures]))
     return "\n".join(lines)
 
 

@@ -154,6 +154,8 @@ class QuantSpeed(BaseModel):
 class EdgeThroughput(BaseModel):
     model: str
     plan: Plan
+    # Results written before the frame socket measured robots posting frames.
+    channel: Literal["websocket", "http"] = "http"
     clients: int
     requests: int
     seconds: float

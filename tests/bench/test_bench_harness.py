@@ -274,6 +274,7 @@ def _results() -> BenchResults:
             EdgeThroughput(
                 model="m",
                 plan=split,
+                channel="websocket",
                 clients=c,
                 requests=8,
                 seconds=1.0,
@@ -315,6 +316,7 @@ def test_report_tables() -> None:
     assert "| m | winner | **pool@4b** | **all-edge** |" in text
     assert "2-core" in text and "robot capped at 50% of one core" in text
     assert "| m | pool@4b | websocket | off | 44.5 | 40.5 | **1.100** | 1.100 |" in text
+    assert "| m | pool@4b | websocket | 4 |" in text
 
 
 def test_plots_write_pngs_that_name_the_machine(tmp_path: Path) -> None:
