@@ -113,6 +113,10 @@ class Fidelity(_Frozen):
 
 class Verification(_Frozen):
     head_tail_max_abs_diff: float = Field(description="max |tail(head(x)) - full(x)| in fp32 on a random batch")
+    # Absent from manifests made before the tolerance scaled with the output (it was 1e-4 then).
+    head_tail_tolerance: float | None = Field(
+        None, exclude_if=_is_none, description="what the check allowed: 1e-4 + 1e-5 * max |full(x)|"
+    )
     export_max_abs_diff: float | None = Field(None, description="max |onnx(x) - torch(x)| at registration")
     fidelity: Fidelity | None = Field(
         None, exclude_if=_is_none, description="measured on calibration images (calibrated splits only)"

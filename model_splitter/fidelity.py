@@ -14,7 +14,7 @@ width of a model at once: one pass of the full model yields the float outputs an
 (``calibration.collect_activations``), the ranges are estimated from those activations, and for each split point
 only its tail runs, on the dequantized activations of every bit width in one batch. At 32 bits the tail receives
 the head's tensor bit for bit, so its output is the float model's up to the head/tail difference every split is
-verified against (``split_service.MAX_HEAD_TAIL_DIFF``); the table reuses the float outputs there instead of
+verified against (``verification.check_head_tail``); the table reuses the float outputs there instead of
 running the tail.
 """
 

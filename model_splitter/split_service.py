@@ -25,9 +25,8 @@ from model_splitter.cutting import cut_model
 from model_splitter.labels import label_tensors
 from model_splitter.registry import Registry
 from model_splitter.schemas import ModelRecord, SplitPoint, SplitRequest
-from model_splitter.verification import head_tail_max_abs_diff
+from model_splitter.verification import check_head_tail
 
-MAX_HEAD_TAIL_DIFF = 1e-4
 DEFAULT_CLIP = (0.0, 32.0)
 # For tensors that can be negative (no ReLU-like op produced them) the fixed default is symmetric.
 DEFAULT_SIGNED_CLIP = (-32.0, 32.0)
@@ -74,12 +73,7 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
     model = onnx.load(str(registry.model_onnx_path(model_id)))
     tensors = point.tensors or [point.tensor]
     head, tail = cut_model(model, tensors)
-    difference = head_tail_max_abs_diff(model, head, tail, tuple(record.input_shape))
-    if not difference <= MAX_HEAD_TAIL_DIFF:
-        raise UnprocessableModel(
-            f"cutting at {point.label} changes the output by {difference:.3g} (more than {MAX_HEAD_TAIL_DIFF}); "
-            "this split point cannot be used"
-        )
+    difference, tolerance = check_head_tail(model, head, tail, tuple(record.input_shape), point.label)
     head_bytes = head.SerializeToString()
     tail_bytes = tail.SerializeToString()
     fidelity: Fidelity | None = None
@@ -112,7 +106,10 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
         preprocessing=record.preprocessing,
         postprocessing=Postprocessing(labels=registry.model_labels(record.id)),
         verification=Verification(
-            head_tail_max_abs_diff=difference, export_max_abs_diff=record.export_max_abs_diff, fidelity=fidelity
+            head_tail_max_abs_diff=difference,
+            head_tail_tolerance=tolerance,
+            export_max_abs_diff=record.export_max_abs_diff,
+            fidelity=fidelity,
         ),
         head_sha256=sha256_hex(head_bytes),
         tail_sha256=sha256_hex(tail_bytes),

@@ -10,6 +10,12 @@ import onnxruntime as ort
 
 from common.errors import UnprocessableModel
 
+# Float32 results of one graph, fused differently on the two sides of a cut, differ by rounding that grows with the
+# values involved: an absolute floor for outputs near zero, plus a share of the output's largest magnitude (an
+# untrained inception_v3 gives logits around 1e12, where the absolute 1e-4 alone would refuse every cut).
+ABS_TOLERANCE = 1e-4
+REL_TOLERANCE = 1e-5
+
 _FEED_TYPES: dict[str, type[np.floating]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -70,3 +76,25 @@ def head_tail_max_abs_diff(
         for a, e in zip(actual, expected, strict=True)
     ]
     return max(diffs, default=0.0)
+
+
+def head_tail_tolerance(expected: Sequence[np.ndarray]) -> float:
+    """How far tail(head(x)) may be from ``expected`` = full(x): ABS_TOLERANCE + REL_TOLERANCE * max |full(x)|."""
+    scale = max((float(np.max(np.abs(np.asarray(e, dtype=np.float64)), initial=0.0)) for e in expected), default=0.0)
+    return ABS_TOLERANCE + REL_TOLERANCE * scale
+
+
+def check_head_tail(
+    full: onnx.ModelProto, head: onnx.ModelProto, tail: onnx.ModelProto, input_shape: tuple[int, ...], label: str
+) -> tuple[float, float]:
+    """(max |difference|, tolerance) of tail(head(x)) against full(x); UnprocessableModel beyond the tolerance."""
+    expected = reference_outputs(full, input_shape)
+    difference = head_tail_max_abs_diff(full, head, tail, input_shape, expected=expected)
+    tolerance = head_tail_tolerance(expected)
+    if not difference <= tolerance:  # also refuses NaN: a model that overflows cannot be checked
+        raise UnprocessableModel(
+            f"cutting at {label} changes the output by {difference:.3g}, more than float32 rounding explains "
+            f"({tolerance:.3g} for outputs up to {(tolerance - ABS_TOLERANCE) / REL_TOLERANCE:.3g}); "
+            "this split point cannot be used"
+        )
+    return difference, tolerance
