@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from common.auth import bearer_header
 from common.errors import (
@@ -92,7 +92,7 @@ class EdgeClient:
                 raise BadGateway(f"the edge answered with an unreadable error: {reply.body[:200]!r}") from exc
             raise edge_error(status, detail)
         return EdgeReply(
-            result=EdgeResult.model_validate_json(reply.body),
+            result=_edge_result(reply.body),
             round_trip_ms=round_trip_ms,
             received_bytes=len(reply.body),
         )
@@ -110,7 +110,7 @@ class EdgeClient:
         if response.status_code != 200:
             raise self._error_from(response)
         return EdgeReply(
-            result=EdgeResult.model_validate_json(response.content),
+            result=_edge_result(response.content),
             round_trip_ms=round_trip_ms,
             received_bytes=len(response.content),
         )
@@ -161,6 +161,13 @@ def edge_error(status: int, detail: str) -> SplitComputingError:
     if status >= 500:
         return UpstreamUnavailable(f"the edge failed ({status}): {detail}")
     return BadGateway(f"the edge answered {status}: {detail}")
+
+
+def _edge_result(body: bytes) -> EdgeResult:
+    try:
+        return EdgeResult.model_validate_json(body)
+    except ValidationError as exc:
+        raise BadGateway(f"the edge's answer is not an inference result: {body[:200]!r}") from exc
 
 
 def _detail(body: bytes) -> str:

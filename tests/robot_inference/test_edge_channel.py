@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,24 @@ def edge(tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit) -> Ite
         yield service
 
 
+@contextmanager
+def serving(app: Starlette) -> Iterator[str]:
+    """``app`` under a real uvicorn server on a free loopback port, in a thread of this process."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
 @pytest.fixture
 def http_only_proxy(edge: ServiceProcess) -> Iterator[str]:
     """A real HTTP server in front of the edge that forwards requests but has no WebSocket route."""
@@ -52,18 +71,8 @@ def http_only_proxy(edge: ServiceProcess) -> Iterator[str]:
         )
         return Response(answer.content, answer.status_code, media_type=answer.headers.get("content-type"))
 
-    app = Starlette(routes=[Route("/api/infer", forward, methods=["POST"]), Route("/health", forward)])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(Starlette(routes=[Route("/api/infer", forward, methods=["POST"]), Route("/health", forward)])) as url:
+        yield url
 
 
 def test_both_channels_give_the_same_answers(edge: ServiceProcess, tiny_split: TinySplit, tmp_path: Path) -> None:
@@ -111,3 +120,15 @@ def test_edge_refusals_keep_their_status_over_the_socket(
             response = infer(robot)
             assert response.status_code == 409, (channel, response.text)
             assert other.manifest.id in response.json()["detail"]
+
+
+def test_an_edge_answering_nonsense_is_a_bad_gateway(tiny_split: TinySplit, tmp_path: Path) -> None:
+    async def nonsense(request: Request) -> Response:
+        return Response(b'{"hello": "not a result"}', 200, media_type="application/json")
+
+    app = Starlette(routes=[Route("/api/infer", nonsense, methods=["POST"])])
+    with serving(app) as url, running_service("robot_inference", "ROBOT", tmp_path, edge_url=url) as robot:
+        upload_bundle(robot, tiny_split)
+        response = infer(robot)
+        assert response.status_code == 502, response.text
+        assert "not an inference result" in response.json()["detail"]
