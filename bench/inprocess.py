@@ -25,8 +25,9 @@ from common.imaging import decode_image, preprocess
 from common.manifest import SplitManifest
 from common.postprocess import Prediction, top_k
 from common.sessions import SessionOptions, create_session
+from common.tensor_records import decode_features, encode_features
 from common.timing import StageTimer
-from common.wire import decode_frame, decode_record, encode_frame, quantized_record
+from common.wire import decode_frame, encode_frame
 from model_splitter.local_stack import LocalStack, free_port
 
 SETTLE_S = 0.01
@@ -51,12 +52,7 @@ class InProcessPipeline:
         with timer.stage("head"):
             features = self.head.run({self.head.input_names[0]: batch})
         with timer.stage("quantize"):
-            bits = manifest.quantization.bits
-            records = []
-            for spec, tensor in zip(manifest.cut, features, strict=True):
-                clip = manifest.quantization.range_of(spec.name)
-                records.append(quantized_record(spec.name, tensor, bits, clip.lo, clip.hi))
-            return encode_frame(manifest.id, records)
+            return encode_frame(manifest.id, encode_features(manifest, features))
 
     def run(self, image: bytes) -> tuple[list[Prediction], StageTimer]:
         timer = StageTimer("robot")
@@ -65,7 +61,7 @@ class InProcessPipeline:
         with edge.stage("parse"):
             parsed = decode_frame(frame)
         with edge.stage("dequantize"):
-            feeds = {record.name: decode_record(record) for record in parsed.tensors}
+            feeds = decode_features(self.manifest, parsed.tensors)
         with edge.stage("tail"):
             output = self.tail.run(feeds)[0]
         with edge.stage("postprocess"):

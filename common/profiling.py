@@ -46,7 +46,8 @@ from common.imaging import decode_image, preprocess
 from common.manifest import SplitManifest
 from common.postprocess import top_k
 from common.sessions import LoadedSession, SessionOptions, _session_options, resolve_providers
-from common.wire import decode_frame, decode_record, encode_frame, quantized_record
+from common.tensor_records import decode_record, quantized_record
+from common.wire import decode_frame, encode_frame
 
 CODEC_BITS = (2, 4, 8, 16, 32)
 CODEC_ELEMENTS = 1 << 18  # 1 MiB of float32

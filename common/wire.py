@@ -19,7 +19,7 @@ per-channel ranges of axis 1 are not in the frame: they come from the split's ma
 
 Decoding checks the structure before the CRC, so that a malformed frame gets a message naming the field at
 fault, and it never reads past the buffer or allocates from header values. Payloads of a decoded frame are
-zero-copy memoryviews into the caller's buffer.
+zero-copy memoryviews into the caller's buffer. Turning tensors into records and back is common/tensor_records.py.
 """
 
 from __future__ import annotations
@@ -33,21 +33,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-import numpy as np
-import numpy.typing as npt
-
 from common.errors import InvalidArgument, InvalidFrame, PayloadTooLarge
-from common.quantization import (
-    byte_view,
-    decode_tensor,
-    decode_tensor_per_channel,
-    encode_tensor,
-    encode_tensor_per_channel,
-    packed_size,
-    validate_bits,
-    validate_channel_ranges,
-    validate_range,
-)
+from common.quantization import byte_view, packed_size, validate_range
 
 MAGIC = b"SPLT"
 VERSION = 1
@@ -119,7 +106,7 @@ def encode_frame(split_id: str, tensors: Sequence[TensorRecord], request_id: str
         raise InvalidArgument(f"request id must be 32 lowercase hex chars (a uuid4 hex), got {request_id!r}")
     if not 1 <= len(tensors) <= MAX_TENSORS:
         raise InvalidArgument(f"a frame carries 1..{MAX_TENSORS} tensors, got {len(tensors)}")
-    names = [_validate_record(r, i) for i, r in enumerate(tensors)]
+    names = [validate_record(r, i) for i, r in enumerate(tensors)]
     _refuse_duplicates([r.name for r in tensors], InvalidArgument)
 
     parts: list[bytes | memoryview] = [
@@ -204,64 +191,11 @@ def decode_frame(data: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_
     return Frame(bytes(split_raw).hex(), bytes(request_raw).hex(), tuple(records))
 
 
-def quantized_record(name: str, x: npt.ArrayLike, bits: int, lo: float, hi: float) -> TensorRecord:
-    """Encode ``x`` at ``bits`` (1..8 quantized, 16 float16, 32 float32) into a record; lo/hi kept as float32."""
-    b = validate_bits(bits)
-    arr = np.asarray(x)
-    kind = TensorKind.QUANTIZED if b <= 8 else TensorKind.FLOAT16 if b == 16 else TensorKind.FLOAT32
-    if kind is TensorKind.QUANTIZED:
-        lo, hi = validate_range(lo, hi)
-    else:
-        lo, hi = _f32(lo), _f32(hi)
-    record = TensorRecord(name, kind, b, lo, hi, tuple(int(d) for d in arr.shape), encode_tensor(arr, b, lo, hi))
-    _validate_record(record, 0)
-    return record
-
-
-def per_channel_record(
-    name: str, x: npt.ArrayLike, bits: int, channel_lo: npt.ArrayLike, channel_hi: npt.ArrayLike
-) -> TensorRecord:
-    """Encode ``x`` (ndim >= 2) at 1..8 bits with one range per index of axis 1 (kind 5; the ranges stay out of
-    the frame, the receiver takes them from the manifest)."""
-    arr = np.asarray(x)
-    payload = encode_tensor_per_channel(arr, bits, channel_lo, channel_hi)
-    shape = tuple(int(d) for d in arr.shape)
-    record = TensorRecord(name, TensorKind.QUANTIZED_PER_CHANNEL, int(bits), 0.0, 0.0, shape, payload)
-    _validate_record(record, 0)
-    return record
-
-
-def image_record(name: str, data: bytes | memoryview) -> TensorRecord:
-    """A record carrying encoded image bytes (JPEG/PNG/WebP) untouched."""
-    record = TensorRecord(name, TensorKind.ENCODED_IMAGE, 8, 0.0, 0.0, (memoryview(data).nbytes,), data)
-    _validate_record(record, 0)
-    return record
-
-
-def decode_record(
-    record: TensorRecord, channel_ranges: tuple[Sequence[float], Sequence[float]] | None = None
-) -> npt.NDArray[np.float32]:
-    """The float32 tensor a quantized / float16 / float32 record carries (C-contiguous, writable).
-
-    A per-channel record (kind 5) needs ``channel_ranges`` = (lo per channel, hi per channel) from the manifest.
-    """
-    if record.kind is TensorKind.ENCODED_IMAGE:
-        raise InvalidArgument(f"tensor {record.name!r} is an encoded image; decode it with the image codec")
-    if record.kind is TensorKind.QUANTIZED_PER_CHANNEL:
-        if channel_ranges is None:
-            raise InvalidArgument(
-                f"tensor {record.name!r} is quantized per channel; its ranges come from the split's manifest"
-            )
-        lo, hi = validate_channel_ranges(channel_ranges[0], channel_ranges[1], record.shape[1])
-        return decode_tensor_per_channel(record.payload, record.bits, lo, hi, record.shape)
-    return decode_tensor(record.payload, record.bits, record.lo, record.hi, record.shape)
-
-
 def _tensor_header_size(name: str, ndim: int) -> int:
     return _TENSOR.size + 4 * ndim + _PAYLOAD_LEN.size + len(name.encode("utf-8"))
 
 
-def _validate_record(r: object, i: int) -> bytes:
+def validate_record(r: object, i: int) -> bytes:
     """Check one record for encoding; returns its utf-8 name."""
     if not isinstance(r, TensorRecord):
         raise InvalidArgument(f"tensor {i}: expected a TensorRecord, got {type(r).__name__}")
@@ -338,7 +272,7 @@ def _range_problem(kind: TensorKind, lo: float, hi: float) -> str | None:
         if lo == 0 and hi == 0:
             return None
         return f"a per-channel quantized tensor has lo = hi = 0 (ranges are in the manifest), got lo={lo!r}, hi={hi!r}"
-    if not (math.isfinite(_f32(lo)) and math.isfinite(_f32(hi))):
+    if not (math.isfinite(float32(lo)) and math.isfinite(float32(hi))):
         return f"lo and hi must be finite float32 values, got lo={lo!r}, hi={hi!r}"
     return None
 
@@ -373,7 +307,8 @@ def _refuse(problem: str | None, i: int) -> None:
         raise InvalidFrame(f"tensor {i}: {problem}")
 
 
-def _f32(v: float) -> float:
+def float32(v: float) -> float:
+    """``v`` as the frame stores it (float32), inf where it does not fit."""
     try:
         return float(struct.unpack("<f", struct.pack("<f", v))[0])
     except (OverflowError, struct.error):
@@ -392,10 +327,8 @@ __all__ = [
     "TensorKind",
     "TensorRecord",
     "decode_frame",
-    "decode_record",
     "encode_frame",
+    "float32",
     "frame_overhead",
-    "image_record",
-    "per_channel_record",
-    "quantized_record",
+    "validate_record",
 ]

@@ -11,8 +11,9 @@ from common.manifest import SplitManifest
 from common.observability import request_id_var
 from common.postprocess import top_k
 from common.results import EdgeResult, Mode
+from common.tensor_records import decode_features
 from common.timing import StageTimer
-from common.wire import Frame, TensorKind, TensorRecord, decode_frame, decode_record
+from common.wire import Frame, TensorKind, TensorRecord, decode_frame
 
 
 def infer_frame(deployments: DeploymentSet, data: bytes, max_frame_bytes: int) -> EdgeResult:
@@ -30,10 +31,7 @@ def infer_frame(deployments: DeploymentSet, data: bytes, max_frame_bytes: int) -
 def _run_tail(deployment: Deployment, frame: Frame, timer: StageTimer, size: int) -> EdgeResult:
     manifest = deployment.manifest
     with timer.stage("dequantize"):
-        feeds = {
-            record.name: decode_record(record, _channel_ranges(manifest, record))
-            for record in _matching_records(manifest, frame)
-        }
+        feeds = decode_features(manifest, _matching_records(manifest, frame))
     with timer.stage("tail"):
         outputs = deployment.part.run(feeds)
     return _finish(deployment, frame, timer, outputs[0], "split", deployment.part.provider, size)
@@ -101,15 +99,6 @@ def _matching_records(manifest: SplitManifest, frame: Frame) -> list[TensorRecor
         if bits <= 8:
             _check_range(manifest, record)
     return list(frame.tensors)
-
-
-def _channel_ranges(manifest: SplitManifest, record: TensorRecord) -> tuple[list[float], list[float]] | None:
-    if record.kind is not TensorKind.QUANTIZED_PER_CHANNEL:
-        return None
-    expected = manifest.quantization.range_of(record.name)
-    if expected.channel_lo is None or expected.channel_hi is None:
-        return None  # _matching_records refuses this combination before decoding
-    return expected.channel_lo, expected.channel_hi
 
 
 def _check_range(manifest: SplitManifest, record: TensorRecord) -> None:

@@ -13,8 +13,9 @@ from common.imaging import decode_image, preprocess
 from common.observability import request_id_var
 from common.postprocess import Prediction, top_k
 from common.results import MODES, InferenceResult, Mode, Providers, WireBytes
+from common.tensor_records import encode_features, image_record
 from common.timing import StageTimer
-from common.wire import TensorKind, TensorRecord, encode_frame, per_channel_record, quantized_record
+from common.wire import encode_frame
 from robot_inference.edge_client import EdgeClient, EdgeReply
 
 IMAGE_TENSOR_NAME = "image"
@@ -79,16 +80,8 @@ class RobotPipeline:
         manifest = deployment.manifest
         with timer.stage("head"):
             features = deployment.part.run({deployment.part.input_names[0]: batch})
-        bits = manifest.quantization.bits
         with timer.stage("quantize"):
-            records = []
-            for spec, tensor in zip(manifest.cut, features, strict=True):
-                clip = manifest.quantization.range_of(spec.name)
-                if bits <= 8 and clip.channel_lo is not None and clip.channel_hi is not None:
-                    records.append(per_channel_record(spec.name, tensor, bits, clip.channel_lo, clip.channel_hi))
-                else:
-                    records.append(quantized_record(spec.name, tensor, bits, clip.lo, clip.hi))
-            frame = encode_frame(manifest.id, records, request_id=request_id)
+            frame = encode_frame(manifest.id, encode_features(manifest, features), request_id=request_id)
         reply = self.edge.infer(frame, request_id)
         feature_bytes = sum(int(np.asarray(t).size) * 4 for t in features)
         return self._merge(deployment, "split", reply, timer, len(frame), feature_bytes, len(image), request_id)
@@ -98,16 +91,7 @@ class RobotPipeline:
         if not image:  # the other plans say so when decoding; a zero-length tensor would be refused less clearly
             raise InvalidImage("the image is empty: send a JPEG, PNG or WebP file")
         with timer.stage("encode"):
-            record = TensorRecord(
-                name=IMAGE_TENSOR_NAME,
-                kind=TensorKind.ENCODED_IMAGE,
-                bits=8,
-                lo=0.0,
-                hi=0.0,
-                shape=(len(image),),
-                payload=image,
-            )
-            frame = encode_frame(manifest.id, [record], request_id=request_id)
+            frame = encode_frame(manifest.id, [image_record(IMAGE_TENSOR_NAME, image)], request_id=request_id)
         reply = self.edge.infer(frame, request_id)
         feature_bytes = sum(spec.elements * 4 for spec in manifest.cut)
         return self._merge(deployment, "all-edge", reply, timer, len(frame), feature_bytes, len(image), request_id)

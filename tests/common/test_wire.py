@@ -15,17 +15,14 @@ from hypothesis import strategies as st
 
 from common.errors import InvalidArgument, InvalidFrame, PayloadTooLarge
 from common.quantization import packed_size
+from common.tensor_records import decode_record, image_record, per_channel_record, quantized_record
 from common.wire import (
     Frame,
     TensorKind,
     TensorRecord,
     decode_frame,
-    decode_record,
     encode_frame,
     frame_overhead,
-    image_record,
-    per_channel_record,
-    quantized_record,
 )
 
 SPLIT = hashlib.sha256(b"resnet18/layer2").hexdigest()

@@ -11,7 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from common.wire import TensorKind, TensorRecord, encode_frame, quantized_record
+from common.tensor_records import quantized_record
+from common.wire import TensorKind, TensorRecord, encode_frame
 from model_splitter.local_stack import ServiceProcess
 from tests.support import SAMPLES, TinySplit, running_service
 

@@ -13,7 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from common.imaging import decode_image, preprocess
-from common.wire import decode_frame, encode_frame, quantized_record
+from common.tensor_records import quantized_record
+from common.wire import decode_frame, encode_frame
 from model_splitter.analysis import analyse_split_points
 from model_splitter.bundle_zip import bundle_zip
 from model_splitter.cutting import cut_model

@@ -18,7 +18,8 @@ import httpx
 import numpy as np
 
 from common.manifest import parse_manifest
-from common.wire import encode_frame, quantized_record
+from common.tensor_records import quantized_record
+from common.wire import encode_frame
 from model_splitter.local_stack import ServiceProcess
 from tests.reliability.conftest import OpenStack
 from tests.reliability.harness import CHELSEA, COFFEE, HTTP_TIMEOUT_S, pid_of, robot_infer, vm_rss_bytes
