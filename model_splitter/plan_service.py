@@ -1,8 +1,9 @@
 """Gathering the planner's inputs (profiles, link, fidelity, graph) and deploying its pick.
 
-The arithmetic is in ``model_splitter/planner.py``; this module does the I/O around it: the robot and the edge
-profile the full model of a split they both hold, the robot probes the link when the caller gives no bandwidth or
-round trip, calibration (when the model has been calibrated) gives each plan's fidelity.
+The arithmetic is in ``model_splitter/planner.py`` and ``model_splitter/plan_curve.py``; this module does the I/O
+around it: the robot and the edge profile the full model of a split they both hold, the robot probes the link when
+the caller gives no bandwidth or round trip, calibration (when the model has been calibrated) gives each plan's
+fidelity.
 """
 
 from __future__ import annotations
@@ -21,16 +22,15 @@ from common.errors import Conflict, InvalidArgument
 from common.profiling import LinkProbeResult, ProfileResult
 from common.results import Mode
 from model_splitter.context import SplitterContext
+from model_splitter.plan_curve import PlanCurve, curve
 from model_splitter.planner import (
     DEFAULT_RESPONSE_BYTES,
     Candidate,
     FidelityLike,
     Floor,
-    PlanCurve,
     PlanEstimate,
     PlannerInputs,
     SideProfile,
-    curve,
     graph_node_names,
     head_node_sets,
     plan,

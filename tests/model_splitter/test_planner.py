@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from common.wire import frame_overhead
+from model_splitter.plan_curve import curve
 from model_splitter.planner import (
     Candidate,
     Floor,
@@ -14,7 +15,6 @@ from model_splitter.planner import (
     PlannerInputs,
     SideProfile,
     as_fraction,
-    curve,
     estimate_plans,
     graph_node_names,
     head_node_sets,
