@@ -2,7 +2,8 @@
 
 Accepted: ONNX files, TorchScript archives, ``torch.export`` archives (``.pt2``) and torchvision architectures by
 name with an optional state_dict. Pickled whole modules are refused unless the operator enabled ``allow_pickle``,
-which executes code from the file. The torch-format loaders and their safety checks live in ``torch_formats``.
+which executes code from the file. The torch-format loaders and their safety checks live in ``torch_formats``, the
+ONNX checks in ``onnx_checks``.
 """
 
 from __future__ import annotations
@@ -17,20 +18,14 @@ import onnx
 import torch
 
 from common.errors import BadRequest, InvalidArgument, UnprocessableModel, UnsafeModelFormat
-from model_splitter import pt2_audit, torch_formats
+from model_splitter import onnx_checks, pt2_audit, torch_formats
 from model_splitter.export import export_module, export_program, max_abs_difference_to_torch
 from model_splitter.torch_formats import SAFE_FILE_FORMATS, SAFE_FORMATS, shorten
 
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
-MIN_OPSET = 17
 MAX_DIM = 4096
 # 3 x 2048 x 2048 at batch 1 (48 MiB of float32): larger inputs make exports take minutes and tie up the service.
 MAX_ELEMENTS = 3 * 2048 * 2048
-_FLOAT_TYPES: dict[int, type[np.floating[Any]]] = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.DOUBLE: np.float64,
-}
 
 
 @dataclass(frozen=True)
@@ -223,107 +218,16 @@ def _num_classes(model: onnx.ModelProto) -> int | None:
 
 
 def _intake_onnx(data: bytes, declared: tuple[int, ...]) -> IntakeResult:
-    model = _parse_onnx_or_refuse(data)
-    _refuse_external_data(model)
-    try:
-        onnx.checker.check_model(model, full_check=False)
-    except Exception as exc:  # ValidationError, and C++ errors for truly broken protos
-        raise UnprocessableModel(f"the ONNX model is invalid: {shorten(str(exc))}") from exc
-    model = _upgrade_opset(model)
-    graph_input = _single_float_input(model)
+    model = onnx_checks.load_onnx(data)
+    graph_input = onnx_checks.single_float_input(model)
     dims = graph_input.type.tensor_type.shape.dim
     if graph_input.type.tensor_type.HasField("shape"):
         input_shape = _merge_dims([d.dim_value if d.dim_value > 0 else None for d in dims], declared)
     else:
         input_shape = declared
-    outputs = _run_on_zeros(model, graph_input, input_shape)
+    outputs = onnx_checks.run_on_zeros(model, graph_input, input_shape)
     num_classes = int(outputs[0].shape[1]) if outputs and outputs[0].ndim == 2 else None
     return IntakeResult(model, "onnx", None, input_shape, True, None, num_classes)
-
-
-def _parse_onnx_or_refuse(data: bytes) -> onnx.ModelProto:
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as exc:
-        raise BadRequest(f"not an ONNX model: {shorten(str(exc)) or type(exc).__name__}") from exc
-    if model.ir_version <= 0 or len(model.graph.node) == 0:
-        raise BadRequest("not an ONNX model: the file has no IR version or no graph nodes")
-    return model
-
-
-def _refuse_external_data(model: onnx.ModelProto) -> None:
-    for tensor in _all_tensors(model):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
-            raise UnsafeModelFormat(
-                f"tensor {tensor.name!r} keeps its data in an external file ({location[:100]!r}); we accept "
-                "single-file ONNX models only, and an external location is a path on our server that the file "
-                "chooses (a path traversal). Save with onnx.save_model(model, path, save_as_external_data=False)"
-            )
-
-
-def _all_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    """Initializers and attribute tensors of the graph, its subgraphs and its local functions."""
-    tensors: list[onnx.TensorProto] = []
-    graphs = [model.graph]
-    nodes = [node for function in model.functions for node in function.node]
-    while graphs or nodes:
-        if graphs:
-            graph = graphs.pop()
-            tensors.extend(graph.initializer)
-            tensors.extend(t for s in graph.sparse_initializer for t in (s.values, s.indices))
-            nodes.extend(graph.node)
-            continue
-        for attribute in nodes.pop().attribute:
-            tensors.extend([attribute.t, *attribute.tensors])
-            sparse = [attribute.sparse_tensor, *attribute.sparse_tensors]
-            tensors.extend(t for s in sparse for t in (s.values, s.indices))
-            graphs.extend([attribute.g, *attribute.graphs] if attribute.HasField("g") else attribute.graphs)
-    return tensors
-
-
-def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset is None:
-        raise UnprocessableModel("the ONNX model imports no standard (ai.onnx) opset")
-    if opset >= MIN_OPSET:
-        return model
-    try:
-        return onnx.version_converter.convert_version(model, MIN_OPSET)
-    except Exception as exc:  # the converter raises bare RuntimeError/ConvertError for unsupported adapters
-        raise UnprocessableModel(
-            f"the ONNX model uses opset {opset} and could not be upgraded to opset {MIN_OPSET}: {shorten(str(exc))}; "
-            f"export it again with opset_version={MIN_OPSET} or newer"
-        ) from exc
-
-
-def _single_float_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        names = ", ".join(i.name for i in inputs) or "none"
-        raise UnprocessableModel(
-            f"the ONNX model has {len(inputs)} inputs ({names}); we cut single-input models, export it with one input"
-        )
-    if inputs[0].type.tensor_type.elem_type not in _FLOAT_TYPES:
-        raise UnprocessableModel(
-            f"the model's input {inputs[0].name!r} is not a float tensor (float32, float16 or float64 accepted)"
-        )
-    graph_input: onnx.ValueInfoProto = inputs[0]
-    return graph_input
-
-
-def _run_on_zeros(model: onnx.ModelProto, graph_input: onnx.ValueInfoProto, shape: tuple[int, ...]) -> list[Any]:
-    import onnxruntime as ort
-
-    dtype = _FLOAT_TYPES[graph_input.type.tensor_type.elem_type]
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        return list(session.run(None, {graph_input.name: np.zeros(shape, dtype=dtype)}))
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/NotImplemented types
-        raise UnprocessableModel(
-            f"the ONNX model does not run in onnxruntime on input shape {shape}: {shorten(str(exc))}"
-        ) from exc
 
 
 # ------------------------------------------------------------------------------------------------ torchvision
