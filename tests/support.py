@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from prometheus_client.parser import text_string_to_metric_families
 
 from common.manifest import SplitManifest
 from model_splitter.bundle_zip import bundle_zip
@@ -93,3 +95,26 @@ def make_tiny_split(root: Path, bits: int = 4, split_point: str = "block") -> Ti
     record = register_upload(registry, model.SerializeToString(), "tiny.onnx", (1, 3, 32, 32), "tiny", False)
     manifest = create_split(registry, record.id, SplitRequest(split_point=split_point, bits=bits))
     return TinySplit(manifest, bundle_zip(registry, manifest.id), registry)
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(service: ServiceProcess) -> Samples:
+    """Every sample of the service's Prometheus ``/metrics``, by (name, sorted labels)."""
+    response = httpx.get(f"{service.url}/metrics", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)

@@ -14,7 +14,7 @@ from websockets.sync.client import ClientConnection, connect
 from common.wire import decode_frame, encode_frame
 from model_splitter.local_stack import ServiceProcess
 from tests.edge_inference.test_edge_service import MAX_FRAME, features, frame_for, post
-from tests.support import TinySplit, running_service
+from tests.support import TinySplit, running_service, scrape, value
 
 
 def upload(service: ServiceProcess, split: TinySplit, token: str | None = None) -> None:
@@ -83,18 +83,8 @@ def test_errors_keep_the_connection_open(socket: ClientConnection, tiny_split: T
 
 def test_frames_count_in_the_metrics(edge: ServiceProcess, socket: ClientConnection, tiny_split: TinySplit) -> None:
     def frames_answered() -> float:
-        text = httpx.get(f"{edge.url}/metrics", timeout=30).text
-        line = next(
-            (
-                line
-                for line in text.splitlines()
-                if line.startswith("splitbot_requests_total{")
-                and 'route="/api/frames"' in line
-                and 'status="200"' in line
-            ),
-            None,
-        )
-        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+        labels = {"service": "edge", "route": "/api/frames", "method": "WS", "status": "200"}
+        return value(scrape(edge), "splitbot_requests_total", **labels)
 
     before = frames_answered()
     for seed in range(3):

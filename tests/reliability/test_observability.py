@@ -8,9 +8,7 @@ import uuid
 from collections.abc import Iterable
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-from model_splitter.local_stack import ServiceProcess
 from tests.reliability.conftest import OpenStack
 from tests.reliability.harness import (
     CHELSEA,
@@ -20,11 +18,11 @@ from tests.reliability.harness import (
     robot_infer,
     wait_for_log_entry,
 )
+from tests.support import Samples, delta, scrape, value
 
 # The robot sends its frames over the edge's WebSocket (ROBOT_EDGE_CHANNEL=websocket, the default).
 EDGE_FRAME_LINE = "WS /api/frames -> 200"
 LOG_KEYS = {"time", "level", "logger", "request_id", "message"}
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def test_one_request_id_through_splitter_robot_and_edge(open_stack: OpenStack) -> None:
@@ -74,25 +72,6 @@ def test_every_log_line_is_one_json_object_with_a_request_id(open_stack: OpenSta
                 continue  # ONNX Runtime's C++ logger writes to stderr itself (GPU provider notes, for instance)
             entry = json.loads(line)
             assert set(entry) >= LOG_KEYS, f"{service.log_path}:{number}: {line[:200]}"
-
-
-def scrape(service: ServiceProcess) -> Samples:
-    response = httpx.get(f"{service.url}/metrics", timeout=HTTP_TIMEOUT_S)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)
 
 
 def stage_counts(before: Samples, after: Samples, service: str, stages: Iterable[tuple[str, str]]) -> dict[str, float]:

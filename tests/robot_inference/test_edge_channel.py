@@ -19,17 +19,20 @@ from starlette.routing import Route
 
 from model_splitter.local_stack import ServiceProcess, free_port
 from tests.robot_inference.test_robot_service import infer, upload_bundle
-from tests.support import TinySplit, running_service
+from tests.support import Samples, TinySplit, make_tiny_split, running_service, scrape, value
 
 
-def edge_requests(edge: ServiceProcess) -> dict[str, float]:
-    """splitbot_requests_total of the edge by route, for 200 answers."""
-    counts: dict[str, float] = {}
-    for line in httpx.get(f"{edge.url}/metrics", timeout=30).text.splitlines():
-        if line.startswith("splitbot_requests_total{") and 'status="200"' in line:
-            route = line.split('route="', 1)[1].split('"', 1)[0]
-            counts[route] = counts.get(route, 0.0) + float(line.rsplit(" ", 1)[1])
-    return counts
+@contextmanager
+def robot_for(edge_url: str, split: TinySplit, data_dir: Path, channel: str = "websocket") -> Iterator[ServiceProcess]:
+    """A robot process reaching ``edge_url`` over ``channel``, holding ``split``."""
+    with running_service("robot_inference", "ROBOT", data_dir, edge_url=edge_url, edge_channel=channel) as robot:
+        upload_bundle(robot, split)
+        yield robot
+
+
+def answered_200(samples: Samples, route: str) -> float:
+    method = "WS" if route == "/api/frames" else "POST"
+    return value(samples, "splitbot_requests_total", service="edge", route=route, method=method, status="200")
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +81,13 @@ def http_only_proxy(edge: ServiceProcess) -> Iterator[str]:
 def test_both_channels_give_the_same_answers(edge: ServiceProcess, tiny_split: TinySplit, tmp_path: Path) -> None:
     answers = {}
     for channel in ("websocket", "http"):
-        with running_service(
-            "robot_inference", "ROBOT", tmp_path / channel, edge_url=edge.url, edge_channel=channel
-        ) as robot:
-            upload_bundle(robot, tiny_split)
-            before = edge_requests(edge)
+        with robot_for(edge.url, tiny_split, tmp_path / channel, channel) as robot:
+            before = scrape(edge)
             answers[channel] = [infer(robot, mode).json() for mode in ("split", "all-edge")]
             assert httpx.get(f"{robot.url}/health", timeout=30).json()["edge_channel"] == channel
-            after = edge_requests(edge)
+            after = scrape(edge)
         route = "/api/frames" if channel == "websocket" else "/api/infer"
-        assert after.get(route, 0.0) - before.get(route, 0.0) == 2, (channel, before, after)
+        assert answered_200(after, route) - answered_200(before, route) == 2, channel
     for over_socket, over_post in zip(answers["websocket"], answers["http"], strict=True):
         assert over_socket["predictions"] == over_post["predictions"]
         assert over_socket["bytes"]["sent"] == over_post["bytes"]["sent"]
@@ -95,8 +95,7 @@ def test_both_channels_give_the_same_answers(edge: ServiceProcess, tiny_split: T
 
 
 def test_an_edge_without_the_socket_gets_posts(http_only_proxy: str, tiny_split: TinySplit, tmp_path: Path) -> None:
-    with running_service("robot_inference", "ROBOT", tmp_path, edge_url=http_only_proxy) as robot:
-        upload_bundle(robot, tiny_split)
+    with robot_for(http_only_proxy, tiny_split, tmp_path) as robot:
         for _ in range(2):
             response = infer(robot)
             assert response.status_code == 200, response.text
@@ -109,14 +108,9 @@ def test_edge_refusals_keep_their_status_over_the_socket(
     edge: ServiceProcess, tiny_split: TinySplit, tmp_path: Path
 ) -> None:
     """A split the robot holds but the edge does not: 409 from the edge, 409 from the robot, as over HTTP."""
-    from tests.support import make_tiny_split
-
     other = make_tiny_split(tmp_path / "other", bits=2)
     for channel in ("websocket", "http"):
-        with running_service(
-            "robot_inference", "ROBOT", tmp_path / channel, edge_url=edge.url, edge_channel=channel
-        ) as robot:
-            upload_bundle(robot, other)
+        with robot_for(edge.url, other, tmp_path / channel, channel) as robot:
             response = infer(robot)
             assert response.status_code == 409, (channel, response.text)
             assert other.manifest.id in response.json()["detail"]
@@ -127,8 +121,7 @@ def test_an_edge_answering_nonsense_is_a_bad_gateway(tiny_split: TinySplit, tmp_
         return Response(b'{"hello": "not a result"}', 200, media_type="application/json")
 
     app = Starlette(routes=[Route("/api/infer", nonsense, methods=["POST"])])
-    with serving(app) as url, running_service("robot_inference", "ROBOT", tmp_path, edge_url=url) as robot:
-        upload_bundle(robot, tiny_split)
+    with serving(app) as url, robot_for(url, tiny_split, tmp_path) as robot:
         response = infer(robot)
         assert response.status_code == 502, response.text
         assert "not an inference result" in response.json()["detail"]
