@@ -43,9 +43,9 @@ class RobotClient:
     """One keep-alive connection to the robot, as a camera process on the robot would hold it.
 
     The camera is user code, so it speaks the leanest HTTP at hand: the standard library's ``http.client``, the
-    image as the raw body. (httpx as the camera's client costs about 0.9 ms more per request on the benchmark VM,
-    where each request finds a CPU whose caches went cold while the models ran; that is the client's cost, not the
-    system's, and it is left out of the figures.)
+    image as the raw body. (httpx as the camera's client costs 1.2 ms more per request than ``http.client`` on the
+    benchmark VM after 20 ms of idle, as every request finds it: bench/hop_floor.py. That is the client's cost, not
+    the system's, and it is left out of the figures.)
     """
 
     def __init__(self, base_url: str, image: bytes, timeout_s: float = 300.0) -> None:

@@ -387,3 +387,13 @@ def test_bench_refuses_loudly_without_root(
     assert run_main(["--quick", "--out", str(out), "--plots-dir", str(tmp_path)]) == 2
     assert "must run as root" in capsys.readouterr().err
     assert not out.exists()  # nothing that could pass for a result
+
+
+def test_hop_floor_measures_every_client_against_a_real_echo_server() -> None:
+    from bench.hop_floor import measure
+
+    rows = measure(requests=5, idle_ms=[0.0, 1.0])
+    assert [(r["client"], r["idle_ms"]) for r in rows] == [
+        (client, idle) for idle in (0.0, 1.0) for client in ("http.client", "httpx", "websocket")
+    ]
+    assert all(r["p50_ms"] > 0 for r in rows)
