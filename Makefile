@@ -16,7 +16,7 @@ install: $(STAMP)
 
 ## Run splitter (UI on :8000), robot (:8001) and edge (:8002) with a default resnet18 split; Ctrl-C stops all.
 up: install
-	$(PY) -m model_splitter.local_stack
+	$(PY) -m tools.local_stack
 
 ## The whole test suite (unit, integration with real uvicorn processes, browser).
 test: install browser-deps compose-deps

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from websockets.sync.client import connect
 
-from model_splitter.local_stack import free_port
+from tools.local_stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BODY_BYTES = 50_278

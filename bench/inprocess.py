@@ -28,7 +28,7 @@ from common.sessions import SessionOptions, create_session
 from common.tensor_records import decode_features, encode_features
 from common.timing import StageTimer
 from common.wire import decode_frame, encode_frame
-from model_splitter.local_stack import LocalStack, free_port
+from tools.local_stack import LocalStack, free_port
 
 SETTLE_S = 0.01
 

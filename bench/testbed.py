@@ -7,7 +7,7 @@
       (cpu cgroup: X% of one core)     tbf R Mbit/s 10.77.0.2:8000  model_splitter
       bench clients (threads moved in with setns)
 
-The services start exactly as ``model_splitter.local_stack`` starts them on loopback (``python -m <package>``,
+The services start exactly as ``tools.local_stack`` starts them on loopback (``python -m <package>``,
 configured only by environment), prefixed by ``ip netns exec`` and, for the robot, by a shell that joins the cgroup
 before it execs. The splitter sits beside the edge, so bundles reach the robot over the same veth: deploys run with
 the link uncapped. All names carry ``sbb<pid>`` so that concurrent runs do not collide and ``cleanup`` can tell a
@@ -49,7 +49,7 @@ from bench.netns import (
     remove_cgroup_tree,
     sh,
 )
-from model_splitter.local_stack import STARTUP_TIMEOUT_S, ServiceProcess
+from tools.local_stack import STARTUP_TIMEOUT_S, ServiceProcess
 
 PREFIX = "sbb"
 ROBOT_IP = "10.77.0.1"

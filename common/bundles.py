@@ -19,6 +19,7 @@ import httpx
 
 from common.errors import BadRequest, NotFound, UpstreamTimeout, UpstreamUnavailable
 from common.manifest import SplitManifest, is_split_id, parse_manifest, sha256_hex
+from common.peer_errors import peer_error
 
 Part = Literal["head", "tail"]
 MAX_BUNDLE_MEMBER_BYTES = 2 * 1024**3
@@ -155,5 +156,5 @@ def _get(client: httpx.Client, url: str, split_id: str) -> bytes:
     if response.status_code == 404:
         raise NotFound(f"the splitter does not know split {split_id} ({url} answered 404)")
     if response.status_code != 200:
-        raise UpstreamUnavailable(f"the splitter answered {response.status_code} for {url}: {response.text[:200]}")
+        raise peer_error("splitter", response.status_code, response.content)
     return response.content

@@ -2,7 +2,8 @@
 
 Every failure that a person or a peer service can cause is one of these classes; each carries the HTTP
 status it maps to, and a message written for the person who has to act on it. The mapping to HTTP lives in
-one place (``common.http_errors``); domain code raises these and never builds HTTP responses itself.
+one place (``common.http_errors``); domain code raises these and never builds HTTP responses itself. A peer's
+error answer becomes one of these again in one place too (``common.peer_errors``, keyed on the ``error`` code).
 
 ::
 
@@ -20,7 +21,7 @@ one place (``common.http_errors``); domain code raises these and never builds HT
      +-- UnsupportedMediaType                415
      +-- UnprocessableModel                  422  the file is a model, but not one we can cut or run
      |    +-- UnsafeModelFormat              422  pickled modules, external data outside the model folder
-     |    +-- FrameMismatch                  422  a well-formed frame whose bits/shape/range disagree with the manifest
+     +-- FrameMismatch                       422  a well-formed frame whose bits/shape/range disagree with the manifest
      +-- BadGateway                          502  a peer service answered with something we cannot use
      +-- UpstreamUnavailable                 503  a peer service is down
      +-- UpstreamTimeout                     504  a peer service did not answer in time

@@ -1,6 +1,6 @@
 """What a model costs on this side's hardware: whole-model time, per-node times, and the per-request constants.
 
-The planner (``model_splitter/planner.py``) predicts a split's latency from the robot's head time and the edge's
+The planner (``model_splitter/planning/``) predicts a split's latency from the robot's head time and the edge's
 tail time. Both come from one profile of the FULL model per side, so a single call covers every candidate cut:
 
 1. **Whole-model time** (``total_ms``): the median of ``runs`` timed runs of the session the service really uses

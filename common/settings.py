@@ -11,7 +11,8 @@ from common.sessions import SessionOptions
 
 
 class RuntimeSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
+    # Compose passes ${TOKEN:-} as an empty string: an empty variable means "unset", never "the empty value".
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -28,12 +29,6 @@ class RuntimeSettings(BaseSettings):
     token: SecretStr | None = None
     protect_reads: bool = False
     splitter_token: SecretStr | None = None
-
-    @field_validator("token", "splitter_token", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        # Compose passes ${TOKEN:-} as an empty string; that means "no token", not "the empty token".
-        return None if value == "" else value
 
     @field_validator("providers")
     @classmethod

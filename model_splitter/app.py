@@ -13,14 +13,14 @@ from starlette.concurrency import run_in_threadpool
 from common.docs_ui import install_offline_docs
 from common.http_errors import install_error_handlers
 from common.observability import Metrics, install_observability
-from model_splitter.api_routes import api_router
-from model_splitter.calibration_routes import calibration_router
+from model_splitter.api.calibration import calibration_router
+from model_splitter.api.jobs import job_router
+from model_splitter.api.models import api_router
+from model_splitter.api.plans import plan_router
 from model_splitter.context import SplitterContext
-from model_splitter.job_routes import job_router
-from model_splitter.jobs import JobTable
-from model_splitter.plan_routes import plan_router
 from model_splitter.settings import SplitterSettings
-from model_splitter.ui_routes import STATIC_DIR, ui_router
+from model_splitter.store.jobs import JobTable
+from model_splitter.web.routes import STATIC_DIR, ui_router
 
 
 def create_app(settings: SplitterSettings | None = None) -> FastAPI:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.auth import Guard, read_guard, token_guard
-from model_splitter.peers import Peers
-from model_splitter.reference import ReferenceRunner
-from model_splitter.registry import Registry
+from model_splitter.services.peers import Peers
+from model_splitter.services.reference import ReferenceRunner
 from model_splitter.settings import SplitterSettings
+from model_splitter.store.registry import Registry
 
 SIGN_IN_HINT = "; in the web UI, sign in at /login"
 

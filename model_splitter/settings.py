@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class SplitterSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SPLITTER_", extra="ignore")
+    # Compose passes ${TOKEN:-} as an empty string: an empty variable means "unset", never "the empty value".
+    model_config = SettingsConfigDict(env_prefix="SPLITTER_", extra="ignore", env_ignore_empty=True)
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -31,8 +32,3 @@ class SplitterSettings(BaseSettings):
     protect_reads: bool = Field(False, description="require the token for reads too (the web UI then asks for it)")
     robot_token: SecretStr | None = Field(None, description="sent to the robot (its ROBOT_TOKEN)")
     edge_token: SecretStr | None = Field(None, description="sent to the edge (its EDGE_TOKEN)")
-
-    @field_validator("token", "robot_token", "edge_token", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value

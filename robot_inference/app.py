@@ -13,10 +13,10 @@ from common.image_request import INFER_OPTIONS, image_request_body, read_image_r
 from common.results import InferenceResult
 from common.runtime_app import create_runtime_app
 from common.service_api import DeploymentInfo
-from robot_inference.edge_client import EdgeChannel, EdgeClient
+from robot_inference.edge_client import EdgeClient
 from robot_inference.link_probe import probe_link_router
 from robot_inference.pipeline import RobotPipeline, parse_mode
-from robot_inference.settings import RobotSettings
+from robot_inference.settings import EdgeChannel, RobotSettings
 
 
 class RobotHealth(BaseModel):

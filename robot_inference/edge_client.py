@@ -6,7 +6,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import httpx
 from pydantic import SecretStr, ValidationError
@@ -14,29 +13,16 @@ from pydantic import SecretStr, ValidationError
 from common.auth import bearer_header
 from common.errors import (
     BadGateway,
-    BadRequest,
-    FrameMismatch,
-    PayloadTooLarge,
-    SplitComputingError,
-    UnknownSplit,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from common.observability import REQUEST_ID_HEADER
+from common.peer_errors import peer_error
 from common.results import EdgeResult
 from robot_inference.frame_channel import ChannelRefused, FrameChannel
+from robot_inference.settings import EdgeChannel
 
-EdgeChannel = Literal["websocket", "http"]
 logger = logging.getLogger(__name__)
-
-_EDGE_ERRORS: dict[int, type[SplitComputingError]] = {
-    400: BadRequest,
-    401: BadGateway,
-    409: UnknownSplit,
-    413: PayloadTooLarge,
-    422: FrameMismatch,
-}
-
 
 # The robot's own /health waits this long for the edge's: well under the 2 s that health probes commonly allow,
 # so that a hanging edge never makes the robot itself look dead.
@@ -74,7 +60,7 @@ class EdgeClient:
                 return self._infer_on_socket(self._frames, frame)
             except ChannelRefused as exc:
                 if exc.status == 401:
-                    raise BadGateway(f"the edge refused the request: {_detail(exc.body)}") from exc
+                    raise peer_error("edge", exc.status, exc.body) from exc
                 # An edge without the socket (an older release): POST from now on.
                 logger.warning("the edge at %s has no frame socket (%s); posting frames instead", self.base_url, exc)
                 self._frames = None
@@ -86,11 +72,10 @@ class EdgeClient:
         round_trip_ms = (time.perf_counter() - start) * 1000.0
         if reply.is_error:
             try:
-                error = json.loads(reply.body)
-                status, detail = int(error["status"]), str(error["detail"])
+                status = int(json.loads(reply.body)["status"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise BadGateway(f"the edge answered with an unreadable error: {reply.body[:200]!r}") from exc
-            raise edge_error(status, detail)
+            raise peer_error("edge", status, reply.body)
         return EdgeReply(
             result=_edge_result(reply.body),
             round_trip_ms=round_trip_ms,
@@ -108,7 +93,7 @@ class EdgeClient:
             raise UpstreamUnavailable(f"the edge at {self.base_url} cannot be reached: {exc}") from exc
         round_trip_ms = (time.perf_counter() - start) * 1000.0
         if response.status_code != 200:
-            raise self._error_from(response)
+            raise peer_error("edge", response.status_code, response.content)
         return EdgeReply(
             result=_edge_result(response.content),
             round_trip_ms=round_trip_ms,
@@ -128,7 +113,7 @@ class EdgeClient:
             raise UpstreamUnavailable(f"the edge at {self.base_url} cannot be reached: {exc}") from exc
         round_trip_ms = (time.perf_counter() - start) * 1000.0
         if response.status_code != 200:
-            raise self._error_from(response)
+            raise peer_error("edge", response.status_code, response.content)
         try:
             received = int(response.json()["received"])
         except (ValueError, KeyError, TypeError) as exc:
@@ -144,23 +129,10 @@ class EdgeClient:
         except (httpx.HTTPError, ValueError):
             return None
 
-    def _error_from(self, response: httpx.Response) -> SplitComputingError:
-        return edge_error(response.status_code, _detail(response.content))
-
     def close(self) -> None:
         if self._frames is not None:
             self._frames.close()
         self._client.close()
-
-
-def edge_error(status: int, detail: str) -> SplitComputingError:
-    """The robot's error for an edge's refusal, over HTTP or the frame socket alike."""
-    error_class = _EDGE_ERRORS.get(status)
-    if error_class is not None:
-        return error_class(f"the edge refused the request: {detail}")
-    if status >= 500:
-        return UpstreamUnavailable(f"the edge failed ({status}): {detail}")
-    return BadGateway(f"the edge answered {status}: {detail}")
 
 
 def _edge_result(body: bytes) -> EdgeResult:
@@ -168,11 +140,3 @@ def _edge_result(body: bytes) -> EdgeResult:
         return EdgeResult.model_validate_json(body)
     except ValidationError as exc:
         raise BadGateway(f"the edge's answer is not an inference result: {body[:200]!r}") from exc
-
-
-def _detail(body: bytes) -> str:
-    try:
-        parsed = json.loads(body)
-        return str(parsed.get("detail", parsed)) if isinstance(parsed, dict) else str(parsed)
-    except ValueError:
-        return body[:300].decode(errors="replace")

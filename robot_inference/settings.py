@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import RuntimeSettings
-from robot_inference.edge_client import EdgeChannel
+
+# How frames travel to the edge: the persistent WebSocket, or one POST each.
+EdgeChannel = Literal["websocket", "http"]
 
 
 class RobotSettings(RuntimeSettings):
@@ -25,8 +28,3 @@ class RobotSettings(RuntimeSettings):
     edge_channel: EdgeChannel = "websocket"
     # When the edge is down or too slow, answer with the full model on the robot (if it holds it) and say so.
     fallback_to_robot: bool = False
-
-    @field_validator("edge_token", mode="before")
-    @classmethod
-    def _empty_edge_token_is_unset(cls, value: object) -> object:
-        return None if value == "" else value

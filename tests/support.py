@@ -15,15 +15,18 @@ from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.manifest import SplitManifest
-from model_splitter.bundle_zip import bundle_zip
-from model_splitter.local_stack import ServiceProcess, free_port
-from model_splitter.models_service import register_upload
-from model_splitter.registry import Registry
-from model_splitter.schemas import SplitRequest
-from model_splitter.split_service import create_split
+from model_splitter.records import SplitRequest
+from model_splitter.services.models import register_upload
+from model_splitter.services.splits import create_split
+from model_splitter.store.bundle_zip import bundle_zip
+from model_splitter.store.registry import Registry
+from tools.local_stack import ServiceProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = REPO_ROOT / "model_splitter" / "data" / "samples"
+CHELSEA = (SAMPLES / "chelsea.jpg").read_bytes()
+# Generous: the first request to a process also loads its sessions.
+HTTP_TIMEOUT_S = 120.0
 
 
 def tiny_classifier(num_classes: int = 10, size: int = 32, seed: int = 0) -> onnx.ModelProto:
@@ -118,3 +121,28 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
+
+
+def upload_bundle(service: ServiceProcess, zip_bytes: bytes, headers: dict[str, str] | None = None) -> None:
+    response = httpx.post(
+        f"{service.url}/api/bundles",
+        files={"bundle": ("bundle.zip", zip_bytes)},
+        headers=headers or {},
+        timeout=HTTP_TIMEOUT_S,
+    )
+    assert response.status_code == 200, response.text
+
+
+def robot_infer(
+    robot_url: str,
+    image: bytes = CHELSEA,
+    mode: str | None = None,
+    headers: dict[str, str] | None = None,
+    client: httpx.Client | None = None,
+    timeout_s: float = HTTP_TIMEOUT_S,
+) -> httpx.Response:
+    data = {"mode": mode} if mode else {}
+    files = {"image": ("image.jpg", image)}
+    if client is not None:
+        return client.post(f"{robot_url}/api/infer", files=files, data=data, headers=headers or {}, timeout=timeout_s)
+    return httpx.post(f"{robot_url}/api/infer", files=files, data=data, headers=headers or {}, timeout=timeout_s)

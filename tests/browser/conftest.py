@@ -11,17 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, Request, Route, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Request, Route, sync_playwright
 
-from model_splitter.local_stack import STARTUP_TIMEOUT_S, LocalStack, ServiceProcess, free_port
+from tests.browser.support import WIDE, DeployedSplit
+from tools.local_stack import STARTUP_TIMEOUT_S, LocalStack, ServiceProcess, free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = REPO_ROOT / "model_splitter" / "data" / "samples"
-SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = Path(os.environ.get("SPLITBOT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-WIDE: ViewportSize = {"width": 1280, "height": 800}
-PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="session")
@@ -95,17 +91,6 @@ def page(browser: Browser, stack: LocalStack, watch: PageWatch) -> Iterator[Page
     context.close()
     assert not watch.errors, f"the page raised script errors: {watch.errors}"
     assert not watch.outside_requests, f"the page asked for outside resources: {watch.outside_requests}"
-
-
-def screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-@dataclass(frozen=True)
-class DeployedSplit:
-    model_id: str
-    split_id: str
 
 
 @pytest.fixture(scope="session")

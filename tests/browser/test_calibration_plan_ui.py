@@ -14,8 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import PHONE, WIDE, DeployedSplit, screenshot
-from tests.browser.test_ui import is_post, no_horizontal_scroll
+from tests.browser.support import PHONE, WIDE, DeployedSplit, is_post, no_horizontal_scroll, screenshot
 
 pytestmark = pytest.mark.browser
 

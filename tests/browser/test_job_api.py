@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from common.errors import Conflict, InvalidArgument, NotFound
-from model_splitter.job_routes import SAMPLE_NAMES
-from model_splitter.jobs import Job, JobTable
-from model_splitter.schemas import ModelRecord
-from tests.browser.conftest import SAMPLES
+from model_splitter.records import ModelRecord
+from model_splitter.store.jobs import Job, JobTable
+from model_splitter.store.samples import SAMPLE_NAMES
+from tests.browser.support import SAMPLES
 
 
 def wait_finished(table: JobTable, job_id: str, timeout_s: float = 10.0) -> Job:

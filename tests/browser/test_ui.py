@@ -16,20 +16,25 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
-from tests.browser.conftest import PHONE, REPO_ROOT, SAMPLES, WIDE, DeployedSplit, screenshot
+from tests.browser.support import (
+    PHONE,
+    REPO_ROOT,
+    SAMPLES,
+    WIDE,
+    DeployedSplit,
+    is_post,
+    no_horizontal_scroll,
+    screenshot,
+)
 
 pytestmark = pytest.mark.browser
 
 REGISTRATION_TIMEOUT_MS = 180_000
 STAGE_WORDS = re.compile(r"^(exporting|verifying|finding split points|saving)$")
 UI_FILES = [
-    *sorted((REPO_ROOT / "model_splitter" / "templates").glob("*")),
-    *sorted((REPO_ROOT / "model_splitter" / "static").glob("*")),
+    *sorted((REPO_ROOT / "model_splitter" / "web" / "templates").glob("*")),
+    *sorted((REPO_ROOT / "model_splitter" / "web" / "static").glob("*")),
 ]
-
-
-def is_post(path_end: str) -> Any:
-    return lambda response: response.request.method == "POST" and response.url.split("?")[0].endswith(path_end)
 
 
 def integer(text: str) -> int:
@@ -77,14 +82,6 @@ def assert_result_shown(page: Page, result: dict[str, Any]) -> None:
     else:
         expect(banner).to_be_visible()
         expect(banner).to_contain_text("Untrained weights")
-
-
-def no_horizontal_scroll(page: Page) -> None:
-    overflow = page.evaluate(
-        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        " + Math.max(0, document.body.scrollWidth - document.documentElement.clientWidth)"
-    )
-    assert overflow <= 0, f"{page.url} scrolls sideways by {overflow}px at {page.viewport_size}"
 
 
 # ---------------------------------------------------------------------------------------------------- main flow

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from model_splitter.local_stack import ServiceProcess, free_port
 from tests.deploy.support import (
     REPO_ROOT,
     SERVICES,
@@ -30,6 +29,7 @@ from tests.deploy.support import (
     run_one_image,
     start_order,
 )
+from tools.local_stack import ServiceProcess, free_port
 
 HEALTHY_WITHIN_S = 120.0
 TOKENS = {

@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model_splitter.local_stack import STARTUP_TIMEOUT_S, ServiceProcess, free_port
 from tests.deploy.support import REPO_ROOT, run_one_image
+from tools.local_stack import STARTUP_TIMEOUT_S, ServiceProcess, free_port
 
 # What Dockerfile.robot and Dockerfile.edge copy into the build stage.
 PACKAGE_FILES = ("pyproject.toml", "README.md", "common", "model_splitter", "robot_inference", "edge_inference")

@@ -13,10 +13,9 @@ import pytest
 
 from common.tensor_records import quantized_record
 from common.wire import TensorKind, TensorRecord, encode_frame
-from model_splitter.local_stack import ServiceProcess
+from tests.edge_inference.support import MAX_FRAME, features, frame_for, post
 from tests.support import SAMPLES, TinySplit, running_service
-
-MAX_FRAME = 64 * 1024
+from tools.local_stack import ServiceProcess
 
 
 @pytest.fixture(scope="module")
@@ -28,23 +27,6 @@ def edge(tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit) -> Ite
         )
         assert response.status_code == 200, response.text
         yield service
-
-
-def features(split: TinySplit, batch: int = 1, seed: int = 0) -> np.ndarray:
-    shape = [batch, *split.manifest.cut[0].shape[1:]]
-    return np.random.default_rng(seed).uniform(0, 40, size=shape).astype(np.float32)
-
-
-def frame_for(split: TinySplit, x: np.ndarray, bits: int | None = None, lo: float = 0.0, hi: float = 32.0) -> bytes:
-    name = split.manifest.cut[0].name
-    record = quantized_record(name, x, bits or split.manifest.quantization.bits, lo, hi)
-    return encode_frame(split.manifest.id, [record])
-
-
-def post(edge: ServiceProcess, body: bytes) -> httpx.Response:
-    return httpx.post(
-        f"{edge.url}/api/infer", content=body, headers={"content-type": "application/octet-stream"}, timeout=30
-    )
 
 
 def test_frame_gives_the_tail_answer(edge: ServiceProcess, tiny_split: TinySplit) -> None:

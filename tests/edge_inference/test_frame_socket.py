@@ -12,9 +12,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from common.wire import decode_frame, encode_frame
-from model_splitter.local_stack import ServiceProcess
-from tests.edge_inference.test_edge_service import MAX_FRAME, features, frame_for, post
+from tests.edge_inference.support import MAX_FRAME, features, frame_for, post
 from tests.support import TinySplit, running_service, scrape, value
+from tools.local_stack import ServiceProcess
 
 
 def upload(service: ServiceProcess, split: TinySplit, token: str | None = None) -> None:

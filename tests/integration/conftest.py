@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model_splitter.local_stack import LocalStack, free_port
+from tools.local_stack import LocalStack, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "model_splitter" / "data" / "samples"

@@ -15,9 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from model_splitter.local_stack import LocalStack
-from tests.integration.conftest import SAMPLES
-from tests.support import tiny_classifier
+from tests.support import SAMPLES, tiny_classifier
+from tools.local_stack import LocalStack
 
 SIZE = 32
 NODE_NAMES = {node.name for node in tiny_classifier(size=SIZE).graph.node}

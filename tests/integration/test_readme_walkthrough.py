@@ -9,8 +9,8 @@ import subprocess
 import httpx
 import pytest
 
-from model_splitter.local_stack import LocalStack
-from tests.integration.conftest import REPO_ROOT, SAMPLES
+from tests.support import REPO_ROOT, SAMPLES
+from tools.local_stack import LocalStack
 
 LAYER2_4BIT_PAYLOAD = 128 * 28 * 28 // 2
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model_splitter.local_stack import ServiceProcess, free_port
 from tests.support import SAMPLES, running_service, tiny_classifier
+from tools.local_stack import ServiceProcess, free_port
 
 TINY = tiny_classifier().SerializeToString()
 

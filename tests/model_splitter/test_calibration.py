@@ -16,15 +16,17 @@ import pytest
 from common.errors import BadRequest, InvalidArgument, NotFound
 from common.imaging import decode_image, preprocess
 from common.manifest import SplitManifest, TensorRange, compute_split_id, parse_manifest
-from model_splitter.calibration import bundled_images, calibration_batch, estimate_ranges, load_fidelity
-from model_splitter.cutting import cut_model
-from model_splitter.fidelity import roundtrip
-from model_splitter.local_stack import ServiceProcess
-from model_splitter.models_service import default_preprocessing
-from model_splitter.range_estimators import aciq_alpha, aciq_range, mse_range, percentile_range, samples_of
-from model_splitter.registry import Registry
-from model_splitter.schemas import CalibrationResult
+from model_splitter.graph.cutting import cut_model
+from model_splitter.quantize.calibration import bundled_images, calibration_batch, estimate_ranges
+from model_splitter.quantize.fidelity import roundtrip
+from model_splitter.quantize.range_estimators import aciq_alpha, aciq_range, mse_range, percentile_range, samples_of
+from model_splitter.records import CalibrationResult
+from model_splitter.services.calibration import load_fidelity
+from model_splitter.services.models import default_preprocessing
+from model_splitter.store.registry import Registry
+from model_splitter.store.samples import calibration_photos
 from tests.support import SAMPLES, TinySplit, running_service, tiny_classifier
+from tools.local_stack import ServiceProcess
 
 RNG = np.random.default_rng(0)
 # Banner et al.'s clip points per bit width, in units of b (Laplace) and sigma (Gaussian).
@@ -124,9 +126,9 @@ def test_fixed_and_wide_bits_use_the_defaults() -> None:
 
 
 def test_bundled_calibration_images() -> None:
-    images = bundled_images()
+    images = bundled_images(calibration_photos())
     assert len(images) == 16 and len({name for name, _ in images}) == 16
-    batch = calibration_batch(None, default_preprocessing((1, 3, 32, 32)))
+    batch = calibration_batch(None, default_preprocessing((1, 3, 32, 32)), calibration_photos())
     assert batch.shape == (16, 3, 32, 32) and batch.dtype == np.float32
     assert len({batch[i].tobytes() for i in range(16)}) == 16
     uploaded = calibration_batch([(SAMPLES / "coffee.jpg").read_bytes()], default_preprocessing((1, 1, 20, 24)))

@@ -11,10 +11,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from common.errors import InvalidArgument, UnprocessableModel
-from model_splitter.cutting import cut_model
-from model_splitter.graph_cuts import find_single_tensor_cuts
-from model_splitter.verification import head_tail_max_abs_diff
-from tests.model_splitter.test_graph_cuts import (
+from model_splitter.graph.cuts import find_single_tensor_cuts
+from model_splitter.graph.cutting import cut_model
+from model_splitter.graph.verification import head_tail_max_abs_diff
+from tests.model_splitter.graphs import (
     chain,
     make_model,
     parallel_branches,

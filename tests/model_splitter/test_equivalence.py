@@ -21,10 +21,11 @@ import torch
 import torchvision.models as tvm
 from onnx import helper
 
-from model_splitter.analysis import SplitPointInfo, analyse_split_points, node_flops
-from model_splitter.cutting import cut_model
-from model_splitter.export import export_module
-from model_splitter.verification import head_tail_max_abs_diff, reference_outputs
+from model_splitter.graph.analysis import analyse_split_points, node_flops
+from model_splitter.graph.cutting import cut_model
+from model_splitter.graph.verification import head_tail_max_abs_diff, reference_outputs
+from model_splitter.intake.export import export_module
+from model_splitter.records import SplitPoint
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Exported:
     name: str
     case: Case
     model: onnx.ModelProto
-    points: list[SplitPointInfo]
+    points: list[SplitPoint]
 
 
 @functools.cache
@@ -129,7 +130,7 @@ def test_resnet18_layer2_analysis() -> None:
     assert point.wire_bytes[4] == 50176 and point.wire_bytes[32] == 401408
     assert 0.4 < point.head_flops_share < 0.7  # two of four stages, each about as costly as the others
     assert 0.0 < point.head_params_share < 0.1  # most weights sit in layer3, layer4 and fc
-    as_dict = point.to_dict()
+    as_dict = point.model_dump()
     assert as_dict["label"] == "layer2" and as_dict["wire_bytes"][8] == 100352
 
 

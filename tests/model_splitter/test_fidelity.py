@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 import pytest
 
 from common.manifest import TensorRange
-from model_splitter.analysis import analyse_split_points
-from model_splitter.calibration import calibration_batch
-from model_splitter.fidelity import (
+from model_splitter.graph.analysis import analyse_split_points
+from model_splitter.quantize.calibration import calibration_batch
+from model_splitter.quantize.fidelity import (
     SQNR_CAP_DB,
     PointFidelity,
     fidelity_table,
@@ -18,12 +16,13 @@ from model_splitter.fidelity import (
     output_agreement,
     roundtrip,
 )
-from model_splitter.models_service import default_preprocessing
-from model_splitter.schemas import ModelRecord, SplitPoint
+from model_splitter.records import ModelRecord
+from model_splitter.services.models import default_preprocessing
+from model_splitter.store.samples import calibration_photos
 from tests.support import tiny_classifier
 
 MODEL = tiny_classifier()
-IMAGES = calibration_batch(None, default_preprocessing((1, 3, 32, 32)))
+IMAGES = calibration_batch(None, default_preprocessing((1, 3, 32, 32)), calibration_photos())
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def table() -> list[PointFidelity]:
         opset=17,
         created_at="",
         preprocessing=default_preprocessing((1, 3, 32, 32)),
-        split_points=[SplitPoint.model_validate(asdict(point)) for point in points],
+        split_points=points,
     )
     return fidelity_table(MODEL, record, IMAGES, (2, 4, 8, 16, 32), "mse")
 

@@ -10,92 +10,16 @@ import pytest
 from onnx import TensorProto, helper
 
 from common.errors import UnprocessableModel
-from model_splitter.graph_cuts import ensure_cuttable, find_single_tensor_cuts, topological_nodes
-
-SHAPE: list[str | int] = ["batch", 4]
-
-
-def make_model(
-    nodes: list[onnx.NodeProto],
-    inputs: tuple[str, ...] = ("x",),
-    outputs: tuple[str, ...] = ("y",),
-    initializers: list[onnx.TensorProto] | None = None,
-    ir_version: int = 8,
-    opset: int = 17,
-    output_shape: list[str | int] | None = None,
-) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes,
-        "test",
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, SHAPE) for name in inputs],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, output_shape or SHAPE) for name in outputs],
-        initializer=initializers or [],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = ir_version
-    return model
-
-
-def chain() -> onnx.ModelProto:
-    return make_model(
-        [
-            helper.make_node("Relu", ["x"], ["a"]),
-            helper.make_node("Neg", ["a"], ["b"]),
-            helper.make_node("Abs", ["b"], ["c"]),
-            helper.make_node("Sigmoid", ["c"], ["y"]),
-        ]
-    )
-
-
-def skip_connection() -> onnx.ModelProto:
-    return make_model(
-        [
-            helper.make_node("Relu", ["x"], ["a"]),
-            helper.make_node("Neg", ["a"], ["b"]),
-            helper.make_node("Abs", ["b"], ["c"]),
-            helper.make_node("Add", ["a", "c"], ["d"]),
-            helper.make_node("Sigmoid", ["d"], ["y"]),
-        ]
-    )
-
-
-def parallel_branches() -> onnx.ModelProto:
-    return make_model(
-        [
-            helper.make_node("Relu", ["x"], ["a"]),
-            helper.make_node("Neg", ["a"], ["left"]),
-            helper.make_node("Abs", ["a"], ["right1"]),
-            helper.make_node("Exp", ["right1"], ["right2"]),
-            helper.make_node("Concat", ["left", "right2"], ["c"], axis=1),
-            helper.make_node("Sigmoid", ["c"], ["y"]),
-        ],
-        output_shape=["batch", 8],
-    )
-
-
-def two_output_node() -> onnx.ModelProto:
-    return make_model(
-        [
-            helper.make_node("Relu", ["x"], ["a"]),
-            helper.make_node("Split", ["a"], ["h1", "h2"], axis=1),
-            helper.make_node("Neg", ["h1"], ["n1"]),
-            helper.make_node("Concat", ["n1", "h2"], ["c"], axis=1),
-            helper.make_node("Sigmoid", ["c"], ["y"]),
-        ]
-    )
-
-
-def shape_side_path(shape_of: str) -> onnx.ModelProto:
-    return make_model(
-        [
-            helper.make_node("Relu", ["x"], ["a"]),
-            helper.make_node("Shape", [shape_of], ["s"]),
-            helper.make_node("Neg", ["a"], ["b"]),
-            helper.make_node("Flatten", ["b"], ["f"], axis=0),
-            helper.make_node("Reshape", ["f", "s"], ["r"]),
-            helper.make_node("Sigmoid", ["r"], ["y"]),
-        ]
-    )
+from model_splitter.graph.cuts import ensure_cuttable, find_single_tensor_cuts, topological_nodes
+from tests.model_splitter.graphs import (
+    SHAPE,
+    chain,
+    make_model,
+    parallel_branches,
+    shape_side_path,
+    skip_connection,
+    two_output_node,
+)
 
 
 def test_chain_every_intermediate_is_a_cut() -> None:

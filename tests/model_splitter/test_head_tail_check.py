@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from common.errors import UnprocessableModel
-from model_splitter.verification import ABS_TOLERANCE, REL_TOLERANCE, check_head_tail, head_tail_tolerance
+from model_splitter.graph.verification import ABS_TOLERANCE, REL_TOLERANCE, check_head_tail, head_tail_tolerance
 
 RNG = np.random.default_rng(7)
 # Weights of 1e6 on two layers: outputs of order 1e12, like an untrained deep network's logits.

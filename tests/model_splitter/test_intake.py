@@ -24,9 +24,8 @@ import torch
 from onnx import TensorProto, helper
 
 from common.errors import BadRequest, InvalidArgument, UnprocessableModel, UnsafeModelFormat
-from model_splitter import intake
-from model_splitter.imagenet_labels import imagenet_labels, labels_for
-from model_splitter.intake import (
+from model_splitter.intake import formats as intake
+from model_splitter.intake.formats import (
     IntakeResult,
     classification_architectures,
     detect_format,
@@ -34,6 +33,7 @@ from model_splitter.intake import (
     intake_upload,
     parse_input_shape,
 )
+from model_splitter.intake.imagenet_labels import imagenet_labels, labels_for
 
 SHAPE = (1, 3, 16, 16)
 
@@ -513,7 +513,7 @@ def test_resnet18_state_dict_pth_is_loaded_with_its_num_classes(resnet18_10: tor
 def test_safetensors_and_checkpoint_dicts_give_the_same_weights(resnet18_10: torch.nn.Module) -> None:
     from safetensors.torch import save as save_safetensors
 
-    from model_splitter.torch_formats import load_state_dict
+    from model_splitter.intake.torch_formats import load_state_dict
 
     expected = resnet18_10.state_dict()
     from_safetensors = load_state_dict(save_safetensors(dict(expected)), "r18.safetensors")

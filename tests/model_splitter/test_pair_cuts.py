@@ -15,17 +15,17 @@ from onnx import TensorProto, helper, numpy_helper
 from common.imaging import decode_image, preprocess
 from common.tensor_records import quantized_record
 from common.wire import decode_frame, encode_frame
-from model_splitter.analysis import analyse_split_points
-from model_splitter.bundle_zip import bundle_zip
-from model_splitter.cutting import cut_model
-from model_splitter.fidelity import roundtrip
-from model_splitter.graph_cuts import data_flow, find_pair_cuts
-from model_splitter.local_stack import ServiceProcess
-from model_splitter.models_service import register_upload
-from model_splitter.registry import Registry
-from model_splitter.schemas import ModelRecord, SplitRequest
-from model_splitter.split_service import create_split
+from model_splitter.graph.analysis import analyse_split_points
+from model_splitter.graph.cuts import data_flow, find_pair_cuts
+from model_splitter.graph.cutting import cut_model
+from model_splitter.quantize.fidelity import roundtrip
+from model_splitter.records import ModelRecord, SplitRequest
+from model_splitter.services.models import register_upload
+from model_splitter.services.splits import create_split
+from model_splitter.store.bundle_zip import bundle_zip
+from model_splitter.store.registry import Registry
 from tests.support import SAMPLES, running_service, tiny_classifier
+from tools.local_stack import ServiceProcess
 
 
 def two_branch(num_classes: int = 10, size: int = 32) -> onnx.ModelProto:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from common.wire import frame_overhead
-from model_splitter.plan_curve import curve
-from model_splitter.planner import (
+from model_splitter.planning.curve import curve
+from model_splitter.planning.planner import (
     Candidate,
     Floor,
     PlanEstimate,

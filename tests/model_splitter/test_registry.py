@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from model_splitter.registry import Registry
+from model_splitter.store.registry import Registry
 from tests.support import TinySplit
 
 

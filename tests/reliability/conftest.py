@@ -4,33 +4,11 @@ observability and schemathesis tests; the access and fault tests start their own
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from model_splitter.local_stack import LocalStack, ServiceProcess, free_port
-from tests.reliability.harness import Deployed, register_split_deploy
-
-
-@dataclass(frozen=True)
-class OpenStack:
-    stack: LocalStack
-    deployed: Deployed
-
-    def service(self, name: str) -> ServiceProcess:
-        return next(s for s in self.stack.services if s.name == name)
-
-    @property
-    def splitter(self) -> ServiceProcess:
-        return self.service("splitter")
-
-    @property
-    def robot(self) -> ServiceProcess:
-        return self.service("robot")
-
-    @property
-    def edge(self) -> ServiceProcess:
-        return self.service("edge")
+from tests.reliability.harness import OpenStack, register_split_deploy
+from tools.local_stack import LocalStack, free_port
 
 
 @pytest.fixture(scope="session")

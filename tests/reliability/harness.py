@@ -15,15 +15,13 @@ from typing import Any
 
 import httpx
 
-from model_splitter.local_stack import ServiceProcess, free_port
-from tests.support import SAMPLES, tiny_classifier
+from tests.support import HTTP_TIMEOUT_S, SAMPLES, tiny_classifier
+from tools.local_stack import LocalStack, ServiceProcess, free_port
 
 STARTUP_S = 120.0
 # The tests share the machine with other work; every deadline below is generous on purpose.
-HTTP_TIMEOUT_S = 120.0
 TINY_ONNX = tiny_classifier().SerializeToString()
 TINY_SHAPE = "1,3,32,32"
-CHELSEA = (SAMPLES / "chelsea.jpg").read_bytes()
 COFFEE = (SAMPLES / "coffee.jpg").read_bytes()
 
 
@@ -128,26 +126,22 @@ def register_split_deploy(splitter_url: str, headers: dict[str, str] | None = No
     return Deployed(model_id=model_id, split_id=split_id)
 
 
-def upload_bundle(service: ServiceProcess, zip_bytes: bytes, headers: dict[str, str] | None = None) -> None:
-    response = httpx.post(
-        f"{service.url}/api/bundles",
-        files={"bundle": ("bundle.zip", zip_bytes)},
-        headers=headers or {},
-        timeout=HTTP_TIMEOUT_S,
-    )
-    assert response.status_code == 200, response.text
+@dataclass(frozen=True)
+class OpenStack:
+    stack: LocalStack
+    deployed: Deployed
 
+    def service(self, name: str) -> ServiceProcess:
+        return next(s for s in self.stack.services if s.name == name)
 
-def robot_infer(
-    robot_url: str,
-    image: bytes = CHELSEA,
-    mode: str | None = None,
-    headers: dict[str, str] | None = None,
-    client: httpx.Client | None = None,
-    timeout_s: float = HTTP_TIMEOUT_S,
-) -> httpx.Response:
-    data = {"mode": mode} if mode else {}
-    files = {"image": ("image.jpg", image)}
-    if client is not None:
-        return client.post(f"{robot_url}/api/infer", files=files, data=data, headers=headers or {}, timeout=timeout_s)
-    return httpx.post(f"{robot_url}/api/infer", files=files, data=data, headers=headers or {}, timeout=timeout_s)
+    @property
+    def splitter(self) -> ServiceProcess:
+        return self.service("splitter")
+
+    @property
+    def robot(self) -> ServiceProcess:
+        return self.service("robot")
+
+    @property
+    def edge(self) -> ServiceProcess:
+        return self.service("edge")

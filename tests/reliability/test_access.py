@@ -15,19 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model_splitter.local_stack import LocalStack, ServiceProcess, free_port
-from tests.reliability.harness import (
-    CHELSEA,
-    HTTP_TIMEOUT_S,
-    TINY_ONNX,
-    Deployed,
-    log_lines,
-    register_split_deploy,
-    robot_infer,
-    start_service,
-    upload_bundle,
-)
-from tests.support import TinySplit
+from tests.reliability.harness import TINY_ONNX, Deployed, log_lines, register_split_deploy, start_service
+from tests.support import CHELSEA, HTTP_TIMEOUT_S, TinySplit, robot_infer, upload_bundle
+from tools.local_stack import LocalStack, ServiceProcess, free_port
 
 SPLITTER_TOKEN = "splitter-" + secrets.token_hex(16)
 ROBOT_TOKEN = "robot-" + secrets.token_hex(16)
@@ -208,7 +198,7 @@ def test_the_robot_with_a_wrong_edge_token_says_the_edge_refused(
     assert not any(secret in response.text for secret in SECRETS)
 
 
-# Background registration and sample routes (model_splitter/job_routes.py), checked on their own below as well.
+# Background registration and sample routes (model_splitter/api/jobs.py), checked on their own below as well.
 JOB_ROUTES = [("POST", "/api/model-jobs"), ("GET", "/api/model-jobs/{job_id}"), ("GET", "/api/samples")]
 PATH_VALUES = {"model_id": "0123456789abcdef", "split_id": "0" * 64, "job_id": "0" * 32}
 

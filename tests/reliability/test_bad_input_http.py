@@ -25,9 +25,9 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
-from model_splitter.local_stack import ServiceProcess, free_port
-from tests.reliability.harness import CHELSEA, HTTP_TIMEOUT_S, robot_infer, start_service, upload_bundle
-from tests.support import SAMPLES, TinySplit, tiny_classifier
+from tests.reliability.harness import start_service
+from tests.support import CHELSEA, HTTP_TIMEOUT_S, SAMPLES, TinySplit, robot_infer, tiny_classifier, upload_bundle
+from tools.local_stack import ServiceProcess, free_port
 
 MAX_MODEL_BYTES = 1_000_000
 MAX_IMAGE_BYTES = 100_000

@@ -18,22 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from model_splitter.bundle_zip import bundle_zip
-from model_splitter.local_stack import ServiceProcess, free_port
-from model_splitter.schemas import SplitRequest
-from model_splitter.split_service import create_split
-from tests.reliability.harness import (
-    HTTP_TIMEOUT_S,
-    TINY_ONNX,
-    TINY_SHAPE,
-    kill9,
-    pid_of,
-    restart,
-    robot_infer,
-    start_service,
-    upload_bundle,
-)
-from tests.support import TinySplit
+from model_splitter.records import SplitRequest
+from model_splitter.services.splits import create_split
+from model_splitter.store.bundle_zip import bundle_zip
+from tests.reliability.harness import TINY_ONNX, TINY_SHAPE, kill9, pid_of, restart, start_service
+from tests.support import HTTP_TIMEOUT_S, TinySplit, robot_infer, upload_bundle
+from tools.local_stack import ServiceProcess, free_port
 
 # What "answers within its configured timeout" allows on top of the timeout on a loaded machine.
 SLACK_S = 15.0

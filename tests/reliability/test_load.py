@@ -20,9 +20,9 @@ import numpy as np
 from common.manifest import parse_manifest
 from common.tensor_records import quantized_record
 from common.wire import encode_frame
-from model_splitter.local_stack import ServiceProcess
-from tests.reliability.conftest import OpenStack
-from tests.reliability.harness import CHELSEA, COFFEE, HTTP_TIMEOUT_S, pid_of, robot_infer, vm_rss_bytes
+from tests.reliability.harness import COFFEE, OpenStack, pid_of, vm_rss_bytes
+from tests.support import CHELSEA, HTTP_TIMEOUT_S, robot_infer
+from tools.local_stack import ServiceProcess
 
 CLIENTS = 8
 SECONDS = 6.0

@@ -9,16 +9,8 @@ from collections.abc import Iterable
 
 import httpx
 
-from tests.reliability.conftest import OpenStack
-from tests.reliability.harness import (
-    CHELSEA,
-    COFFEE,
-    HTTP_TIMEOUT_S,
-    log_lines,
-    robot_infer,
-    wait_for_log_entry,
-)
-from tests.support import Samples, delta, scrape, value
+from tests.reliability.harness import COFFEE, OpenStack, log_lines, wait_for_log_entry
+from tests.support import CHELSEA, HTTP_TIMEOUT_S, Samples, delta, robot_infer, scrape, value
 
 # The robot sends its frames over the edge's WebSocket (ROBOT_EDGE_CHANNEL=websocket, the default).
 EDGE_FRAME_LINE = "WS /api/frames -> 200"

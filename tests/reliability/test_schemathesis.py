@@ -19,8 +19,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
-from model_splitter.local_stack import ServiceProcess
-from tests.reliability.conftest import OpenStack
+from tests.reliability.harness import OpenStack
+from tools.local_stack import ServiceProcess
 
 EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 10}
 REQUEST_TIMEOUT_S = 120.0

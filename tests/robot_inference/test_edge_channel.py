@@ -17,16 +17,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from model_splitter.local_stack import ServiceProcess, free_port
-from tests.robot_inference.test_robot_service import infer, upload_bundle
-from tests.support import Samples, TinySplit, make_tiny_split, running_service, scrape, value
+from tests.support import (
+    Samples,
+    TinySplit,
+    make_tiny_split,
+    robot_infer,
+    running_service,
+    scrape,
+    upload_bundle,
+    value,
+)
+from tools.local_stack import ServiceProcess, free_port
 
 
 @contextmanager
 def robot_for(edge_url: str, split: TinySplit, data_dir: Path, channel: str = "websocket") -> Iterator[ServiceProcess]:
     """A robot process reaching ``edge_url`` over ``channel``, holding ``split``."""
     with running_service("robot_inference", "ROBOT", data_dir, edge_url=edge_url, edge_channel=channel) as robot:
-        upload_bundle(robot, split)
+        upload_bundle(robot, split.zip_bytes)
         yield robot
 
 
@@ -38,7 +46,7 @@ def answered_200(samples: Samples, route: str) -> float:
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit) -> Iterator[ServiceProcess]:
     with running_service("edge_inference", "EDGE", tmp_path_factory.mktemp("channel-edge")) as service:
-        upload_bundle(service, tiny_split)
+        upload_bundle(service, tiny_split.zip_bytes)
         yield service
 
 
@@ -83,7 +91,7 @@ def test_both_channels_give_the_same_answers(edge: ServiceProcess, tiny_split: T
     for channel in ("websocket", "http"):
         with robot_for(edge.url, tiny_split, tmp_path / channel, channel) as robot:
             before = scrape(edge)
-            answers[channel] = [infer(robot, mode).json() for mode in ("split", "all-edge")]
+            answers[channel] = [robot_infer(robot.url, mode=mode).json() for mode in ("split", "all-edge")]
             assert httpx.get(f"{robot.url}/health", timeout=30).json()["edge_channel"] == channel
             after = scrape(edge)
         route = "/api/frames" if channel == "websocket" else "/api/infer"
@@ -97,7 +105,7 @@ def test_both_channels_give_the_same_answers(edge: ServiceProcess, tiny_split: T
 def test_an_edge_without_the_socket_gets_posts(http_only_proxy: str, tiny_split: TinySplit, tmp_path: Path) -> None:
     with robot_for(http_only_proxy, tiny_split, tmp_path) as robot:
         for _ in range(2):
-            response = infer(robot)
+            response = robot_infer(robot.url)
             assert response.status_code == 200, response.text
             assert response.json()["mode"] == "split"
         assert "no frame socket" in robot.log_tail()
@@ -111,7 +119,7 @@ def test_edge_refusals_keep_their_status_over_the_socket(
     other = make_tiny_split(tmp_path / "other", bits=2)
     for channel in ("websocket", "http"):
         with robot_for(edge.url, other, tmp_path / channel, channel) as robot:
-            response = infer(robot)
+            response = robot_infer(robot.url)
             assert response.status_code == 409, (channel, response.text)
             assert other.manifest.id in response.json()["detail"]
 
@@ -122,6 +130,6 @@ def test_an_edge_answering_nonsense_is_a_bad_gateway(tiny_split: TinySplit, tmp_
 
     app = Starlette(routes=[Route("/api/infer", nonsense, methods=["POST"])])
     with serving(app) as url, robot_for(url, tiny_split, tmp_path) as robot:
-        response = infer(robot)
+        response = robot_infer(robot.url)
         assert response.status_code == 502, response.text
         assert "not an inference result" in response.json()["detail"]

@@ -11,21 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model_splitter.local_stack import ServiceProcess, free_port
-from tests.support import SAMPLES, TinySplit, running_service
+from tests.support import SAMPLES, TinySplit, robot_infer, running_service, upload_bundle
+from tools.local_stack import ServiceProcess, free_port
 
 Pair = tuple[ServiceProcess, ServiceProcess]
-
-
-def upload_bundle(service: ServiceProcess, split: TinySplit) -> None:
-    response = httpx.post(f"{service.url}/api/bundles", files={"bundle": ("b.zip", split.zip_bytes)}, timeout=60)
-    assert response.status_code == 200, response.text
-
-
-def infer(robot: ServiceProcess, mode: str | None = None, image: bytes | None = None) -> httpx.Response:
-    data = {"mode": mode} if mode else {}
-    payload = image if image is not None else (SAMPLES / "chelsea.jpg").read_bytes()
-    return httpx.post(f"{robot.url}/api/infer", files={"image": ("x.jpg", payload)}, data=data, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +26,14 @@ def pair(
         running_service("edge_inference", "EDGE", root / "edge") as edge,
         running_service("robot_inference", "ROBOT", root / "robot", edge_url=edge.url) as robot,
     ):
-        upload_bundle(edge, tiny_split)
-        upload_bundle(robot, tiny_split)
+        upload_bundle(edge, tiny_split.zip_bytes)
+        upload_bundle(robot, tiny_split.zip_bytes)
         yield robot, edge
 
 
 def test_three_modes_answer(pair: Pair, tiny_split: TinySplit) -> None:
     robot, _ = pair
-    results = {mode: infer(robot, mode) for mode in ("split", "all-robot", "all-edge")}
+    results = {mode: robot_infer(robot.url, mode=mode) for mode in ("split", "all-robot", "all-edge")}
     for mode, response in results.items():
         assert response.status_code == 200, response.text
         assert response.json()["mode"] == mode
@@ -58,13 +47,13 @@ def test_three_modes_answer(pair: Pair, tiny_split: TinySplit) -> None:
 def test_not_an_image_is_400(pair: Pair) -> None:
     robot, _ = pair
     for mode in ("split", "all-robot", "all-edge"):
-        response = infer(robot, mode, image=b"this is text, not a picture")
+        response = robot_infer(robot.url, mode=mode, image=b"this is text, not a picture")
         assert response.status_code == 400, (mode, response.text)
         assert "image" in response.json()["detail"]
 
 
 def test_unknown_mode_is_400(pair: Pair) -> None:
-    response = infer(pair[0], "everywhere")
+    response = robot_infer(pair[0].url, mode="everywhere")
     assert response.status_code == 400
     assert "all-robot" in response.json()["detail"]
 
@@ -82,7 +71,7 @@ def test_raw_body_answers_like_the_form(pair: Pair, tiny_split: TinySplit) -> No
                 timeout=30,
             )
             assert raw.status_code == 200, raw.text
-            form = infer(robot, mode)
+            form = robot_infer(robot.url, mode=mode)
             assert raw.json()["mode"] == mode
             assert raw.json()["predictions"] == form.json()["predictions"]
             # What was sent is the same; the answer's length varies with the digits of its timings.
@@ -127,7 +116,7 @@ def test_ways_of_sending_no_image_say_how_to_send_one(pair: Pair) -> None:
 
 def test_nothing_deployed_is_409(tmp_path: Path) -> None:
     with running_service("robot_inference", "ROBOT", tmp_path) as robot:
-        response = infer(robot)
+        response = robot_infer(robot.url)
         assert response.status_code == 409
         assert "POST /api/deploy" in response.json()["detail"]
 
@@ -135,13 +124,13 @@ def test_nothing_deployed_is_409(tmp_path: Path) -> None:
 def test_dead_edge_is_503_quickly(tmp_path: Path, tiny_split: TinySplit) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with running_service("robot_inference", "ROBOT", tmp_path, edge_url=dead, edge_timeout_s="2") as robot:
-        upload_bundle(robot, tiny_split)
+        upload_bundle(robot, tiny_split.zip_bytes)
         start = time.monotonic()
-        response = infer(robot)
+        response = robot_infer(robot.url)
         assert response.status_code == 503
         assert dead in response.json()["detail"]
         assert time.monotonic() - start < 10
-        assert infer(robot, "all-robot").status_code == 200
+        assert robot_infer(robot.url, mode="all-robot").status_code == 200
 
 
 @pytest.fixture
@@ -173,9 +162,9 @@ def silent_edge() -> Iterator[str]:
 
 def test_hanging_edge_is_504_within_the_timeout(tmp_path: Path, tiny_split: TinySplit, silent_edge: str) -> None:
     with running_service("robot_inference", "ROBOT", tmp_path, edge_url=silent_edge, edge_timeout_s="1.5") as robot:
-        upload_bundle(robot, tiny_split)
+        upload_bundle(robot, tiny_split.zip_bytes)
         start = time.monotonic()
-        response = infer(robot)
+        response = robot_infer(robot.url)
         elapsed = time.monotonic() - start
         assert response.status_code == 504
         assert "did not answer" in response.json()["detail"]

@@ -1,0 +1,157 @@
+"""The splitter's REST API. Routes translate HTTP into calls of the domain modules and nothing more."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from common.image_request import INFER_OPTIONS, image_request_body, read_image_request
+from common.manifest import SplitManifest
+from common.postprocess import Prediction
+from common.results import InferenceResult
+from model_splitter.api.registration import registration_form
+from model_splitter.context import SplitterContext
+from model_splitter.progress import no_progress
+from model_splitter.records import ModelRecord, ModelSummary, SplitPoint, SplitRequest
+from model_splitter.services.models import RegistrationRequest, architecture_names, registration_of
+from model_splitter.services.peers import PeerDeployment
+from model_splitter.services.splits import create_split
+from model_splitter.store.bundle_zip import bundle_zip
+
+ONNX_MEDIA_TYPE = "application/octet-stream"
+
+
+class SplitterInferenceResult(InferenceResult):
+    reference: list[Prediction]
+    agrees_with_reference: bool
+
+
+class DeletedModel(BaseModel):
+    id: str
+    deleted_splits: list[str]
+
+
+def api_router(context: SplitterContext) -> APIRouter:
+    router = APIRouter(prefix="/api", dependencies=[Depends(context.read_guard)])
+    writes = [Depends(context.write_guard)]
+    registry = context.registry
+    settings = context.settings
+
+    @router.post(
+        "/models",
+        status_code=201,
+        tags=["models"],
+        summary="Register a model (upload or torchvision name)",
+        dependencies=writes,
+    )
+    async def register_model(
+        request: RegistrationRequest = Depends(registration_form(settings.max_model_bytes)),
+    ) -> ModelRecord:
+        registration = registration_of(registry, request, settings.allow_pickle)
+        return await run_in_threadpool(registration, no_progress)
+
+    @router.get("/models", tags=["models"])
+    async def list_models() -> list[ModelSummary]:
+        return [ModelSummary.of(record) for record in registry.list_models()]
+
+    @router.get("/models/{model_id}", tags=["models"])
+    async def get_model(model_id: str) -> ModelRecord:
+        return registry.get_model(model_id)
+
+    @router.delete(
+        "/models/{model_id}", tags=["models"], summary="Delete a model and the splits cut from it", dependencies=writes
+    )
+    async def delete_model(model_id: str) -> DeletedModel:
+        removed = await run_in_threadpool(registry.delete_model, model_id)
+        context.reference.forget(model_id)
+        return DeletedModel(id=model_id, deleted_splits=removed)
+
+    @router.get("/models/{model_id}/split-points", tags=["models"])
+    async def split_points(model_id: str) -> list[SplitPoint]:
+        return registry.get_model(model_id).split_points
+
+    @router.get("/models/{model_id}/model.onnx", tags=["models"], response_class=FileResponse)
+    async def model_onnx(model_id: str) -> FileResponse:
+        return FileResponse(registry.model_onnx_path(model_id), media_type=ONNX_MEDIA_TYPE, filename="model.onnx")
+
+    @router.get("/models/{model_id}/splits", tags=["splits"])
+    async def model_splits(model_id: str) -> list[SplitManifest]:
+        registry.get_model(model_id)
+        return [m for m in registry.list_splits() if m.model_id == model_id]
+
+    @router.post(
+        "/models/{model_id}/splits",
+        status_code=201,
+        tags=["splits"],
+        summary="Cut the model into a split",
+        dependencies=writes,
+    )
+    async def new_split(model_id: str, request: SplitRequest) -> SplitManifest:
+        return await run_in_threadpool(create_split, registry, model_id, request)
+
+    @router.get("/splits/{split_id}", tags=["splits"], summary="The split's manifest")
+    async def get_split(split_id: str) -> SplitManifest:
+        return registry.get_split(split_id)
+
+    @router.get("/splits/{split_id}/head.onnx", tags=["splits"], response_class=FileResponse)
+    async def head_onnx(split_id: str) -> FileResponse:
+        return FileResponse(
+            registry.split_file(split_id, "head.onnx"), media_type=ONNX_MEDIA_TYPE, filename="head.onnx"
+        )
+
+    @router.get("/splits/{split_id}/tail.onnx", tags=["splits"], response_class=FileResponse)
+    async def tail_onnx(split_id: str) -> FileResponse:
+        return FileResponse(
+            registry.split_file(split_id, "tail.onnx"), media_type=ONNX_MEDIA_TYPE, filename="tail.onnx"
+        )
+
+    @router.get("/splits/{split_id}/bundle.zip", tags=["splits"], response_class=Response)
+    async def split_bundle(split_id: str) -> Response:
+        data = await run_in_threadpool(bundle_zip, registry, split_id)
+        headers = {"content-disposition": f'attachment; filename="split-{split_id[:12]}.zip"'}
+        return Response(data, media_type="application/zip", headers=headers)
+
+    @router.post(
+        "/splits/{split_id}/deploy",
+        tags=["splits"],
+        summary="Deploy to the configured edge, then robot",
+        dependencies=writes,
+    )
+    async def deploy(split_id: str) -> PeerDeployment:
+        registry.get_split(split_id)
+        return await run_in_threadpool(context.peers.deploy, split_id)
+
+    @router.post(
+        "/infer",
+        tags=["inference"],
+        summary="Run an image through robot and edge, beside the reference",
+        description="The image as the raw body (`Content-Type: image/jpeg`, the options as query parameters) or "
+        "as the multipart field `image` (the options as form fields).",
+        dependencies=writes,
+        openapi_extra=image_request_body(INFER_OPTIONS),
+        response_model=SplitterInferenceResult,
+    )
+    async def infer(
+        request: Request,
+        mode: str | None = Query(None, description=INFER_OPTIONS["mode"]),
+        split_id: str | None = Query(None, description=INFER_OPTIONS["split_id"]),
+    ) -> SplitterInferenceResult:
+        upload = await read_image_request(request, settings.max_image_bytes, tuple(INFER_OPTIONS))
+        data = upload.image
+        result = await run_in_threadpool(
+            context.peers.infer, data, upload.option("mode", mode), upload.option("split_id", split_id)
+        )
+        reference = await run_in_threadpool(context.reference.predict, result.split_id, data)
+        return SplitterInferenceResult(
+            **result.model_dump(),
+            reference=reference,
+            agrees_with_reference=bool(reference) and reference[0].index == result.predictions[0].index,
+        )
+
+    @router.get("/architectures", tags=["models"], summary="torchvision classification architectures by name")
+    async def architectures() -> list[str]:
+        return architecture_names()
+
+    return router

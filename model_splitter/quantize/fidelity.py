@@ -1,0 +1,229 @@
+"""Fidelity of a split: how close head -> quantize -> dequantize -> tail stays to the unsplit float model.
+
+Three numbers on the calibration images (``common.manifest.Fidelity``):
+
+* ``top1_agreement``: the share of images whose top-1 class (argmax of the first output) is the float model's;
+* ``cosine``: the mean, over images, of the cosine similarity between the split's and the float model's output
+  vectors (1 when both are zero);
+* ``sqnr_db``: the cut features' signal to quantization noise ratio, 10 log10(sum x^2 / sum (x - x_hat)^2) over all
+  images and all cut tensors, capped at ``SQNR_CAP_DB`` (no noise at all, as at 32 bits).
+
+Quantization here is the wire's own arithmetic (``common.quantization``), so the numbers are those robot and edge
+will produce. ``measure_fidelity`` checks one cut from scratch; ``fidelity_table`` does every split point and bit
+width of a model at once: one pass of the full model yields the float outputs and every cut tensor's activations
+(``calibration.collect_activations``), the ranges are estimated from those activations, and for each split point
+only its tail runs, on the dequantized activations of every bit width in one batch. At 32 bits the tail receives
+the head's tensor bit for bit, so its output is the float model's up to the head/tail difference every split is
+verified against (``verification.check_head_tail``); the table reuses the float outputs there instead of
+running the tail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+
+from common.errors import InvalidArgument
+from common.manifest import Fidelity, TensorRange
+from common.quantization import (
+    QUANTIZED_BITS,
+    dequantize,
+    dequantize_per_channel,
+    quantize,
+    quantize_per_channel,
+    validate_bits,
+)
+from model_splitter.graph.cutting import cut_model, tensor_value_infos
+from model_splitter.progress import Progress, no_progress
+from model_splitter.quantize.calibration import (
+    DEFAULT_METHOD,
+    Method,
+    check_bits,
+    check_method,
+    collect_activations,
+    cpu_session,
+    estimate_ranges,
+    run_batched,
+)
+from model_splitter.records import ModelRecord
+
+SQNR_CAP_DB = 200.0
+DEFAULT_BITS: tuple[int, ...] = (2, 4, 8, 16, 32)
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class BitsFidelity:
+    bits: int
+    ranges: list[TensorRange]  # one per cut tensor, as a manifest carries them
+    fidelity: Fidelity
+
+
+@dataclass(frozen=True)
+class PointFidelity:
+    label: str
+    tensors: list[str]
+    by_bits: dict[int, BitsFidelity]
+
+
+def roundtrip(x: np.ndarray, bits: int, clip: TensorRange | None) -> F32:
+    """What the edge feeds the tail when the robot sends ``x`` at ``bits`` with ``clip``."""
+    b = validate_bits(bits)
+    array = np.ascontiguousarray(x, dtype=np.float32)
+    if b == 32:
+        return array
+    if b == 16:
+        with np.errstate(over="ignore"):
+            return array.astype(np.float16).astype(np.float32)
+    if clip is None:
+        raise InvalidArgument(f"quantizing at {b} bits needs a clip range")
+    if clip.channel_lo is not None and clip.channel_hi is not None:
+        codes = quantize_per_channel(array, b, clip.channel_lo, clip.channel_hi)
+        return dequantize_per_channel(codes, b, clip.channel_lo, clip.channel_hi, array.shape)
+    return dequantize(quantize(array, b, clip.lo, clip.hi), b, clip.lo, clip.hi, array.shape)
+
+
+def stack_images(images: Sequence[np.ndarray] | np.ndarray) -> F32:
+    """Preprocessed images, each (1, C, H, W) or (C, H, W), as one float32 batch."""
+    if isinstance(images, np.ndarray):
+        return np.ascontiguousarray(images if images.ndim == 4 else images[None], dtype=np.float32)
+    if not len(images):
+        raise InvalidArgument("fidelity needs at least one image")
+    return np.concatenate([np.asarray(image, dtype=np.float32).reshape(-1, *image.shape[-3:]) for image in images])
+
+
+def sqnr_db(signal: float, noise: float) -> float:
+    """10 log10(signal / noise), within [-SQNR_CAP_DB, SQNR_CAP_DB] (float16 overflow makes the noise infinite)."""
+    if noise <= 0.0:
+        return SQNR_CAP_DB
+    if not math.isfinite(noise) or signal <= 0.0 or signal / noise <= 0.0:
+        return -SQNR_CAP_DB if not math.isfinite(noise) else 0.0
+    return float(max(min(10.0 * math.log10(signal / noise), SQNR_CAP_DB), -SQNR_CAP_DB))
+
+
+def output_agreement(reference: np.ndarray, outputs: np.ndarray) -> tuple[float, float]:
+    """(top-1 agreement, mean cosine similarity) of two batches of outputs."""
+    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    out = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    top1 = float(np.mean(np.argmax(ref, axis=1) == np.argmax(out, axis=1)))
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    dots = np.sum(ref * out, axis=1)
+    both_zero = (np.linalg.norm(ref, axis=1) == 0) & (np.linalg.norm(out, axis=1) == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosines = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
+    # Non-finite outputs (float16 overflow on the wire) count as orthogonal.
+    return top1, float(np.mean(np.clip(np.nan_to_num(cosines, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)))
+
+
+def _energy(x: np.ndarray) -> float:
+    """Sum of squares: float32 dot products of blocks (fast), added up in float64 (accurate enough for dB)."""
+    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    block = 1 << 16
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = math.fsum(float(np.dot(flat[i : i + block], flat[i : i + block])) for i in range(0, flat.size, block))
+    return value if math.isfinite(value) else math.inf
+
+
+def _noise(original: np.ndarray, restored: np.ndarray) -> tuple[float, float]:
+    """(signal energy, noise energy) of a round trip."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        diff = np.subtract(restored, original, dtype=np.float32)
+    return _energy(original), _energy(diff)
+
+
+def measure_fidelity(
+    model: onnx.ModelProto,
+    cut_tensors: list[str],
+    bits: int,
+    ranges: list[TensorRange],
+    images: Sequence[np.ndarray] | np.ndarray,
+) -> Fidelity:
+    """Run head -> quantize -> dequantize -> tail and the full model on ``images`` (preprocessed, each (1, C, H, W))
+    and compare; ``ranges`` names one range per cut tensor (ignored at 16 and 32 bits)."""
+    batch = stack_images(images)
+    by_name = {entry.name: entry for entry in ranges}
+    missing = [name for name in cut_tensors if name not in by_name and bits in QUANTIZED_BITS]
+    if missing:
+        raise InvalidArgument(f"no clip range for cut tensor(s) {missing}")
+    head, tail = cut_model(model, cut_tensors)
+    head_session = cpu_session(head)
+    feed = {value.name: batch for value in head_session.get_inputs()}
+    reference = run_batched(cpu_session(model), feed)[0]
+    cut = run_batched(head_session, feed)
+    signal = noise = 0.0
+    restored: dict[str, F32] = {}
+    for name, value in zip((out.name for out in head_session.get_outputs()), cut, strict=True):
+        restored[name] = roundtrip(value, bits, by_name.get(name))
+        s, n = _noise(value, restored[name])
+        signal, noise = signal + s, noise + n
+    outputs = run_batched(cpu_session(tail), restored)[0]
+    top1, cosine = output_agreement(reference, outputs)
+    return Fidelity(top1_agreement=top1, cosine=cosine, sqnr_db=sqnr_db(signal, noise), images=len(batch))
+
+
+def fidelity_table(
+    model: onnx.ModelProto,
+    record: ModelRecord,
+    images: Sequence[np.ndarray] | np.ndarray,
+    bits_list: Sequence[int] = DEFAULT_BITS,
+    method: Method = DEFAULT_METHOD,
+    per_channel: bool = False,
+    progress: Progress = no_progress,
+) -> list[PointFidelity]:
+    """Calibrated ranges and fidelity for every (floating-point) split point of ``record`` and every bit width."""
+    bits_sorted = check_bits(bits_list)
+    check_method(method, per_channel)
+    batch = stack_images(images)
+    points = [point for point in record.split_points if point.dtype == "float32"]
+    tensors = list(dict.fromkeys(name for point in points for name in point.tensors))
+    progress("collecting activations")
+    outputs, activations = collect_activations(model, tensors, batch)
+    reference = outputs[0]
+    progress("estimating ranges")
+    ranges = {
+        name: estimate_ranges(model, name, activations[name], bits_sorted, method, per_channel) for name in tensors
+    }
+    count = len(batch)
+    run_bits = [bits for bits in bits_sorted if bits != 32]
+    value_infos = tensor_value_infos(model) if run_bits else {}
+    table: list[PointFidelity] = []
+    for number, point in enumerate(points):
+        progress(f"measuring {point.label} ({number + 1}/{len(points)})")
+        feeds: dict[str, list[F32]] = {name: [] for name in point.tensors}
+        noise = {bits: (0.0, 0.0) for bits in bits_sorted}
+        for bits in run_bits:
+            signal_sum, noise_sum = 0.0, 0.0
+            for name in point.tensors:
+                restored = roundtrip(activations[name], bits, ranges[name][bits])
+                s, n = _noise(activations[name], restored)
+                signal_sum, noise_sum = signal_sum + s, noise_sum + n
+                feeds[name].append(restored)
+            noise[bits] = (signal_sum, noise_sum)
+        split_outputs: np.ndarray | None = None
+        if run_bits:
+            _, tail = cut_model(model, point.tensors, value_infos)
+            session = cpu_session(tail)
+            stacked = {name: np.concatenate(parts) for name, parts in feeds.items()}
+            del feeds
+            split_outputs = run_batched(session, stacked)[0]
+        by_bits: dict[int, BitsFidelity] = {}
+        for bits in bits_sorted:
+            if bits == 32 or split_outputs is None:
+                top1, cosine, sqnr = 1.0, 1.0, SQNR_CAP_DB  # the float outputs themselves (module docstring)
+            else:
+                at = run_bits.index(bits) * count
+                top1, cosine = output_agreement(reference, split_outputs[at : at + count])
+                sqnr = sqnr_db(*noise[bits])
+            by_bits[bits] = BitsFidelity(
+                bits=bits,
+                ranges=[ranges[name][bits] for name in point.tensors],
+                fidelity=Fidelity(top1_agreement=top1, cosine=cosine, sqnr_db=sqnr, images=count),
+            )
+        table.append(PointFidelity(label=point.label, tensors=list(point.tensors), by_bits=by_bits))
+    return table

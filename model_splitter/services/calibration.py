@@ -1,0 +1,83 @@
+"""Calibrating a registered model: ranges and fidelity for every split point and bit width, kept in the registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import onnx
+
+from common.manifest import Fidelity
+from model_splitter.progress import Progress, no_progress
+from model_splitter.quantize.calibration import DEFAULT_METHOD as DEFAULT_METHOD
+from model_splitter.quantize.calibration import MAX_CALIBRATION_IMAGES as MAX_CALIBRATION_IMAGES
+from model_splitter.quantize.calibration import calibration_batch, check_bits, check_method
+from model_splitter.quantize.fidelity import fidelity_table
+from model_splitter.records import BitsCalibration, CalibrationResult, PointCalibration
+from model_splitter.store.registry import Registry
+from model_splitter.store.samples import calibration_photos
+
+DEFAULT_CALIBRATION_BITS: tuple[int, ...] = (2, 4, 8)
+
+
+def calibrate_model(
+    registry: Registry,
+    model_id: str,
+    uploads: Sequence[bytes] | None = None,
+    method: str = DEFAULT_METHOD,
+    per_channel: bool = False,
+    bits: Sequence[int] = DEFAULT_CALIBRATION_BITS,
+    progress: Progress = no_progress,
+) -> CalibrationResult:
+    """Estimate the clip ranges of every split point at every bit width from the uploaded images (or the bundled
+    set), measure the fidelity of each, store the result as the model's calibration and return it."""
+    known = check_method(method, per_channel)
+    bits_list = check_bits(bits)
+    record = registry.get_model(model_id)
+    started = time.perf_counter()
+    progress("preparing images")
+    batch = calibration_batch(uploads, record.preprocessing, calibration_photos())
+    model = onnx.load(str(registry.model_onnx_path(model_id)))
+    table = fidelity_table(model, record, batch, bits_list, known, per_channel, progress)
+    points: dict[str, PointCalibration] = {}
+    for row in table:
+        entries: dict[int, BitsCalibration] = {}
+        for b, measured in row.by_bits.items():
+            single = measured.ranges[0] if len(measured.ranges) == 1 else None
+            entries[b] = BitsCalibration(
+                lo=single.lo if single else None,
+                hi=single.hi if single else None,
+                channel_lo=single.channel_lo if single else None,
+                channel_hi=single.channel_hi if single else None,
+                ranges=measured.ranges,
+                top1_agreement=measured.fidelity.top1_agreement,
+                cosine=measured.fidelity.cosine,
+                sqnr_db=measured.fidelity.sqnr_db,
+            )
+        points[row.label] = PointCalibration(tensors=row.tensors, bits=entries)
+    result = CalibrationResult(
+        model_id=record.id,
+        method=known,
+        per_channel=per_channel,
+        bits=bits_list,
+        images=len(batch),
+        image_source="uploaded" if uploads else "bundled",
+        created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        seconds=round(time.perf_counter() - started, 3),
+        points=points,
+    )
+    progress("saving")
+    return registry.save_calibration(result)
+
+
+def load_fidelity(registry: Registry, model_id: str) -> dict[tuple[str, int], Fidelity] | None:
+    """(split point label, bits) -> fidelity from the model's stored calibration; None if it was never calibrated."""
+    result = registry.get_calibration(model_id)
+    if result is None:
+        return None
+    return {
+        (label, bits): entry.fidelity(result.images)
+        for label, point in result.points.items()
+        for bits, entry in point.bits.items()
+    }

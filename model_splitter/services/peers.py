@@ -1,0 +1,113 @@
+"""The splitter's calls to the robot and the edge: deploying splits and forwarding inference requests."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Protocol, TypeVar
+
+import httpx
+from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
+
+from common.auth import bearer_header
+from common.errors import BadGateway, UpstreamTimeout, UpstreamUnavailable
+from common.observability import REQUEST_ID_HEADER, request_id_var
+from common.peer_errors import peer_error
+from common.profiling import LinkProbeResult, ProfileResult
+from common.results import InferenceResult
+from common.service_api import DeploymentInfo
+
+
+class PeerTokens(Protocol):
+    robot_token: SecretStr | None
+    edge_token: SecretStr | None
+
+
+class PeerDeployment(BaseModel):
+    """What deploying a split did on each side (their POST /api/deploy answers)."""
+
+    edge: DeploymentInfo
+    robot: DeploymentInfo
+
+
+Answer = TypeVar("Answer")
+_DEPLOYMENT_LIST: TypeAdapter[list[DeploymentInfo]] = TypeAdapter(list[DeploymentInfo])
+
+# The robot reads the image format from the bytes themselves.
+RAW_IMAGE_TYPE = "application/octet-stream"
+
+
+class Peers:
+    def __init__(self, robot_url: str, edge_url: str, timeout_s: float, tokens: PeerTokens) -> None:
+        self.urls = {"robot": robot_url.rstrip("/"), "edge": edge_url.rstrip("/")}
+        self._headers = {"robot": bearer_header(tokens.robot_token), "edge": bearer_header(tokens.edge_token)}
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s))
+
+    def deploy(self, split_id: str) -> PeerDeployment:
+        # The edge first: a robot must never send frames of a split its edge does not hold yet.
+        edge = self._call("edge", "POST", "/api/deploy", json={"split_id": split_id})
+        robot = self._call("robot", "POST", "/api/deploy", json={"split_id": split_id})
+        return PeerDeployment(
+            edge=self._answer(DeploymentInfo, edge, "edge"), robot=self._answer(DeploymentInfo, robot, "robot")
+        )
+
+    def infer(self, image: bytes, mode: str | None, split_id: str | None) -> InferenceResult:
+        params = {key: value for key, value in (("mode", mode), ("split_id", split_id)) if value}
+        body = self._call("robot", "POST", "/api/infer", content=image, params=params, content_type=RAW_IMAGE_TYPE)
+        return self._answer(InferenceResult, body, "robot")
+
+    def deployed(self, side: str) -> list[DeploymentInfo]:
+        """The splits ``side`` holds (its GET /api/splits)."""
+        body = self._call(side, "GET", "/api/splits")
+        return self._answer(_DEPLOYMENT_LIST, body, side)
+
+    def profile(self, side: str, split_id: str, image: bytes | None = None, runs: int = 10) -> ProfileResult:
+        """``side`` times the full model of ``split_id`` on its own provider (POST /api/profile; cached there)."""
+        payload: dict[str, Any] = {"split_id": split_id, "runs": runs}
+        if image is not None:
+            payload["image_base64"] = base64.b64encode(image).decode()
+        return self._answer(ProfileResult, self._call(side, "POST", "/api/profile", json=payload), side)
+
+    def probe_link(self, nbytes: int = 1_000_000, repeats: int = 3) -> LinkProbeResult:
+        """The robot measures round trip and throughput to its edge (POST /api/probe-link)."""
+        body = self._call("robot", "POST", "/api/probe-link", json={"bytes": nbytes, "repeats": repeats})
+        return self._answer(LinkProbeResult, body, "robot")
+
+    def health(self, side: str) -> dict[str, Any] | None:
+        try:
+            response = self._client.get(f"{self.urls[side]}/health", timeout=3.0, headers=self._headers[side])
+            response.raise_for_status()
+            body: dict[str, Any] = response.json()
+            return body
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def _call(self, side: str, method: str, path: str, content_type: str | None = None, **kwargs: Any) -> Any:
+        url = f"{self.urls[side]}{path}"
+        try:
+            headers = dict(self._headers[side])
+            if content_type is not None:
+                headers["content-type"] = content_type
+            request_id = request_id_var.get()
+            if request_id != "-":
+                headers[REQUEST_ID_HEADER] = request_id
+            response = self._client.request(method, url, headers=headers, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"the {side} at {self.urls[side]} did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(
+                f"the {side} service at {self.urls[side]} cannot be reached: is it running?"
+            ) from exc
+        if response.status_code == 200:
+            return response.json()
+        raise peer_error(side, response.status_code, response.content)
+
+    def _answer(self, shape: type[Answer] | TypeAdapter[Answer], body: Any, side: str) -> Answer:
+        """A 200 answer as the model it should be; anything else is the peer's fault, not the caller's (502)."""
+        adapter = shape if isinstance(shape, TypeAdapter) else TypeAdapter(shape)
+        try:
+            return adapter.validate_python(body)
+        except ValidationError as exc:
+            raise BadGateway(f"the {side} at {self.urls[side]} answered something else than expected: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()

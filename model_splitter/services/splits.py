@@ -1,0 +1,133 @@
+"""Creating a split: cut the registered graph, verify head then tail equals the whole, write the bundle.
+
+The one place that makes manifests. A split point may send one tensor or two (a pair cut, ``point.tensors``); the
+clip ranges are the request's ``[lo, hi]``, the fixed defaults, or (``"clip": "calibrated"``) the ranges stored by
+``POST /api/models/{id}/calibrate`` for that point and bit width, with the fidelity measured there.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import onnx
+
+from common.errors import InvalidArgument, UnprocessableModel
+from common.manifest import (
+    Fidelity,
+    Postprocessing,
+    Quantization,
+    SplitManifest,
+    TensorRange,
+    TensorSpec,
+    Verification,
+    sha256_hex,
+)
+from common.quantization import SUPPORTED_BITS
+from model_splitter.graph.cutting import cut_model
+from model_splitter.graph.inputs import real_inputs
+from model_splitter.graph.labels import label_tensors
+from model_splitter.graph.verification import check_head_tail
+from model_splitter.quantize.default_ranges import default_clip
+from model_splitter.records import ModelRecord, SplitPoint, SplitRequest
+from model_splitter.store.registry import Registry
+
+
+class NotCalibrated(UnprocessableModel):
+    code = "not_calibrated"
+
+
+def find_split_point(record: ModelRecord, name: str) -> SplitPoint:
+    for point in record.split_points:
+        if name in (point.label, point.tensor):
+            return point
+    labels = [point.label for point in record.split_points]
+    close = difflib.get_close_matches(name, labels, n=3)
+    hint = f" Did you mean {', '.join(repr(label) for label in close)}?" if close else ""
+    shown = f"{', '.join(labels[:8])}{', ...' if len(labels) > 8 else ''} ({len(labels)} in all, in network order)"
+    raise InvalidArgument(
+        f"{name!r} is not a split point of model {record.id}.{hint} Use a label or tensor name from "
+        f"GET /api/models/{record.id}/split-points: {shown}"
+    )
+
+
+def check_request(request: SplitRequest) -> None:
+    if request.bits not in SUPPORTED_BITS:
+        raise InvalidArgument(f"bits must be one of {', '.join(map(str, SUPPORTED_BITS))}, got {request.bits}")
+    if request.clip is not None and request.clip != "calibrated":
+        lo, hi = request.clip
+        if not lo < hi:
+            raise InvalidArgument(f"clip must be [lo, hi] with lo < hi, got [{lo}, {hi}]")
+
+
+def create_split(registry: Registry, model_id: str, request: SplitRequest) -> SplitManifest:
+    check_request(request)
+    record = registry.get_model(model_id)
+    point = find_split_point(record, request.split_point)
+    model = onnx.load(str(registry.model_onnx_path(model_id)))
+    tensors = point.tensors or [point.tensor]
+    head, tail = cut_model(model, tensors)
+    difference, tolerance = check_head_tail(model, head, tail, tuple(record.input_shape), point.label)
+    head_bytes = head.SerializeToString()
+    tail_bytes = tail.SerializeToString()
+    fidelity: Fidelity | None = None
+    if request.clip == "calibrated":
+        ranges, fidelity = calibrated_ranges(registry, record, point, request.bits)
+    else:
+        ranges = [
+            TensorRange(name=name, lo=clip[0], hi=clip[1])
+            for name in tensors
+            for clip in [request.clip if request.clip is not None else default_clip(model, name)]
+        ]
+    labels = {tensors[0]: point.label} if len(tensors) == 1 else label_tensors(model, tensors)
+    shapes = point.shapes or [point.shape]
+    output = model.graph.output[0].name
+    manifest = SplitManifest(
+        model_id=record.id,
+        model_name=record.name,
+        model_sha256=record.sha256,
+        weights_trained=record.weights_trained,
+        split_point=point.label,
+        input=TensorSpec(name=_input_name(model), shape=[1, *record.input_shape[1:]]),
+        outputs=[TensorSpec(name=output, shape=[1, record.num_classes] if record.num_classes else [1])],
+        cut=[
+            TensorSpec(name=name, label=labels[name], shape=shape, dtype=point.dtype)
+            for name, shape in zip(tensors, shapes, strict=True)
+        ],
+        quantization=Quantization(
+            bits=request.bits, method="calibrated" if fidelity is not None else "fixed", ranges=ranges
+        ),
+        preprocessing=record.preprocessing,
+        postprocessing=Postprocessing(labels=registry.model_labels(record.id)),
+        verification=Verification(
+            head_tail_max_abs_diff=difference,
+            head_tail_tolerance=tolerance,
+            export_max_abs_diff=record.export_max_abs_diff,
+            fidelity=fidelity,
+        ),
+        head_sha256=sha256_hex(head_bytes),
+        tail_sha256=sha256_hex(tail_bytes),
+    ).with_id()
+    return registry.save_split(manifest, head_bytes, tail_bytes)
+
+
+def calibrated_ranges(
+    registry: Registry, record: ModelRecord, point: SplitPoint, bits: int
+) -> tuple[list[TensorRange], Fidelity]:
+    """The stored calibrated ranges of ``point`` at ``bits`` and the fidelity measured with them."""
+    calibration = registry.get_calibration(record.id)
+    hint = f"calibrate first: POST /api/models/{record.id}/calibrate"
+    if calibration is None:
+        raise NotCalibrated(f"model {record.id} has no calibrated ranges yet; {hint}")
+    entry = calibration.points.get(point.label)
+    if entry is None or bits not in entry.bits:
+        covered = ", ".join(map(str, calibration.bits))
+        raise NotCalibrated(
+            f"the calibration of model {record.id} has no range for {point.label} at {bits} bits (it covers bits "
+            f"{covered}); {hint} with bits={bits}"
+        )
+    measured = entry.bits[bits]
+    return list(measured.ranges), measured.fidelity(calibration.images)
+
+
+def _input_name(model: onnx.ModelProto) -> str:
+    return real_inputs(model.graph)[0]

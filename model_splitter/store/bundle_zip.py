@@ -1,0 +1,18 @@
+"""A split as one zip, for robots that cannot reach the splitter: upload it to POST /api/bundles."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+from model_splitter.store.registry import Registry
+
+
+def bundle_zip(registry: Registry, split_id: str) -> bytes:
+    manifest = registry.get_split(split_id)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in ("manifest.json", "head.onnx", "tail.onnx"):
+            archive.write(registry.split_file(split_id, name), arcname=name)
+        archive.write(registry.model_onnx_path(manifest.model_id), arcname="model.onnx")
+    return buffer.getvalue()

@@ -1,0 +1,74 @@
+/* The model page's shared state and the little formatting every part of it uses. The parts: model-points.js (the
+   split-point chart, table and selection), model-splits.js (creating and deploying splits, robot and edge state),
+   model-calibration.js, model-planner.js; model.js wires them to the page. */
+"use strict";
+
+const ModelPage = (() => {
+  const data = UI.pageData();
+  const model = data.model;
+
+  const state = {
+    bits: data.default_bits,
+    selected: null, // index into points
+    split: null, // the split created or picked on this page
+    health: undefined,
+    calibration: null, // GET /api/models/{id}/calibration, null when the model has none
+    plan: null, // the last GET /api/models/{id}/plan answer
+  };
+
+  const wireBytes = (point, bits) => point.wire_bytes[String(bits)];
+  const fp32Bytes = (point) => point.wire_bytes["32"];
+  /* The calibration of a split point at a bit width ({lo, hi, top1_agreement, cosine, sqnr_db, ...}), or null. */
+  const calibrationAt = (point, bits) => {
+    if (!state.calibration || !point) return null;
+    const entry = state.calibration.points[point.label];
+    return (entry && entry.bits[String(bits)]) || null;
+  };
+  const missing = (value) => value === null || value === undefined;
+  const fmt = {
+    top1: (value) => (missing(value) ? "—" : UI.percent(value, 1)),
+    cosine: (value) => (missing(value) ? "—" : Number(value).toFixed(4)),
+    sqnr: (value) => (missing(value) ? "—" : Number(value).toFixed(1)),
+    clip: (value) => (missing(value) ? "?" : Number(value.toPrecision(3)).toString()),
+  };
+
+  /* A manifest (POST /api/models/{id}/splits, GET /api/splits/{id}) as the page lists splits. */
+  function splitOf(manifest) {
+    return {
+      id: manifest.id,
+      model_id: manifest.model_id,
+      model_name: manifest.model_name,
+      split_point: manifest.split_point,
+      bits: manifest.quantization.bits,
+      clip: manifest.quantization.ranges.map((r) => [r.lo, r.hi]),
+      clip_method: manifest.quantization.method,
+      weights_trained: manifest.weights_trained,
+      head_tail_max_abs_diff: manifest.verification.head_tail_max_abs_diff,
+    };
+  }
+
+  function splitText(split) {
+    const clip =
+      split.clip_method === "calibrated"
+        ? " · calibrated clip"
+        : split.clip && split.clip.length
+          ? ` · clip [${split.clip[0].join(", ")}]`
+          : "";
+    return `${split.split_point} · ${split.bits} bits${split.bits < 16 ? clip : ""}`;
+  }
+
+  return {
+    data,
+    model,
+    points: model.split_points,
+    splits: data.splits.slice(),
+    rawImageBytes: model.input_shape.slice(1).reduce((a, b) => a * b, 1),
+    state,
+    wireBytes,
+    fp32Bytes,
+    calibrationAt,
+    fmt,
+    splitOf,
+    splitText,
+  };
+})();

@@ -1,0 +1,185 @@
+/* The model page's splits: creating one at the selected point, the list of this model's splits, deploying one, and
+   what the robot and the edge run now. */
+"use strict";
+
+const Splits = (() => {
+  const { model, points, splits, state, splitOf, splitText } = ModelPage;
+  const createButton = document.getElementById("create-split");
+  const deployButton = document.getElementById("deploy-split");
+  const splitStatus = document.getElementById("split-status");
+
+  /* A new point or bit width was picked: nothing is created for it yet. */
+  function startNew() {
+    state.split = null;
+    deployButton.disabled = true;
+    createButton.disabled = false;
+    splitStatus.textContent = "";
+  }
+
+  function deployedOn(splitId) {
+    const sides = [];
+    for (const side of ["edge", "robot"]) {
+      const info = state.health && state.health[side];
+      if (info && info.active_split_id === splitId) sides.push(side);
+    }
+    return sides;
+  }
+
+  function renderSplits() {
+    const list = document.getElementById("split-list");
+    document.getElementById("splits-empty").hidden = splits.length > 0;
+    list.replaceChildren(
+      ...splits.map((split) => {
+        const where = deployedOn(split.id);
+        const deploy = UI.el(
+          "button",
+          { type: "button", class: "btn btn-small", "data-deploy": split.id, "aria-label": `Deploy ${splitText(split)}` },
+          "Deploy"
+        );
+        const run = UI.el(
+          "a",
+          { class: "btn btn-small btn-ghost", href: `/infer?split=${split.id}`, "aria-label": `Run inference on ${splitText(split)}` },
+          "Run inference"
+        );
+        return UI.el(
+          "li",
+          { "data-split-id": split.id },
+          UI.el(
+            "div",
+            { class: "split-main" },
+            UI.el("span", { class: "mono" }, splitText(split)),
+            where.length ? UI.el("span", { class: "badge badge-ok" }, `active on ${where.join(" and ")}`) : null,
+            UI.el("div", { class: "muted mono small" }, UI.shortId(split.id))
+          ),
+          UI.el("div", { class: "split-actions" }, deploy, run)
+        );
+      })
+    );
+  }
+
+  async function createSplit() {
+    UI.clearError();
+    if (state.selected === null) return;
+    let clip;
+    try {
+      clip = SplitPoints.clipRequest();
+    } catch (error) {
+      UI.showError(error);
+      return;
+    }
+    const point = points[state.selected];
+    const body = { split_point: point.label, bits: state.bits };
+    if (clip) body.clip = clip;
+    splitStatus.textContent = `Cutting at ${point.label} and checking that head then tail equals the whole model…`;
+    try {
+      const manifest = await UI.busy(createButton, "Creating…", () =>
+        UI.api(`/api/models/${model.id}/splits`, {
+          method: "POST",
+          headers: { "content-type": "application/json", accept: "application/json" },
+          body: JSON.stringify(body),
+        })
+      );
+      const split = splitOf(manifest);
+      if (!splits.some((s) => s.id === split.id)) splits.push(split);
+      state.split = split;
+      deployButton.disabled = false;
+      splitStatus.textContent = "";
+      splitStatus.append(
+        UI.el("strong", {}, "Split created: "),
+        UI.el("span", { class: "mono", "data-testid": "split-id" }, UI.shortId(split.id)),
+        ` · ${splitText(split)} · head→tail max difference ${split.head_tail_max_abs_diff.toExponential(1)} (verified). `,
+        "Deploy it to run it."
+      );
+      renderSplits();
+    } catch (error) {
+      splitStatus.textContent = "";
+      UI.showError(error);
+    }
+  }
+
+  async function deploy(splitId, button) {
+    UI.clearError();
+    const split = splits.find((s) => s.id === splitId);
+    splitStatus.textContent = `Deploying ${split ? splitText(split) : UI.shortId(splitId)}: the edge pulls the tail, then the robot pulls the head…`;
+    try {
+      await UI.busy(button, "Deploying…", () =>
+        UI.api(`/api/splits/${splitId}/deploy`, { method: "POST" })
+      );
+      splitStatus.textContent = "";
+      splitStatus.append(
+        UI.el("strong", { "data-testid": "deployed" }, "Deployed"),
+        ` ${split ? splitText(split) : UI.shortId(splitId)} to the edge and the robot. `,
+        UI.el("a", { href: `/infer?split=${splitId}`, "data-testid": "run-inference-link" }, "Run inference →")
+      );
+    } catch (error) {
+      splitStatus.textContent = "";
+      UI.showError(error);
+    }
+    await refreshSides();
+  }
+
+  /* ---------------------------------------------------------------------------------------------- robot / edge */
+
+  function describeDeployment(info) {
+    const active = info.deployed.find((d) => d.split_id === info.active_split_id);
+    if (!active) return { split: ["nothing deployed"], provider: "—" };
+    const owner = active.model_id === model.id ? "this model" : active.model_name;
+    return {
+      split: [
+        `${active.split_point} · ${active.bits} bits (${owner})`,
+        UI.el("span", { class: "muted mono small block" }, UI.shortId(active.split_id)),
+      ],
+      provider: active.provider,
+    };
+  }
+
+  function renderSides() {
+    for (const side of ["robot", "edge"]) {
+      const box = document.querySelector(`.side[data-side="${side}"]`);
+      const field = (name) => box.querySelector(`[data-field="${name}"]`);
+      const info = state.health ? state.health[side] : null;
+      box.classList.remove("is-up", "is-down");
+      if (state.health === null) {
+        field("health").textContent = "unknown: the splitter did not answer";
+        field("split").textContent = "—";
+        field("provider").textContent = "—";
+        box.classList.add("is-down");
+      } else if (!info) {
+        field("health").textContent = `down: not reachable from the splitter`;
+        field("split").textContent = "—";
+        field("provider").textContent = "—";
+        box.classList.add("is-down");
+      } else {
+        const deployment = describeDeployment(info);
+        field("health").textContent = "up";
+        field("split").replaceChildren(...deployment.split);
+        field("provider").textContent = deployment.provider;
+        box.classList.add("is-up");
+      }
+    }
+  }
+
+  async function refreshSides() {
+    const button = document.getElementById("refresh-health");
+    button.disabled = true;
+    try {
+      state.health = await UI.refreshServiceStatus();
+    } finally {
+      button.disabled = false;
+    }
+    renderSides();
+    renderSplits();
+  }
+
+  function wire() {
+    createButton.addEventListener("click", createSplit);
+    deployButton.addEventListener("click", () => state.split && deploy(state.split.id, deployButton));
+    document.getElementById("split-list").addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-deploy]");
+      if (button) deploy(button.dataset.deploy, button);
+    });
+    document.getElementById("refresh-health").addEventListener("click", refreshSides);
+  }
+
+  return { startNew, renderSplits, refreshSides, wire };
+})();

@@ -1,0 +1,49 @@
+"""What the browser tests share besides fixtures: viewports, screenshots, response matchers, layout checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from playwright.sync_api import Page, ViewportSize
+
+from tests.support import REPO_ROOT, SAMPLES
+
+__all__ = [
+    "PHONE",
+    "REPO_ROOT",
+    "SAMPLES",
+    "SCREENSHOTS",
+    "WIDE",
+    "DeployedSplit",
+    "is_post",
+    "no_horizontal_scroll",
+    "screenshot",
+]
+
+SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
+WIDE: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+
+@dataclass(frozen=True)
+class DeployedSplit:
+    model_id: str
+    split_id: str
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def is_post(path_end: str) -> Any:
+    return lambda response: response.request.method == "POST" and response.url.split("?")[0].endswith(path_end)
+
+
+def no_horizontal_scroll(page: Page) -> None:
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        " + Math.max(0, document.body.scrollWidth - document.documentElement.clientWidth)"
+    )
+    assert overflow <= 0, f"{page.url} scrolls sideways by {overflow}px at {page.viewport_size}"

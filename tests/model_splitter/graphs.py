@@ -1,0 +1,91 @@
+"""Hand-built ONNX graphs whose cuts are known, shared by the cut-finding, cutting and labelling tests."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+SHAPE: list[str | int] = ["batch", 4]
+
+
+def make_model(
+    nodes: list[onnx.NodeProto],
+    inputs: tuple[str, ...] = ("x",),
+    outputs: tuple[str, ...] = ("y",),
+    initializers: list[onnx.TensorProto] | None = None,
+    ir_version: int = 8,
+    opset: int = 17,
+    output_shape: list[str | int] | None = None,
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "test",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, SHAPE) for name in inputs],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, output_shape or SHAPE) for name in outputs],
+        initializer=initializers or [],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version
+    return model
+
+
+def chain() -> onnx.ModelProto:
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Neg", ["a"], ["b"]),
+            helper.make_node("Abs", ["b"], ["c"]),
+            helper.make_node("Sigmoid", ["c"], ["y"]),
+        ]
+    )
+
+
+def skip_connection() -> onnx.ModelProto:
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Neg", ["a"], ["b"]),
+            helper.make_node("Abs", ["b"], ["c"]),
+            helper.make_node("Add", ["a", "c"], ["d"]),
+            helper.make_node("Sigmoid", ["d"], ["y"]),
+        ]
+    )
+
+
+def parallel_branches() -> onnx.ModelProto:
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Neg", ["a"], ["left"]),
+            helper.make_node("Abs", ["a"], ["right1"]),
+            helper.make_node("Exp", ["right1"], ["right2"]),
+            helper.make_node("Concat", ["left", "right2"], ["c"], axis=1),
+            helper.make_node("Sigmoid", ["c"], ["y"]),
+        ],
+        output_shape=["batch", 8],
+    )
+
+
+def two_output_node() -> onnx.ModelProto:
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Split", ["a"], ["h1", "h2"], axis=1),
+            helper.make_node("Neg", ["h1"], ["n1"]),
+            helper.make_node("Concat", ["n1", "h2"], ["c"], axis=1),
+            helper.make_node("Sigmoid", ["c"], ["y"]),
+        ]
+    )
+
+
+def shape_side_path(shape_of: str) -> onnx.ModelProto:
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("Shape", [shape_of], ["s"]),
+            helper.make_node("Neg", ["a"], ["b"]),
+            helper.make_node("Flatten", ["b"], ["f"], axis=0),
+            helper.make_node("Reshape", ["f", "s"], ["r"]),
+            helper.make_node("Sigmoid", ["r"], ["y"]),
+        ]
+    )
