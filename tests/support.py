@@ -15,8 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.manifest import SplitManifest
-from model_splitter.records import SplitRequest
-from model_splitter.services.models import register_upload
+from model_splitter.records import ModelRecord, SplitPoint, SplitRequest
+from model_splitter.services.models import default_preprocessing, register_upload
 from model_splitter.services.splits import create_split
 from model_splitter.store.bundle_zip import bundle_zip
 from model_splitter.store.registry import Registry
@@ -146,3 +146,23 @@ def robot_infer(
     if client is not None:
         return client.post(f"{robot_url}/api/infer", files=files, data=data, headers=headers or {}, timeout=timeout_s)
     return httpx.post(f"{robot_url}/api/infer", files=files, data=data, headers=headers or {}, timeout=timeout_s)
+
+
+def record_of(points: list[SplitPoint], input_shape: tuple[int, ...], num_classes: int) -> ModelRecord:
+    """A registry record around analysed split points, for tests that need one without registering a model."""
+    return ModelRecord(
+        id="0" * 16,
+        name="test-model",
+        sha256="0" * 64,
+        size_bytes=0,
+        source_format="onnx",
+        architecture=None,
+        input_shape=list(input_shape),
+        weights_trained=False,
+        export_max_abs_diff=None,
+        num_classes=num_classes,
+        opset=17,
+        created_at="",
+        preprocessing=default_preprocessing(input_shape),
+        split_points=points,
+    )

@@ -16,10 +16,9 @@ from model_splitter.quantize.fidelity import (
     output_agreement,
     roundtrip,
 )
-from model_splitter.records import ModelRecord
 from model_splitter.services.models import default_preprocessing
 from model_splitter.store.samples import calibration_photos
-from tests.support import tiny_classifier
+from tests.support import record_of, tiny_classifier
 
 MODEL = tiny_classifier()
 IMAGES = calibration_batch(None, default_preprocessing((1, 3, 32, 32)), calibration_photos())
@@ -28,22 +27,7 @@ IMAGES = calibration_batch(None, default_preprocessing((1, 3, 32, 32)), calibrat
 @pytest.fixture(scope="module")
 def table() -> list[PointFidelity]:
     points = analyse_split_points(MODEL, (1, 3, 32, 32))
-    record = ModelRecord(
-        id="0" * 16,
-        name="tiny",
-        sha256="0" * 64,
-        size_bytes=0,
-        source_format="onnx",
-        architecture=None,
-        input_shape=[1, 3, 32, 32],
-        weights_trained=False,
-        export_max_abs_diff=None,
-        num_classes=10,
-        opset=17,
-        created_at="",
-        preprocessing=default_preprocessing((1, 3, 32, 32)),
-        split_points=points,
-    )
+    record = record_of(points, (1, 3, 32, 32), 10)
     return fidelity_table(MODEL, record, IMAGES, (2, 4, 8, 16, 32), "mse")
 
 

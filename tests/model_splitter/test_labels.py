@@ -13,10 +13,9 @@ from model_splitter.graph.analysis import analyse_split_points
 from model_splitter.graph.cuts import find_single_tensor_cuts
 from model_splitter.graph.labels import label_tensors, node_scopes
 from model_splitter.intake.export import export_module, export_program
-from model_splitter.records import ModelRecord, SplitPoint
-from model_splitter.services.models import default_preprocessing
 from model_splitter.services.splits import find_split_point
 from tests.model_splitter.graphs import make_model, skip_connection
+from tests.support import record_of
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +106,7 @@ def test_dynamo_exported_program_is_labelled_from_metadata() -> None:
 
 def test_split_point_found_by_label_or_tensor_and_unknown_names_get_suggestions(resnet18: onnx.ModelProto) -> None:
     points = analyse_split_points(resnet18, (1, 3, 64, 64))
-    record = _record(points)
+    record = record_of(points, (1, 3, 64, 64), 1000)
     tensor = "/layer2/layer2.1/relu_1/Relu_output_0"
     assert find_split_point(record, "layer2").tensor == tensor
     assert find_split_point(record, tensor).label == "layer2"
@@ -118,25 +117,6 @@ def test_split_point_found_by_label_or_tensor_and_unknown_names_get_suggestions(
     # A real tensor that some path bypasses is not a split point either.
     with pytest.raises(InvalidArgument, match="is not a split point of model"):
         find_split_point(record, "/layer2/layer2.1/conv1/Conv_output_0")
-
-
-def _record(points: list[SplitPoint]) -> ModelRecord:
-    return ModelRecord(
-        id="0" * 16,
-        name="resnet18",
-        sha256="0" * 64,
-        size_bytes=1,
-        source_format="onnx",
-        architecture="resnet18",
-        input_shape=[1, 3, 64, 64],
-        weights_trained=False,
-        export_max_abs_diff=None,
-        num_classes=1000,
-        opset=18,
-        created_at="2026-12-01T00:00:00+00:00",
-        preprocessing=default_preprocessing((1, 3, 64, 64)),
-        split_points=points,
-    )
 
 
 def test_labels_for_tensors_without_scope_fall_back_to_the_op() -> None:
