@@ -18,11 +18,16 @@ from typing import Literal
 import httpx
 
 from common.errors import BadRequest, NotFound, UpstreamTimeout, UpstreamUnavailable
-from common.manifest import SplitManifest, is_split_id, parse_manifest, sha256_hex
+from common.manifest import SplitManifest, is_hex, is_split_id, parse_manifest, sha256_hex
 from common.peer_errors import peer_error
+from common.zip_audit import ZipLimits, audit_zip, read_member
 
 Part = Literal["head", "tail"]
 MAX_BUNDLE_MEMBER_BYTES = 2 * 1024**3
+# A bundle holds a manifest, one half and the full model: a handful of members, none inflating like a zip bomb.
+BUNDLE_LIMITS = ZipLimits(
+    max_members=16, max_member_bytes=MAX_BUNDLE_MEMBER_BYTES, max_total_bytes=2 * MAX_BUNDLE_MEMBER_BYTES
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class BundleStore:
         return self.split_dir(split_id) / f"{self.part}.onnx"
 
     def full_model_path(self, model_sha256: str) -> Path:
+        if not is_hex(model_sha256, 64):
+            raise BadRequest(f"{model_sha256[:80]!r} is not a model sha256 (64 lowercase hex characters)")
         return self.root / "models" / f"{model_sha256}.onnx"
 
     def save(self, files: BundleFiles) -> None:
@@ -101,28 +108,21 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def read_bundle_zip(data: bytes, part: Part) -> BundleFiles:
     """A zip holding manifest.json, <part>.onnx and optionally model.onnx; members are read by name only."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        raise BadRequest("the bundle is not a zip file: download one from GET /api/splits/{id}/bundle.zip") from exc
-    with archive:
-        names = set(archive.namelist())
-        for required in ("manifest.json", f"{part}.onnx"):
-            if required not in names:
-                raise BadRequest(
-                    f"the bundle zip has no {required} (it holds: {', '.join(sorted(names)) or 'nothing'})"
-                )
-        manifest = parse_manifest(_read_member(archive, "manifest.json"))
-        full = _read_member(archive, "model.onnx") if "model.onnx" in names else None
-        files = BundleFiles(manifest=manifest, part=_read_member(archive, f"{part}.onnx"), full_model=full)
+    what = "the bundle zip"
+    if not data.startswith(b"PK"):
+        raise BadRequest("the bundle is not a zip file: download one from GET /api/splits/{id}/bundle.zip")
+    members = {info.filename: info for info in audit_zip(data, BUNDLE_LIMITS, BadRequest, what)}
+    for required in ("manifest.json", f"{part}.onnx"):
+        if required not in members:
+            raise BadRequest(f"{what} has no {required} (it holds: {', '.join(sorted(members)) or 'nothing'})")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        manifest = parse_manifest(read_member(archive, members["manifest.json"], BadRequest, what))
+        full = read_member(archive, members["model.onnx"], BadRequest, what) if "model.onnx" in members else None
+        files = BundleFiles(
+            manifest=manifest, part=read_member(archive, members[f"{part}.onnx"], BadRequest, what), full_model=full
+        )
     check_bundle(files, part)
     return files
-
-
-def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
-    if archive.getinfo(name).file_size > MAX_BUNDLE_MEMBER_BYTES:
-        raise BadRequest(f"{name} in the bundle is larger than {MAX_BUNDLE_MEMBER_BYTES} bytes")
-    return archive.read(name)
 
 
 def fetch_bundle(

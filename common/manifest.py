@@ -11,13 +11,22 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from common.errors import BadRequest, InvalidArgument
-from common.quantization import validate_channel_ranges
+from common.quantization import validate_channel_ranges, validate_range
 
 MANIFEST_FORMAT_VERSION = 1
 SPLIT_ID_HEX_LENGTH = 64
+# The wire frame names each tensor in at most this many UTF-8 bytes (docs/wire-format.md).
+MAX_TENSOR_NAME_BYTES = 255
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_hex(text: str, length: int | None = None) -> bool:
+    """Lowercase hex of ``length`` characters (any non-empty length up to 64 when None): safe as a file name."""
+    wanted = len(text) == length if length is not None else 0 < len(text) <= SPLIT_ID_HEX_LENGTH
+    return wanted and _HEX.issuperset(text)
 
 
 class _Frozen(BaseModel):
@@ -29,6 +38,14 @@ class TensorSpec(_Frozen):
     label: str = ""
     shape: list[int] = Field(description="shape at batch 1; dimension 0 is the batch axis")
     dtype: str = "float32"
+
+    @field_validator("name")
+    @classmethod
+    def _fits_a_frame(cls, name: str) -> str:
+        size = len(name.encode())
+        if not 0 < size <= MAX_TENSOR_NAME_BYTES:
+            raise ValueError(f"tensor name {name[:60]!r}... is {size} UTF-8 bytes; a frame carries 1 to 255")
+        return name
 
     @property
     def elements(self) -> int:
@@ -57,8 +74,10 @@ class TensorRange(_Frozen):
 
     @model_validator(mode="after")
     def _ordered(self) -> TensorRange:
-        if not self.lo < self.hi:
-            raise ValueError(f"clip range of {self.name} must have lo < hi, got [{self.lo}, {self.hi}]")
+        try:
+            validate_range(self.lo, self.hi)  # finite, lo < hi, and both still so as the float32 the wire carries
+        except InvalidArgument as exc:
+            raise ValueError(f"clip range of {self.name}: {exc.message}") from None
         if (self.channel_lo is None) != (self.channel_hi is None):
             raise ValueError(f"clip range of {self.name}: give both channel_lo and channel_hi, or neither")
         if self.channel_lo is not None and self.channel_hi is not None:
@@ -74,7 +93,7 @@ class TensorRange(_Frozen):
 
 
 class Quantization(_Frozen):
-    bits: int = Field(description="1..8 = uniform clip quantization, 16 = float16, 32 = float32")
+    bits: StrictInt = Field(description="1..8 = uniform clip quantization, 16 = float16, 32 = float32")
     method: Literal["fixed", "calibrated"] = "fixed"
     ranges: list[TensorRange]
 
@@ -141,6 +160,28 @@ class SplitManifest(_Frozen):
     head_sha256: str
     tail_sha256: str
 
+    @field_validator("model_sha256", "head_sha256", "tail_sha256")
+    @classmethod
+    def _sha256(cls, value: str) -> str:
+        # These become file names on robot and edge (models/<model_sha256>.onnx): never a path.
+        if not is_hex(value, 64):
+            raise ValueError(f"{value[:80]!r} is not a sha256 (64 lowercase hex characters)")
+        return value
+
+    @field_validator("model_id")
+    @classmethod
+    def _model_id(cls, value: str) -> str:
+        if not is_hex(value):
+            raise ValueError(f"model id {value[:80]!r} is not lowercase hex")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _split_id(cls, value: str) -> str:
+        if value and not is_hex(value, SPLIT_ID_HEX_LENGTH):
+            raise ValueError(f"split id {value[:80]!r} is not 64 lowercase hex characters")
+        return value
+
     @model_validator(mode="after")
     def _channel_ranges_fit(self) -> SplitManifest:
         shapes = {spec.name: spec.shape for spec in self.cut}
@@ -190,4 +231,4 @@ def sha256_hex(data: bytes) -> str:
 
 
 def is_split_id(text: str) -> bool:
-    return len(text) == SPLIT_ID_HEX_LENGTH and all(c in "0123456789abcdef" for c in text)
+    return is_hex(text, SPLIT_ID_HEX_LENGTH)

@@ -25,7 +25,6 @@ zero-copy memoryviews into the caller's buffer. Turning tensors into records and
 from __future__ import annotations
 
 import math
-import re
 import struct
 import uuid
 import zlib
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from common.errors import InvalidArgument, InvalidFrame, PayloadTooLarge
+from common.manifest import is_hex
 from common.quantization import byte_view, packed_size, validate_range
 
 MAGIC = b"SPLT"
@@ -50,9 +50,6 @@ _PAYLOAD_LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 FIXED_HEADER_BYTES = _FIXED.size  # 56
 CRC_BYTES = _CRC.size  # 4
-
-_SPLIT_ID = re.compile(r"[0-9a-f]{64}")
-_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class TensorKind(IntEnum):
@@ -98,11 +95,11 @@ def frame_overhead(tensors: Iterable[tuple[str, int]]) -> int:
 
 def encode_frame(split_id: str, tensors: Sequence[TensorRecord], request_id: str | None = None) -> bytes:
     """Serialize a frame; every field is validated (InvalidArgument) so that decode_frame accepts the result."""
-    if not isinstance(split_id, str) or not _SPLIT_ID.fullmatch(split_id):
+    if not isinstance(split_id, str) or not is_hex(split_id, 64):
         raise InvalidArgument(f"split id must be 64 lowercase hex chars (a sha256), got {split_id!r}")
     if request_id is None:
         request_id = uuid.uuid4().hex
-    elif not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+    elif not isinstance(request_id, str) or not is_hex(request_id, 32):
         raise InvalidArgument(f"request id must be 32 lowercase hex chars (a uuid4 hex), got {request_id!r}")
     if not 1 <= len(tensors) <= MAX_TENSORS:
         raise InvalidArgument(f"a frame carries 1..{MAX_TENSORS} tensors, got {len(tensors)}")

@@ -18,6 +18,7 @@ from model_splitter.api.jobs import job_router
 from model_splitter.api.models import api_router
 from model_splitter.api.plans import plan_router
 from model_splitter.context import SplitterContext
+from model_splitter.intake.torch_formats import refuse_code_in_torch_loads
 from model_splitter.settings import SplitterSettings
 from model_splitter.store.jobs import JobTable
 from model_splitter.web.routes import STATIC_DIR, ui_router
@@ -25,6 +26,8 @@ from model_splitter.web.routes import STATIC_DIR, ui_router
 
 def create_app(settings: SplitterSettings | None = None) -> FastAPI:
     context = SplitterContext.build(settings or SplitterSettings())
+    if not context.settings.allow_pickle:
+        refuse_code_in_torch_loads()
     jobs = JobTable()
 
     @asynccontextmanager

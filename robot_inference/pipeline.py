@@ -10,6 +10,7 @@ import numpy as np
 from common.deployments import Deployment, DeploymentSet
 from common.errors import BadGateway, InvalidArgument, InvalidImage, NotDeployed, UpstreamTimeout, UpstreamUnavailable
 from common.imaging import decode_image, preprocess
+from common.manifest import is_hex
 from common.observability import request_id_var
 from common.postprocess import Prediction, top_k
 from common.results import MODES, InferenceResult, Mode, Providers, WireBytes
@@ -34,7 +35,7 @@ def parse_mode(text: str | None) -> Mode:
 def frame_request_id() -> str:
     """The caller's request id when the frame can carry it (16 bytes as 32 hex digits), else a fresh one."""
     current = request_id_var.get()
-    if len(current) == 32 and all(c in "0123456789abcdef" for c in current):
+    if is_hex(current, 32):
         return current
     fresh = uuid.uuid4().hex
     # Logged under the caller's id: the line that links it to the id the edge's log lines carry.

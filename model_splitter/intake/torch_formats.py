@@ -22,6 +22,7 @@ the torch deserializers a security boundary.
 from __future__ import annotations
 
 import io
+import os
 import re
 import warnings
 import zipfile
@@ -31,6 +32,8 @@ from typing import Any
 import torch
 
 from common.errors import BadRequest, UnprocessableModel, UnsafeModelFormat
+from common.zip_audit import ZipLimits, audit_zip
+from common.zip_audit import read_member as read_audited
 
 SAFE_FILE_FORMATS = (
     "ONNX (.onnx, one file with the weights inside), TorchScript (torch.jit.save) or torch.export (.pt2, "
@@ -44,18 +47,29 @@ _FILE_OP_WORDS = re.compile(r"\b(?:" + "|".join(FILE_OPS) + r")\b")
 # Other namespaces reach distributed, profiler or debug ops; models for splitting never use them.
 _SCRIPT_NAMESPACES = frozenset({"aten", "prim", "prims", "quantized", "torchvision"})
 _MAX_JSON_BYTES = 256 * 2**20
+# TorchScript source of real models is kilobytes to a few megabytes.
+MAX_CODE_BYTES = 64 * 2**20
+TORCH_ZIP_LIMITS = ZipLimits()
+# torch.load reads this at every call and then loads weights only, even when weights_only=False is passed.
+FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 
 
 def zip_members(data: bytes) -> list[str] | None:
-    """Member names of a zip archive without torch's root folder (``archive/``), or None for a non-zip."""
-    if not data.startswith(b"PK\x03\x04"):
-        return None
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, ValueError, OSError):
-        return None
-    return [name.split("/", 1)[1] if "/" in name else name for name in names]
+    """Member names of a zip archive without torch's root folder (``archive/``), or None for a non-zip.
+
+    The archive is audited first (``common.zip_audit``): a repeated member name, a member that inflates like a zip
+    bomb, or members under more than one root folder are refused before torch or any check here reads a byte.
+    """
+    if not data.startswith(b"PK\x03\x04") or not zipfile.is_zipfile(io.BytesIO(data)):
+        return None  # not a zip at all: detection goes on to the other formats
+    infos = audit_zip(data, TORCH_ZIP_LIMITS, UnprocessableModel, "the archive")
+    roots = {info.filename.split("/", 1)[0] for info in infos if "/" in info.filename}
+    if len(roots) > 1 or any("/" not in info.filename for info in infos):
+        raise UnprocessableModel(
+            "the archive's members are not all in one folder, as torch.save, torch.jit.save and torch.export.save "
+            f"write them (folders: {', '.join(sorted(roots)[:4]) or 'none'}); save the model again"
+        )
+    return [info.filename.split("/", 1)[1] for info in infos]
 
 
 def is_torch_export_archive(members: list[str]) -> bool:
@@ -67,12 +81,12 @@ def is_torchscript_archive(members: list[str]) -> bool:
 
 
 def read_member(zf: zipfile.ZipFile, relative: str) -> bytes:
-    """Read ``relative`` under whatever root folder the archive uses, refusing zip bombs."""
+    """Read ``relative`` under the archive's root folder (unique: ``zip_members`` audited it), refusing zip bombs."""
     for info in zf.infolist():
         if info.filename.split("/", 1)[-1] == relative:
             if info.file_size > _MAX_JSON_BYTES:
                 raise UnprocessableModel(f"{relative} inside the archive is larger than {_MAX_JSON_BYTES} bytes")
-            return zf.read(info)
+            return read_audited(zf, info, UnprocessableModel, "the archive")
     raise UnprocessableModel(f"the archive has no {relative}; save it again with torch.export.save")
 
 
@@ -100,16 +114,25 @@ def _refuse_file_ops_in_code(data: bytes) -> None:
     An operator's name has to appear in the source to be called, so a word search cannot be dodged.
     """
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        for info in zf.infolist():
+        code = [info for info in zf.infolist() if _is_code(info.filename.split("/", 1)[-1])]
+        total = sum(info.file_size for info in code)
+        if total > MAX_CODE_BYTES:
+            raise UnprocessableModel(
+                f"the TorchScript code in the archive is {total} bytes; at most {MAX_CODE_BYTES} are accepted"
+            )
+        for info in code:
             relative = info.filename.split("/", 1)[-1]
-            if not relative.startswith("code/") or relative.endswith(".pkl"):
-                continue
-            match = _FILE_OP_WORDS.search(zf.read(info).decode("utf-8", errors="replace"))
+            text = read_audited(zf, info, UnprocessableModel, "the archive").decode("utf-8", errors="replace")
+            match = _FILE_OP_WORDS.search(text)
             if match:
                 raise UnsafeModelFormat(
                     f"the TorchScript code in {relative} calls '{match.group(0)}', which reads or writes files; "
                     "a model for splitting must be a pure computation"
                 )
+
+
+def _is_code(relative: str) -> bool:
+    return relative.startswith("code/") and not relative.endswith(".pkl")
 
 
 def _refuse_foreign_ops_in_graphs(module: torch.jit.ScriptModule) -> None:
@@ -142,6 +165,17 @@ def _node_kinds(graph: Any) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------- torch.export
 
 
+def refuse_code_in_torch_loads() -> None:
+    """Make every ``torch.load`` in this process weights-only, whatever its caller asks for.
+
+    ``torch.export.load`` retries sample inputs with ``weights_only=False`` when the safe load fails, and its
+    loaders unpickle ``use_pickle`` payloads that way; the audits refuse both cases, and this makes a gap in them
+    fail safe instead of running code. Set once at start, unless the operator allowed pickles (``allow_pickle``),
+    which need the full unpickler by definition.
+    """
+    os.environ[FORCE_WEIGHTS_ONLY] = "1"
+
+
 def load_pickled_module(data: bytes) -> torch.nn.Module:
     """Unpickle a whole ``torch.save``-d module. EXECUTES CODE FROM THE FILE: only for ``allow_pickle``."""
     try:
@@ -158,6 +192,7 @@ def load_pickled_module(data: bytes) -> torch.nn.Module:
 
 def load_weights_only(data: bytes) -> object:
     """``torch.load`` with the restricted unpickler; UnsafeModelFormat when the pickle needs more than tensors."""
+    zip_members(data)  # the zip layout of torch.save: audited like any archive before torch reads it
     try:
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as exc:  # UnpicklingError for foreign globals, RuntimeError for broken archives

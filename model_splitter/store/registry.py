@@ -21,14 +21,10 @@ import uuid
 from pathlib import Path
 
 from common.errors import NotFound
-from common.manifest import SplitManifest, parse_manifest
+from common.manifest import SplitManifest, is_hex, parse_manifest
 from model_splitter.records import CalibrationResult, ModelRecord
 
 MODEL_ID_HEX_LENGTH = 16
-
-
-def _is_hex(text: str, length: int) -> bool:
-    return len(text) == length and all(c in "0123456789abcdef" for c in text)
 
 
 class Registry:
@@ -45,7 +41,7 @@ class Registry:
 
     # --- models -------------------------------------------------------------------------------------------------
     def model_dir(self, model_id: str) -> Path:
-        if not _is_hex(model_id, MODEL_ID_HEX_LENGTH):
+        if not is_hex(model_id, MODEL_ID_HEX_LENGTH):
             raise NotFound(f"no model {model_id!r}: model ids are {MODEL_ID_HEX_LENGTH} hex characters")
         return self.root / "models" / model_id
 
@@ -122,7 +118,7 @@ class Registry:
 
     # --- splits -------------------------------------------------------------------------------------------------
     def split_dir(self, split_id: str) -> Path:
-        if not _is_hex(split_id, 64):
+        if not is_hex(split_id, 64):
             raise NotFound(f"no split {split_id!r}: split ids are 64 hex characters")
         return self.root / "splits" / split_id
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
+import re
 import socket
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,31 +36,18 @@ from model_splitter.intake.formats import (
     parse_input_shape,
 )
 from model_splitter.intake.imagenet_labels import imagenet_labels, labels_for
+from tests.crafted import (
+    Marker,
+    add_member,
+    jit_bytes,
+    pt2_bytes,
+    rewrite_zip,
+    tiny,
+    torch_save_bytes,
+    with_duplicate,
+)
 
 SHAPE = (1, 3, 16, 16)
-
-
-class TinyNet(torch.nn.Module):
-    """Conv, BatchNorm, pooling and a 5-way classifier: every layer kind the exporters treat specially."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(4)
-        self.fc = torch.nn.Linear(4, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn(self.conv(x)))
-        return self.fc(y.mean(dim=(2, 3)))
-
-
-def tiny() -> TinyNet:
-    torch.manual_seed(0)
-    net = TinyNet().eval()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so that a wrong export shows in the outputs
-        net.bn.running_mean.uniform_(-0.5, 0.5)
-        net.bn.running_var.uniform_(0.5, 2.0)
-    return net
 
 
 def run_onnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -80,18 +69,6 @@ def assert_matches_torch(result: IntakeResult, reference: Callable[[torch.Tensor
         expected = reference(torch.from_numpy(x)).numpy()
     assert actual.shape == expected.shape and actual.shape[0] == batch
     assert float(np.max(np.abs(actual - expected))) <= 1e-4
-
-
-def jit_bytes(module: torch.jit.ScriptModule) -> bytes:
-    buffer = io.BytesIO()
-    torch.jit.save(module, buffer)
-    return buffer.getvalue()
-
-
-def torch_save_bytes(obj: object) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------- input shapes
@@ -190,14 +167,6 @@ def test_torchscript_with_operators_outside_tensor_namespaces_is_refused() -> No
 # ----------------------------------------------------------------------------------------------- torch.export
 
 
-def pt2_bytes(dynamic_batch: bool = True) -> bytes:
-    dims = ({0: torch.export.Dim("batch", min=1, max=64)},) if dynamic_batch else None
-    program = torch.export.export(tiny(), (torch.randn(2, 3, 16, 16),), dynamic_shapes=dims)
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def pt2() -> bytes:
     return pt2_bytes()
@@ -224,15 +193,6 @@ def test_torch_export_static_dims_override_the_declared_shape() -> None:
     assert_matches_torch(result, tiny(), batch=2)
 
 
-def rewrite_zip(data: bytes, change: Callable[[str, bytes], bytes]) -> bytes:
-    """Copy an archive, passing every member (by its name below the root folder) through ``change``."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            dst.writestr(info.filename, change(info.filename.split("/", 1)[1], src.read(info)))
-    return out.getvalue()
-
-
 def edit_program(edit: Callable[[dict[str, Any]], None]) -> Callable[[str, bytes], bytes]:
     def change(name: str, content: bytes) -> bytes:
         if name != "models/model.json":
@@ -242,16 +202,6 @@ def edit_program(edit: Callable[[dict[str, Any]], None]) -> Callable[[str, bytes
         return json.dumps(program).encode()
 
     return change
-
-
-class Marker:
-    """Unpickling this runs a shell command; the tests assert that its file never appears."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.path}",))
 
 
 def first_node(program: dict[str, Any]) -> dict[str, Any]:
@@ -316,11 +266,65 @@ def test_hostile_torch_export_archives_are_refused(pt2: bytes, tmp_path: Path, a
     assert not marker.exists()
 
 
-def add_member(data: bytes, name: str, content: bytes) -> bytes:
-    out = io.BytesIO(data)
-    with zipfile.ZipFile(out, "a") as zf:
-        zf.writestr(name, content)
-    return out.getvalue()
+@pytest.mark.parametrize(
+    ("member", "copy"),
+    [
+        ("data/sample_inputs/model.pt", "pickle"),
+        ("data/constants/model_constants_config.json", "config"),
+        ("models/model.json", "config"),
+    ],
+)
+def test_a_second_member_of_the_same_name_is_refused_before_anything_reads_it(
+    pt2: bytes, tmp_path: Path, member: str, copy: str
+) -> None:
+    """The audit would read one copy and torch the other: the archive is refused whole, and nothing runs."""
+    marker = tmp_path / "pwned"
+    content = torch_save_bytes(Marker(marker)) if copy == "pickle" else b'{"config": {}}'
+    archive = with_duplicate(pt2, member, content)
+    with pytest.raises(UnprocessableModel, match=re.escape(f"two members named 'archive/{member}'")):
+        intake_upload(archive, "evil.pt2", SHAPE)
+    assert not marker.exists()
+
+
+def test_torchscript_whose_code_inflates_like_a_zip_bomb_is_refused_unread() -> None:
+    archive = jit_bytes(torch.jit.script(tiny()))
+    root = zipfile.ZipFile(io.BytesIO(archive)).namelist()[0].split("/", 1)[0]
+    bomb = io.BytesIO(archive)
+    with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo(f"{root}/code/__torch__/padding.py")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with zf.open(info, "w", force_zip64=True) as handle:
+            for _ in range(256):
+                handle.write(b"#" * (1 << 20))
+    assert len(bomb.getvalue()) < 2 * 2**20
+    with pytest.raises(UnprocessableModel, match=r"padding\.py in the archive inflates"):
+        intake_upload(bomb.getvalue(), "net.pt", SHAPE)
+
+
+def test_an_archive_under_two_root_folders_is_refused(pt2: bytes) -> None:
+    archive = add_member(pt2, "other/data/sample_inputs/model.pt", b"")
+    with pytest.raises(UnprocessableModel, match="not all in one folder"):
+        intake_upload(archive, "evil.pt2", SHAPE)
+
+
+def test_the_process_guard_makes_every_torch_load_weights_only(tmp_path: Path) -> None:
+    """With the guard set (the splitter sets it at start unless pickles are allowed), weights_only=False loads
+    weights only: a pickle that would run a command fails to load, and the command never runs."""
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(torch_save_bytes(Marker(marker)))
+    script = (
+        "import sys, torch\n"
+        "from model_splitter.intake.torch_formats import refuse_code_in_torch_loads\n"
+        "refuse_code_in_torch_loads()\n"
+        "try:\n"
+        f"    torch.load({str(evil)!r}, weights_only=False)\n"
+        "except Exception as exc:\n"
+        "    print('refused:', type(exc).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert "refused: UnpicklingError" in done.stdout, done.stdout + done.stderr
+    assert not marker.exists()
 
 
 # ---------------------------------------------------------------------------------------------------- pickles

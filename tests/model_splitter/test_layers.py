@@ -31,7 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     # Routes read the store as it is (a manifest, a file, a listing); everything that computes goes through services.
     "api": BASE | {"services", "store", "context", "settings"},
     "web": BASE | {"services", "store", "context", "settings"},
-    "app": {"api", "web", "context", "settings", "store"},
+    # The composition root: also sets intake's process-wide torch.load guard.
+    "app": {"api", "web", "context", "settings", "store", "intake"},
     "__main__": {"app", "settings"},
 }
 
