@@ -73,6 +73,8 @@ def damaged(compression: int) -> tuple[bytes, zipfile.ZipInfo]:
 def test_a_damaged_member_is_an_error_not_a_crash(compression: int) -> None:
     data, _ = damaged(compression)
     infos = audit_zip(data, ZipLimits(), BadRequest, "the bundle")
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        with pytest.raises(BadRequest, match=r"tail\.onnx in the bundle is damaged"):
-            read_member(zf, infos[0], BadRequest, "the bundle")
+    with (
+        zipfile.ZipFile(io.BytesIO(data)) as zf,
+        pytest.raises(BadRequest, match=r"tail\.onnx in the bundle is damaged"),
+    ):
+        read_member(zf, infos[0], BadRequest, "the bundle")
