@@ -20,6 +20,7 @@ import httpx
 from common.errors import BadRequest, NotFound, UpstreamTimeout, UpstreamUnavailable
 from common.manifest import SplitManifest, is_hex, is_split_id, parse_manifest, sha256_hex
 from common.peer_errors import peer_error
+from common.storage import disk_space_for
 from common.zip_audit import ZipLimits, audit_zip, read_member
 
 Part = Literal["head", "tail"]
@@ -93,17 +94,18 @@ class BundleStore:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with disk_space_for(path.parent, len(data)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
 
 def read_bundle_zip(data: bytes, part: Part) -> BundleFiles:

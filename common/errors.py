@@ -25,6 +25,7 @@ error answer becomes one of these again in one place too (``common.peer_errors``
      +-- BadGateway                          502  a peer service answered with something we cannot use
      +-- UpstreamUnavailable                 503  a peer service is down
      +-- UpstreamTimeout                     504  a peer service did not answer in time
+     +-- InsufficientStorage                 507  the disk is full; nothing was stored, the bytes needed are named
 """
 
 from __future__ import annotations
@@ -123,11 +124,17 @@ class UpstreamTimeout(SplitComputingError):
     code = "upstream_timeout"
 
 
+class InsufficientStorage(SplitComputingError):
+    status_code = 507
+    code = "insufficient_storage"
+
+
 __all__ = [
     "BadGateway",
     "BadRequest",
     "Conflict",
     "FrameMismatch",
+    "InsufficientStorage",
     "InvalidArgument",
     "InvalidFrame",
     "InvalidImage",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
-import warnings
+import math
+import threading
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -11,34 +15,71 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from common.errors import InvalidImage
 from common.manifest import Preprocessing
 
-# Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; we make the warning an error so a
-# decompression bomb is refused before its pixels are allocated.
-MAX_IMAGE_PIXELS = 64_000_000
+# Decoding, EXIF rotation and colour conversion hold about two full copies of the pixels at 4 bytes each (Pillow
+# stores RGB as RGBX): 8 bytes per pixel at the peak, measured on a 64 Mpx PNG. The pixel limit follows from a
+# per-image memory budget, and at most DECODE_SLOTS images are decoded at once per process, so a burst of huge
+# images costs DECODE_SLOTS x the budget rather than one budget per request.
+IMAGE_MEMORY_BUDGET_BYTES = 256 * 2**20
+PEAK_BYTES_PER_PIXEL = 8
+MAX_IMAGE_PIXELS = IMAGE_MEMORY_BUDGET_BYTES // PEAK_BYTES_PER_PIXEL
+DECODE_SLOTS = 2
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+# Freed pixel memory stays with the C allocator; above this size it is handed back to the system at once.
+TRIM_ABOVE_PIXELS = 4_000_000
+_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
 
-def decode_image(data: bytes, color: str = "RGB") -> Image.Image:
-    """Decode an encoded image, apply its EXIF orientation and convert it to ``color`` (RGB or L)."""
+def decode_image(data: bytes, color: str = "RGB", shorter_side: int | None = None) -> Image.Image:
+    """Decode an encoded image, apply its EXIF orientation and convert it to ``color`` (RGB or L).
+
+    With ``shorter_side`` (what preprocessing resizes to), a JPEG far larger than that decodes at 1/2, 1/4 or
+    1/8 scale in the DCT domain, never below ``shorter_side``: a 48 Mpx photo for a 224 px model costs 3 Mpx.
+    """
     if not data:
         raise InvalidImage("the image is empty: send a JPEG, PNG or WebP file")
+    with _decode_slots:
+        try:
+            image: Image.Image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+            if shorter_side is not None and image.format == "JPEG":
+                image.draft(color if color in ("RGB", "L") else None, _draft_size(image.size, shorter_side))
+            pixels = image.size[0] * image.size[1]
+            if pixels > MAX_IMAGE_PIXELS:
+                raise InvalidImage(
+                    f"the image is {image.size[0]}x{image.size[1]} ({pixels:,} pixels); at most {MAX_IMAGE_PIXELS:,} "
+                    f"are decoded ({IMAGE_MEMORY_BUDGET_BYTES // 2**20} MiB of memory per image): send it scaled "
+                    "down, or as a JPEG (which decodes at reduced size)"
+                )
+            image.load()
+        except UnidentifiedImageError as exc:
+            raise InvalidImage("the file is not an image we can read: send a JPEG, PNG or WebP file") from exc
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise InvalidImage(f"the image is truncated or corrupt: {exc}") from exc
+        image = ImageOps.exif_transpose(image) or image
+        return _to_color(image, color)
+
+
+def _draft_size(size: tuple[int, int], shorter_side: int) -> tuple[int, int]:
+    scale = shorter_side / min(size)
+    return (max(1, math.ceil(size[0] * scale)), max(1, math.ceil(size[1] * scale)))
+
+
+def release(image: Image.Image) -> None:
+    """Free a decoded image now; after a large one, return the memory to the system (glibc keeps it otherwise)."""
+    pixels = image.size[0] * image.size[1]
+    image.close()
+    if pixels > TRIM_ABOVE_PIXELS and _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            previous_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-            try:
-                image: Image.Image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-                image.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous_limit
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidImage(f"the image has too many pixels (limit {MAX_IMAGE_PIXELS:,}): {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise InvalidImage("the file is not an image we can read: send a JPEG, PNG or WebP file") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImage(f"the image is truncated or corrupt: {exc}") from exc
-    image = ImageOps.exif_transpose(image) or image
-    return _to_color(image, color)
+        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): the allocator keeps its own policy
+        return None
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
 
 
 def _to_color(image: Image.Image, color: str) -> Image.Image:
@@ -53,6 +94,15 @@ def _to_color(image: Image.Image, color: str) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert(color)
+
+
+def image_batch(data: bytes, spec: Preprocessing) -> np.ndarray:
+    """Decode and preprocess in one go, the decoded pixels freed before returning."""
+    image = decode_image(data, spec.color, spec.resize_shorter_to)
+    try:
+        return preprocess(image, spec)
+    finally:
+        release(image)
 
 
 def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:

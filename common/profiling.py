@@ -42,7 +42,7 @@ import onnxruntime as ort
 from pydantic import BaseModel, Field
 
 from common.errors import InvalidArgument
-from common.imaging import decode_image, preprocess
+from common.imaging import decode_image, preprocess, release
 from common.manifest import SplitManifest
 from common.postprocess import top_k
 from common.sessions import LoadedSession, SessionOptions, _session_options, resolve_providers
@@ -175,9 +175,10 @@ def time_request(
 
     def one() -> tuple[float, float, float]:
         start = time.perf_counter()
-        decoded = decode_image(image, spec.color)
+        decoded = decode_image(image, spec.color, spec.resize_shorter_to)
         decoded_at = time.perf_counter()
         batch = preprocess(decoded, spec)
+        release(decoded)
         preprocessed_at = time.perf_counter()
         shape_fits = single_input and list(batch.shape) == list(random_feeds[session.input_names[0]].shape)
         session.run({session.input_names[0]: batch} if shape_fits else random_feeds)

@@ -36,6 +36,8 @@ import numpy.typing as npt
 
 from common.errors import InvalidArgument, InvalidFrame
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 SUPPORTED_BITS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)
 QUANTIZED_BITS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
 

@@ -12,7 +12,7 @@ from common.results import EdgeResult
 from common.runtime_app import create_runtime_app
 from common.service_api import DeploymentInfo, read_limited
 from edge_inference.frame_socket import frame_socket_router
-from edge_inference.pipeline import infer_frame
+from edge_inference.pipeline import FrameLimits, infer_frame
 from edge_inference.settings import EdgeSettings
 
 FRAME_BODY = {
@@ -41,8 +41,9 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         description="Runs the tails of deployed splits on frames of quantized features sent by robots.",
     )
     app, deployments, metrics, writes = runtime.app, runtime.deployments, runtime.metrics, runtime.writes
+    limits = FrameLimits(max_bytes=settings.max_frame_bytes, max_batch=settings.max_batch)
     app.include_router(probe_router(settings.max_frame_bytes, writes))
-    app.include_router(frame_socket_router(deployments, metrics, writes, settings.max_frame_bytes))
+    app.include_router(frame_socket_router(deployments, metrics, writes, limits))
 
     @app.post(
         "/api/infer",
@@ -54,7 +55,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     async def infer(request: Request) -> Response:
         data = await read_limited(request, settings.max_frame_bytes, "frame")
         metrics.count_bytes("received", len(data))
-        result = await run_in_threadpool(infer_frame, deployments, data, settings.max_frame_bytes)
+        result = await run_in_threadpool(infer_frame, deployments, data, limits)
         metrics.observe_stages(result.stages)
         # Serialized here so that the bytes sent back are counted exactly (the robot counts what it receives).
         body = result.model_dump_json().encode()

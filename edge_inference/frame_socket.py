@@ -26,14 +26,14 @@ from common.deployments import DeploymentSet
 from common.errors import InvalidFrame, PayloadTooLarge, SplitComputingError, Unauthorized
 from common.observability import Metrics, request_id_var
 from common.results import EdgeResult
-from edge_inference.pipeline import infer_frame
+from edge_inference.pipeline import FrameLimits, infer_frame
 
 FRAMES_PATH = "/api/frames"
 METHOD = "WS"
 logger = logging.getLogger(__name__)
 
 
-def frame_socket_router(deployments: DeploymentSet, metrics: Metrics, writes: Guard, max_frame_bytes: int) -> APIRouter:
+def frame_socket_router(deployments: DeploymentSet, metrics: Metrics, writes: Guard, limits: FrameLimits) -> APIRouter:
     router = APIRouter()
 
     @router.websocket(FRAMES_PATH)
@@ -49,7 +49,7 @@ def frame_socket_router(deployments: DeploymentSet, metrics: Metrics, writes: Gu
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                await _answer(websocket, message.get("bytes"), deployments, metrics, max_frame_bytes)
+                await _answer(websocket, message.get("bytes"), deployments, metrics, limits)
         except WebSocketDisconnect:
             return
 
@@ -57,16 +57,18 @@ def frame_socket_router(deployments: DeploymentSet, metrics: Metrics, writes: Gu
 
 
 async def _answer(
-    websocket: WebSocket, data: bytes | None, deployments: DeploymentSet, metrics: Metrics, max_frame_bytes: int
+    websocket: WebSocket, data: bytes | None, deployments: DeploymentSet, metrics: Metrics, limits: FrameLimits
 ) -> None:
     start = time.perf_counter()
     try:
         if data is None:
             raise InvalidFrame("frames travel as binary WebSocket messages, this one was text")
-        if len(data) > max_frame_bytes:
-            raise PayloadTooLarge(f"the frame is {len(data):,} bytes; this service accepts at most {max_frame_bytes:,}")
+        if len(data) > limits.max_bytes:
+            raise PayloadTooLarge(
+                f"the frame is {len(data):,} bytes; this service accepts at most {limits.max_bytes:,}"
+            )
         metrics.count_bytes("received", len(data))
-        result: EdgeResult = await run_in_threadpool(infer_frame, deployments, data, max_frame_bytes)
+        result: EdgeResult = await run_in_threadpool(infer_frame, deployments, data, limits)
     except SplitComputingError as exc:
         reply = json.dumps({"status": exc.status_code, **exc.to_dict()})
         await websocket.send_text(reply)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from common.deployments import Deployment, DeploymentSet
-from common.errors import FrameMismatch, NotDeployed
-from common.imaging import decode_image, preprocess
+from common.errors import FrameMismatch, NotDeployed, PayloadTooLarge
+from common.imaging import decode_image, preprocess, release
 from common.manifest import SplitManifest
 from common.observability import request_id_var
 from common.postprocess import top_k
@@ -16,10 +18,24 @@ from common.timing import StageTimer
 from common.wire import Frame, TensorKind, TensorRecord, decode_frame
 
 
-def infer_frame(deployments: DeploymentSet, data: bytes, max_frame_bytes: int) -> EdgeResult:
+@dataclass(frozen=True)
+class FrameLimits:
+    """What one frame may cost the edge: its size on the wire, and how many images it batches."""
+
+    max_bytes: int
+    max_batch: int
+
+
+def infer_frame(deployments: DeploymentSet, data: bytes, limits: FrameLimits) -> EdgeResult:
     timer = StageTimer("edge")
     with timer.stage("parse"):
-        frame = decode_frame(data, max_bytes=max_frame_bytes)
+        frame = decode_frame(data, max_bytes=limits.max_bytes)
+    batch = max((record.shape[0] for record in frame.tensors if record.shape), default=1)
+    if batch > limits.max_batch:
+        raise PayloadTooLarge(
+            f"the frame batches {batch} inputs; this edge runs at most {limits.max_batch} per frame "
+            "(EDGE_MAX_BATCH): send them in several frames"
+        )
     # The frame carries the robot's request id; from here on, the edge's log lines carry it too.
     request_id_var.set(frame.request_id)
     deployment = deployments.get(frame.split_id)
@@ -42,9 +58,11 @@ def _run_full_model(deployment: Deployment, frame: Frame, timer: StageTimer, siz
     if deployment.full is None:
         raise NotDeployed(f"the edge does not hold the full model of split {manifest.id}, so it cannot run all-edge")
     with timer.stage("decode"):
-        image = decode_image(bytes(frame.tensors[0].payload), manifest.preprocessing.color)
+        spec = manifest.preprocessing
+        image = decode_image(bytes(frame.tensors[0].payload), spec.color, spec.resize_shorter_to)
     with timer.stage("preprocess"):
-        batch = preprocess(image, manifest.preprocessing)
+        batch = preprocess(image, spec)
+        release(image)
     with timer.stage("model"):
         outputs = deployment.full.run({deployment.full.input_names[0]: batch})
     return _finish(deployment, frame, timer, outputs[0], "all-edge", deployment.full.provider, size)

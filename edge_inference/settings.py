@@ -15,3 +15,5 @@ class EdgeSettings(RuntimeSettings):
     port: int = 8002
     data_dir: Path = Path("var/edge")
     max_frame_bytes: int = 64 * 1024 * 1024
+    # Inputs one frame may batch: each costs the tail's activations for one image, so the cap bounds memory.
+    max_batch: int = 32

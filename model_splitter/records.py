@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from common.manifest import Fidelity, Preprocessing, TensorRange
+from common.quantization import FLOAT32_MAX
 
 
 class SplitPoint(BaseModel):
@@ -78,12 +80,22 @@ class ModelSummary(BaseModel):
 
 class SplitRequest(BaseModel):
     split_point: str = Field(description="a split point's label (module path) or tensor name")
-    bits: int = Field(4, description="1..8 quantized, 16 float16, 32 float32")
+    bits: StrictInt = Field(4, description="1..8 quantized, 16 float16, 32 float32")
     clip: tuple[float, float] | Literal["calibrated"] | None = Field(
         None,
         description='[lo, hi]; "calibrated" for the ranges of POST /api/models/{id}/calibrate; '
         "default [0, 32] for non-negative tensors, [-32, 32] otherwise",
     )
+
+    @field_validator("clip")
+    @classmethod
+    def _clip_fits_the_wire(cls, clip: tuple[float, float] | str | None) -> tuple[float, float] | str | None:
+        # The frame carries the range as float32: an infinite or huge bound would make every inference fail.
+        if isinstance(clip, tuple) and not all(math.isfinite(b) and abs(b) <= FLOAT32_MAX for b in clip):
+            raise ValueError(
+                f"clip bounds must be finite and fit in float32 (|bound| <= {FLOAT32_MAX:.4g}), got {clip}"
+            )
+        return clip
 
 
 class BitsCalibration(BaseModel):

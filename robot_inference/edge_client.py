@@ -19,6 +19,7 @@ from common.errors import (
 from common.observability import REQUEST_ID_HEADER
 from common.peer_errors import peer_error
 from common.results import EdgeResult
+from robot_inference.edge_watch import EdgeWatch
 from robot_inference.frame_channel import ChannelRefused, FrameChannel
 from robot_inference.settings import EdgeChannel
 
@@ -41,6 +42,8 @@ class EdgeClient:
         self, base_url: str, timeout_s: float, token: SecretStr | None = None, channel: EdgeChannel = "websocket"
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.watch = EdgeWatch(self.base_url, lambda: self.health() is not None)
         self._frames = FrameChannel(self.base_url, timeout_s, token) if channel == "websocket" else None
         self._client = httpx.Client(
             base_url=self.base_url,
@@ -55,6 +58,14 @@ class EdgeClient:
         return "websocket" if self._frames is not None else "http"
 
     def infer(self, frame: bytes, request_id: str) -> EdgeReply:
+        self.watch.check()
+        try:
+            return self._infer(frame, request_id)
+        except UpstreamTimeout:
+            self.watch.timed_out(self.timeout_s)
+            raise
+
+    def _infer(self, frame: bytes, request_id: str) -> EdgeReply:
         if self._frames is not None:
             try:
                 return self._infer_on_socket(self._frames, frame)

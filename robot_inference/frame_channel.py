@@ -116,7 +116,8 @@ class FrameChannel:
             raise ChannelRefused(exc.response.status_code, bytes(exc.response.body or b"")) from exc
         except TimeoutError as exc:
             raise UpstreamTimeout(f"the edge at {self.base_url} did not answer within its timeout") from exc
-        except (OSError, InvalidHandshake) as exc:
+        except (OSError, InvalidHandshake, ConnectionClosed) as exc:
+            # ConnectionClosed: the edge went away during the handshake (killed, or restarting)
             raise UpstreamUnavailable(f"the edge at {self.base_url} cannot be reached: {exc}") from exc
 
     def _take_idle(self) -> _Connection | None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from common.deployments import Deployment, DeploymentSet
 from common.errors import BadGateway, InvalidArgument, InvalidImage, NotDeployed, UpstreamTimeout, UpstreamUnavailable
-from common.imaging import decode_image, preprocess
+from common.imaging import decode_image, preprocess, release
 from common.manifest import is_hex
 from common.observability import request_id_var
 from common.postprocess import Prediction, top_k
@@ -68,9 +68,10 @@ class RobotPipeline:
             return self._all_edge(deployment, image, request_id, timer)
         manifest = deployment.manifest
         with timer.stage("decode"):
-            decoded = decode_image(image, manifest.preprocessing.color)
+            decoded = decode_image(image, manifest.preprocessing.color, manifest.preprocessing.resize_shorter_to)
         with timer.stage("preprocess"):
             batch = preprocess(decoded, manifest.preprocessing)
+            release(decoded)
         if mode == "all-robot":
             return self._all_robot(deployment, batch, image, request_id, timer)
         return self._split(deployment, batch, image, request_id, timer)

@@ -225,6 +225,7 @@ def _intake_onnx(data: bytes, declared: tuple[int, ...]) -> IntakeResult:
         input_shape = _merge_dims([d.dim_value if d.dim_value > 0 else None for d in dims], declared)
     else:
         input_shape = declared
+    onnx_checks.refuse_huge_constants(model)
     outputs = onnx_checks.run_on_zeros(model, graph_input, input_shape)
     num_classes = int(outputs[0].shape[1]) if outputs and outputs[0].ndim == 2 else None
     return IntakeResult(model, "onnx", None, input_shape, True, None, num_classes)

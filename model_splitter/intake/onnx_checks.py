@@ -20,6 +20,8 @@ from model_splitter.graph.inputs import fed_inputs
 from model_splitter.intake.torch_formats import shorten
 
 MIN_OPSET = 17
+# A model's constant-only subgraphs (folded by ONNX Runtime at load time) may produce at most this much per tensor.
+MAX_CONSTANT_BYTES = 256 * 2**20
 _FLOAT_TYPES: dict[int, type[np.floating[Any]]] = {
     onnx.TensorProto.FLOAT: np.float32,
     onnx.TensorProto.FLOAT16: np.float16,
@@ -109,6 +111,45 @@ def single_float_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
         )
     graph_input: onnx.ValueInfoProto = inputs[0]
     return graph_input
+
+
+def refuse_huge_constants(model: onnx.ModelProto) -> None:
+    """Refuse a tensor computed from constants alone that is larger than ``MAX_CONSTANT_BYTES``.
+
+    ONNX Runtime folds such subgraphs when it creates a session, so a 1 KB file with ``ConstantOfShape`` of
+    [16384, 16384] costs a gigabyte before the model ever runs. Shapes come from ONNX shape inference with value
+    propagation; a constant whose shape it cannot tell is left to the run on zeros.
+    """
+    graph = model.graph
+    constant = {init.name for init in graph.initializer} | {init.values.name for init in graph.sparse_initializer}
+    for node in graph.node:
+        if all(name in constant or not name for name in node.input):
+            constant.update(out for out in node.output if out)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # inference itself fails on some valid graphs; the run on zeros reports those
+        return
+    for value in inferred.graph.value_info:
+        if value.name not in constant or not value.type.HasField("tensor_type"):
+            continue
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        if not dims or min(dims) < 0:
+            continue
+        size = int(np.prod(dims, dtype=np.int64)) * _element_bytes(tensor.elem_type)
+        if size > MAX_CONSTANT_BYTES:
+            raise UnprocessableModel(
+                f"the tensor {value.name[:80]!r} is computed from constants alone and has shape {dims} "
+                f"({size:,} bytes, more than the {MAX_CONSTANT_BYTES:,} accepted): ONNX Runtime would build it "
+                "when loading the model; store it as an initializer or compute it from the input"
+            )
+
+
+def _element_bytes(elem_type: int) -> int:
+    try:
+        return int(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize)
+    except (KeyError, TypeError, ValueError):
+        return 4
 
 
 def run_on_zeros(model: onnx.ModelProto, graph_input: onnx.ValueInfoProto, shape: tuple[int, ...]) -> list[Any]:

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from common.imaging import decode_image, preprocess
+from common.imaging import image_batch
 from common.manifest import SplitManifest
 from common.postprocess import Prediction, top_k
 from common.sessions import LoadedSession, SessionOptions, create_session
@@ -43,7 +43,7 @@ class ReferenceRunner:
     def predict(self, split_id: str, image: bytes) -> list[Prediction]:
         manifest = self._manifest(split_id)
         session = self._session(manifest.model_id)
-        batch = preprocess(decode_image(image, manifest.preprocessing.color), manifest.preprocessing)
+        batch = image_batch(image, manifest.preprocessing)
         output = session.run({session.input_names[0]: batch})[0]
         return top_k(np.asarray(output), manifest.postprocessing)[0]
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import difflib
 
 import onnx
+from pydantic import ValidationError
 
 from common.errors import InvalidArgument, UnprocessableModel
 from common.manifest import (
+    MAX_TENSOR_NAME_BYTES,
     Fidelity,
     Postprocessing,
     Quantization,
@@ -22,7 +24,7 @@ from common.manifest import (
     Verification,
     sha256_hex,
 )
-from common.quantization import SUPPORTED_BITS
+from common.quantization import SUPPORTED_BITS, validate_range
 from model_splitter.graph.cutting import cut_model
 from model_splitter.graph.inputs import real_inputs
 from model_splitter.graph.labels import label_tensors
@@ -55,8 +57,10 @@ def check_request(request: SplitRequest) -> None:
         raise InvalidArgument(f"bits must be one of {', '.join(map(str, SUPPORTED_BITS))}, got {request.bits}")
     if request.clip is not None and request.clip != "calibrated":
         lo, hi = request.clip
-        if not lo < hi:
-            raise InvalidArgument(f"clip must be [lo, hi] with lo < hi, got [{lo}, {hi}]")
+        try:
+            validate_range(lo, hi)  # as the frame carries it: float32, lo < hi also after rounding
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"clip must be [lo, hi] with lo < hi, got [{lo}, {hi}]: {exc.message}") from None
 
 
 def create_split(registry: Registry, model_id: str, request: SplitRequest) -> SplitManifest:
@@ -65,6 +69,13 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
     point = find_split_point(record, request.split_point)
     model = onnx.load(str(registry.model_onnx_path(model_id)))
     tensors = point.tensors or [point.tensor]
+    for name in tensors:
+        if len(name.encode()) > MAX_TENSOR_NAME_BYTES:
+            raise UnprocessableModel(
+                f"the cut tensor {name[:60]!r}... at {point.label} has a {len(name.encode())}-byte name; a frame "
+                f"carries names of at most {MAX_TENSOR_NAME_BYTES} UTF-8 bytes: pick another split point, or "
+                "export the model with shorter tensor names"
+            )
     head, tail = cut_model(model, tensors)
     difference, tolerance = check_head_tail(model, head, tail, tuple(record.input_shape), point.label)
     head_bytes = head.SerializeToString()
@@ -81,32 +92,35 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
     labels = {tensors[0]: point.label} if len(tensors) == 1 else label_tensors(model, tensors)
     shapes = point.shapes or [point.shape]
     output = model.graph.output[0].name
-    manifest = SplitManifest(
-        model_id=record.id,
-        model_name=record.name,
-        model_sha256=record.sha256,
-        weights_trained=record.weights_trained,
-        split_point=point.label,
-        input=TensorSpec(name=_input_name(model), shape=[1, *record.input_shape[1:]]),
-        outputs=[TensorSpec(name=output, shape=[1, record.num_classes] if record.num_classes else [1])],
-        cut=[
-            TensorSpec(name=name, label=labels[name], shape=shape, dtype=point.dtype)
-            for name, shape in zip(tensors, shapes, strict=True)
-        ],
-        quantization=Quantization(
-            bits=request.bits, method="calibrated" if fidelity is not None else "fixed", ranges=ranges
-        ),
-        preprocessing=record.preprocessing,
-        postprocessing=Postprocessing(labels=registry.model_labels(record.id)),
-        verification=Verification(
-            head_tail_max_abs_diff=difference,
-            head_tail_tolerance=tolerance,
-            export_max_abs_diff=record.export_max_abs_diff,
-            fidelity=fidelity,
-        ),
-        head_sha256=sha256_hex(head_bytes),
-        tail_sha256=sha256_hex(tail_bytes),
-    ).with_id()
+    try:
+        manifest = SplitManifest(
+            model_id=record.id,
+            model_name=record.name,
+            model_sha256=record.sha256,
+            weights_trained=record.weights_trained,
+            split_point=point.label,
+            input=TensorSpec(name=_input_name(model), shape=[1, *record.input_shape[1:]]),
+            outputs=[TensorSpec(name=output, shape=[1, record.num_classes] if record.num_classes else [1])],
+            cut=[
+                TensorSpec(name=name, label=labels[name], shape=shape, dtype=point.dtype)
+                for name, shape in zip(tensors, shapes, strict=True)
+            ],
+            quantization=Quantization(
+                bits=request.bits, method="calibrated" if fidelity is not None else "fixed", ranges=ranges
+            ),
+            preprocessing=record.preprocessing,
+            postprocessing=Postprocessing(labels=registry.model_labels(record.id)),
+            verification=Verification(
+                head_tail_max_abs_diff=difference,
+                head_tail_tolerance=tolerance,
+                export_max_abs_diff=record.export_max_abs_diff,
+                fidelity=fidelity,
+            ),
+            head_sha256=sha256_hex(head_bytes),
+            tail_sha256=sha256_hex(tail_bytes),
+        ).with_id()
+    except ValidationError as exc:  # anything the manifest's own checks refuse could never be served
+        raise UnprocessableModel(f"this split cannot be served: {exc.errors()[0]['msg']}") from exc
     return registry.save_split(manifest, head_bytes, tail_bytes)
 
 

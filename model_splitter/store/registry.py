@@ -22,6 +22,7 @@ from pathlib import Path
 
 from common.errors import NotFound
 from common.manifest import SplitManifest, is_hex, parse_manifest
+from common.storage import disk_space_for
 from model_splitter.records import CalibrationResult, ModelRecord
 
 MODEL_ID_HEX_LENGTH = 16
@@ -92,12 +93,14 @@ class Registry:
         """Store (or replace) the model's calibration atomically: a reader sees the old file or the new one."""
         self.get_model(result.model_id)
         staging = self.root / "staging" / uuid.uuid4().hex
-        staging.mkdir()
+        data = result.model_dump_json(indent=1).encode()
         try:
-            with open(staging / "calibration.json", "wb") as handle:
-                handle.write(result.model_dump_json(indent=1).encode())
-                handle.flush()
-                os.fsync(handle.fileno())
+            with disk_space_for(self.root, len(data)):
+                staging.mkdir()
+                with open(staging / "calibration.json", "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
             try:
                 os.replace(staging / "calibration.json", self.model_dir(result.model_id) / "calibration.json")
             except FileNotFoundError:
@@ -150,13 +153,14 @@ class Registry:
         if target.exists():
             return False
         staging = self.root / "staging" / uuid.uuid4().hex
-        staging.mkdir()
         try:
-            for name, data in files.items():
-                with open(staging / name, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
+            with disk_space_for(self.root, sum(len(data) for data in files.values())):
+                staging.mkdir()
+                for name, data in files.items():
+                    with open(staging / name, "wb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
             try:
                 os.rename(staging, target)
             except OSError:

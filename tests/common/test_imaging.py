@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from common.errors import InvalidImage
-from common.imaging import decode_image, preprocess
+from common.imaging import decode_image, preprocess, release
 from common.manifest import Preprocessing
 from tests.support import SAMPLES
 
@@ -83,10 +83,21 @@ def test_bad_images_are_refused(data: bytes, words: str) -> None:
         decode_image(data)
 
 
-def test_decompression_bomb_is_refused() -> None:
+def test_an_image_over_the_memory_budget_is_refused_before_its_pixels_exist() -> None:
     bomb = encode(Image.new("L", (9000, 9000)), "PNG")
-    with pytest.raises(InvalidImage, match="too many pixels"):
+    assert len(bomb) < 200_000
+    with pytest.raises(InvalidImage, match=r"9000x9000 \(81,000,000 pixels\); at most 33,554,432"):
         decode_image(bomb)
+
+
+def test_a_large_jpeg_decodes_at_reduced_scale_but_never_below_the_model_size() -> None:
+    photo = Image.open(SAMPLES / "chelsea.jpg").convert("RGB").resize((451 * 16, 300 * 16))  # 34.6 Mpx
+    data = encode(photo, "JPEG")
+    with pytest.raises(InvalidImage, match="pixels"):
+        decode_image(data)  # at full size it is over the budget
+    reduced = decode_image(data, "RGB", shorter_side=256)
+    assert reduced.size == (451 * 2, 300 * 2)  # 1/8 scale: the smallest that keeps the shorter side >= 256
+    release(reduced)
 
 
 def test_greyscale_model_gets_one_channel() -> None:

@@ -87,13 +87,43 @@ def test_signed_cut_gets_a_symmetric_default_range(client: httpx.Client, model_i
     assert custom["quantization"]["ranges"][0] == {"name": "r2", "lo": -1.5, "hi": 6.0}
 
 
+def test_an_infinite_clip_is_refused_before_anything_is_stored(client: httpx.Client, model_id: str) -> None:
+    before = client.get(f"/api/models/{model_id}/splits").json()
+    response = client.post(
+        f"/api/models/{model_id}/splits",
+        content=b'{"split_point": "block", "bits": 4, "clip": [-1e309, 1e309]}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert "finite" in response.json()["detail"]
+    assert client.get(f"/api/models/{model_id}/splits").json() == before
+
+
+def test_a_cut_tensor_whose_name_no_frame_can_carry_is_refused(client: httpx.Client) -> None:
+    model = tiny_classifier(seed=3)
+    long_name = "r2/" + "é" * 300  # 603 UTF-8 bytes, the block's output
+    for node in model.graph.node:
+        node.input[:] = [long_name if name == "r2" else name for name in node.input]
+        node.output[:] = [long_name if name == "r2" else name for name in node.output]
+    upload = client.post(
+        "/api/models", files={"file": ("long.onnx", model.SerializeToString())}, data={"input_shape": "1,3,32,32"}
+    )
+    assert upload.status_code == 201, upload.text
+    response = client.post(f"/api/models/{upload.json()['id']}/splits", json={"split_point": "block", "bits": 4})
+    assert response.status_code == 422, response.text
+    assert "603-byte name" in response.json()["detail"] and "255" in response.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
         ({"split_point": "nowhere"}, 400, "block"),
         ({"split_point": "block", "bits": 9}, 400, "bits must be one of"),
         ({"split_point": "block", "clip": [5, 1]}, 400, "lo < hi"),
+        ({"split_point": "block", "clip": [1.0, 1.0 + 1e-12]}, 400, "as float32"),
         ({"bits": 4}, 422, "split_point"),
+        ({"split_point": "block", "clip": [0, 1e39]}, 422, "fit in float32"),
+        ({"split_point": "block", "bits": True}, 422, "bits"),
     ],
 )
 def test_bad_split_requests(

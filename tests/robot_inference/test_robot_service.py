@@ -171,6 +171,35 @@ def test_hanging_edge_is_504_within_the_timeout(tmp_path: Path, tiny_split: Tiny
         assert elapsed < 10
 
 
+def test_after_one_timeout_a_hung_edge_costs_no_more_waiting(
+    tmp_path: Path, tiny_split: TinySplit, silent_edge: str
+) -> None:
+    with running_service("robot_inference", "ROBOT", tmp_path, edge_url=silent_edge, edge_timeout_s="1.5") as robot:
+        upload_bundle(robot, tiny_split.zip_bytes)
+        assert robot_infer(robot.url).status_code == 504  # the one timeout that is paid
+        for _ in range(3):
+            start = time.monotonic()
+            response = robot_infer(robot.url)
+            assert response.status_code == 503, response.text
+            assert "fail at once" in response.json()["detail"]
+            assert time.monotonic() - start < 1.0
+        assert robot_infer(robot.url, mode="all-robot").status_code == 200
+
+
+def test_a_hung_edge_with_fallback_answers_on_the_robot_at_once_after_the_first_timeout(
+    tmp_path: Path, tiny_split: TinySplit, silent_edge: str
+) -> None:
+    settings = {"edge_url": silent_edge, "edge_timeout_s": "1.5", "fallback_to_robot": "true"}
+    with running_service("robot_inference", "ROBOT", tmp_path, **settings) as robot:
+        upload_bundle(robot, tiny_split.zip_bytes)
+        first = robot_infer(robot.url)
+        assert first.status_code == 200 and first.json()["mode"] == "all-robot"
+        start = time.monotonic()
+        second = robot_infer(robot.url)
+        assert second.status_code == 200 and "fail at once" in second.json()["fallback_reason"]
+        assert time.monotonic() - start < 1.0
+
+
 def test_deploy_from_unreachable_splitter_is_503(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with running_service("robot_inference", "ROBOT", tmp_path, splitter_url=dead) as robot:
