@@ -73,12 +73,20 @@ class Metrics:
 
 
 # At debug level, libraries log request headers (uvicorn's and the robot's WebSocket handshakes write
-# "authorization: Bearer ..." lines); no token may reach a log, whoever wrote the line.
-_SECRETS = re.compile(rf"(?i)(bearer\s+[\"']?|{TOKEN_COOKIE}=)[^\s;,'\"]+")
+# "authorization: Bearer ..." lines, or tuples like (b'authorization', b'Basic ...')); no credential may reach a
+# log, whoever wrote the line and whatever its scheme: the whole value of any authorization header, any bearer
+# token, the session cookie, and a token in a query string.
+_SECRETS = (
+    re.compile(r"(?i)(authorization['\"]?\s*[:,=]\s*(?:b?['\"])?)[^'\"\r\n]+"),
+    re.compile(rf"(?i)(bearer\s+[\"']?|{TOKEN_COOKIE}=)[^\s;,'\"]+"),
+    re.compile(r"(?i)([?&](?:access_)?token=)[^&\s'\"]+"),
+)
 
 
 def redact(text: str) -> str:
-    return _SECRETS.sub(r"\1[redacted]", text)
+    for pattern in _SECRETS:
+        text = pattern.sub(r"\1[redacted]", text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):

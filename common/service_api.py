@@ -42,6 +42,13 @@ class DeployRequest(BaseModel):
     split_id: str
 
 
+class ServiceStatus(BaseModel):
+    """All ``/health`` tells a caller who may not read (``*_PROTECT_READS`` without the token): that it is up."""
+
+    status: str
+    service: str
+
+
 class DeploymentInfo(BaseModel):
     split_id: str
     model_id: str

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import onnxruntime as ort
 from fastapi import Depends, FastAPI, Request, Response
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from common.auth import passes
 from common.profile_api import probe_router
 from common.results import EdgeResult
 from common.runtime_app import create_runtime_app
-from common.service_api import DeploymentInfo, read_limited
+from common.service_api import DeploymentInfo, ServiceStatus, read_limited
 from edge_inference.frame_socket import frame_socket_router
 from edge_inference.pipeline import FrameLimits, infer_frame
 from edge_inference.settings import EdgeSettings
@@ -23,9 +23,7 @@ FRAME_BODY = {
 }
 
 
-class EdgeHealth(BaseModel):
-    status: str
-    service: str
+class EdgeHealth(ServiceStatus):
     active_split_id: str | None
     deployed: list[DeploymentInfo]
     available_providers: list[str]
@@ -63,7 +61,9 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         return Response(body, media_type="application/json")
 
     @app.get("/health")
-    async def health() -> EdgeHealth:
+    async def health(request: Request) -> EdgeHealth | ServiceStatus:
+        if not await passes(runtime.reads, request):
+            return ServiceStatus(status="ok", service="edge")
         return EdgeHealth(
             status="ok",
             service="edge",

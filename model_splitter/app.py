@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from common.auth import passes
 from common.docs_ui import install_offline_docs
 from common.http_errors import install_error_handlers
 from common.observability import Metrics, install_observability
@@ -55,7 +56,9 @@ def create_app(settings: SplitterSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/health", tags=["service"])
-    async def health() -> dict[str, Any]:
+    async def health(request: Request) -> dict[str, Any]:
+        if not await passes(context.read_guard, request):
+            return {"status": "ok", "service": "splitter"}
         robot = await run_in_threadpool(context.peers.health, "robot")
         edge = await run_in_threadpool(context.peers.health, "edge")
         return {

@@ -30,5 +30,6 @@ class SplitterSettings(BaseSettings):
     log_level: str = "info"
     token: SecretStr | None = Field(None, description="bearer token required for uploads, deletes, deploys")
     protect_reads: bool = Field(False, description="require the token for reads too (the web UI then asks for it)")
+    session_hours: float = Field(12.0, gt=0, description="how long a web UI sign-in lasts")
     robot_token: SecretStr | None = Field(None, description="sent to the robot (its ROBOT_TOKEN)")
     edge_token: SecretStr | None = Field(None, description="sent to the edge (its EDGE_TOKEN)")

@@ -6,22 +6,20 @@ from typing import Any
 
 import onnxruntime as ort
 from fastapi import Depends, FastAPI, Query, Request, Response
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from common.auth import passes
 from common.image_request import INFER_OPTIONS, image_request_body, read_image_request
 from common.results import InferenceResult
 from common.runtime_app import create_runtime_app
-from common.service_api import DeploymentInfo
+from common.service_api import DeploymentInfo, ServiceStatus
 from robot_inference.edge_client import EdgeClient
 from robot_inference.link_probe import probe_link_router
 from robot_inference.pipeline import RobotPipeline, parse_mode
 from robot_inference.settings import EdgeChannel, RobotSettings
 
 
-class RobotHealth(BaseModel):
-    status: str
-    service: str
+class RobotHealth(ServiceStatus):
     active_split_id: str | None
     deployed: list[DeploymentInfo]
     available_providers: list[str]
@@ -69,7 +67,9 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get("/health")
-    async def health() -> RobotHealth:
+    async def health(request: Request) -> RobotHealth | ServiceStatus:
+        if not await passes(runtime.reads, request):
+            return ServiceStatus(status="ok", service="robot")
         return RobotHealth(
             status="ok",
             service="robot",

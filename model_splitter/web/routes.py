@@ -104,11 +104,22 @@ def ui_router(context: SplitterContext) -> APIRouter:
             message = "That is not the token set in SPLITTER_TOKEN."
             return render(request, "login.html", "login", {"next": _safe_next(next), "message": message}, 401)
         response = RedirectResponse(_safe_next(next), status_code=303)
-        response.set_cookie(TOKEN_COOKIE, token.strip(), httponly=True, samesite="strict", path="/")
+        if context.sessions is not None:
+            response.set_cookie(
+                TOKEN_COOKIE,
+                context.sessions.issue(),
+                max_age=int(context.sessions.lifetime_s),
+                httponly=True,
+                secure=request.url.scheme == "https",  # behind a TLS proxy: uvicorn --proxy-headers sets it
+                samesite="strict",
+                path="/",
+            )
         return response
 
     @router.post("/logout")
-    async def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        if context.sessions is not None:
+            context.sessions.revoke(request.cookies.get(TOKEN_COOKIE, ""))
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(TOKEN_COOKIE, path="/")
         return response

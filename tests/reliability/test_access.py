@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from tests.reliability.harness import TINY_ONNX, Deployed, log_lines, register_split_deploy, start_service
 from tests.support import CHELSEA, HTTP_TIMEOUT_S, TinySplit, robot_infer, upload_bundle
@@ -265,6 +267,72 @@ def test_sign_in_never_redirects_off_the_server(secured: SecuredStack, target: s
         f"{secured.stack.splitter_url}/login", data={"token": SPLITTER_TOKEN, "next": target}, timeout=HTTP_TIMEOUT_S
     )
     assert response.status_code == 303 and response.headers["location"] == "/"
+
+
+@pytest.mark.parametrize("service", ["splitter", "edge"])
+def test_health_tells_strangers_only_that_the_service_is_up(secured: SecuredStack, service: str) -> None:
+    url = secured.url(service) + "/health"
+    anonymous = httpx.get(url, timeout=HTTP_TIMEOUT_S)
+    assert anonymous.status_code == 200
+    assert anonymous.json() == {"status": "ok", "service": service}
+    assert secured.deployed.split_id not in anonymous.text and secured.deployed.model_id not in anonymous.text
+    signed = httpx.get(url, headers=bearer(TOKENS[service]), timeout=HTTP_TIMEOUT_S).text
+    assert secured.deployed.split_id in signed  # the splitter shows robot and edge, the edge its deployments
+
+
+def test_the_sign_in_cookie_is_a_session_that_expires_and_ends_at_sign_out(secured: SecuredStack) -> None:
+    with httpx.Client(base_url=secured.stack.splitter_url, timeout=HTTP_TIMEOUT_S) as browser:
+        signed_in = browser.post("/login", data={"token": SPLITTER_TOKEN, "next": "/"})
+        cookie = browser.cookies["splitbot_token"]
+        header = signed_in.headers["set-cookie"].lower()
+        assert SPLITTER_TOKEN not in header and SPLITTER_TOKEN not in cookie
+        assert "max-age=43200" in header and "secure" not in header  # plain HTTP here
+        assert browser.get("/api/models").status_code == 200
+        browser.post("/logout")
+    kept = httpx.get(
+        f"{secured.stack.splitter_url}/api/models", cookies={"splitbot_token": cookie}, timeout=HTTP_TIMEOUT_S
+    )
+    assert kept.status_code == 401 and "ended" in kept.json()["detail"]
+    forged = cookie.rsplit(".", 1)[0] + "." + "0" * 64
+    refused = httpx.get(
+        f"{secured.stack.splitter_url}/api/models", cookies={"splitbot_token": forged}, timeout=HTTP_TIMEOUT_S
+    )
+    assert refused.status_code == 401
+
+
+def test_behind_a_tls_proxy_the_cookie_is_secure(secured: SecuredStack) -> None:
+    response = httpx.post(
+        f"{secured.stack.splitter_url}/login",
+        data={"token": SPLITTER_TOKEN, "next": "/"},
+        headers={"x-forwarded-proto": "https"},  # uvicorn trusts it from loopback, where such a proxy runs
+        timeout=HTTP_TIMEOUT_S,
+    )
+    assert response.status_code == 303 and "; secure" in response.headers["set-cookie"].lower()
+
+
+@pytest.mark.parametrize(
+    "how", ["basic", "token-scheme", "bare", "query"], ids=["Basic", "Token", "bare value", "?token="]
+)
+def test_credentials_in_any_scheme_stay_out_of_the_logs(secured: SecuredStack, how: str) -> None:
+    """Sent to every service and over the edge's WebSocket handshake; the last test reads every log line."""
+    for service in ("splitter", "robot", "edge"):
+        token = TOKENS[service]
+        headers = {
+            "basic": {"authorization": f"Basic {token}"},
+            "token-scheme": {"authorization": f"Token {token}"},
+            "bare": {"authorization": token},
+            "query": {},
+        }[how]
+        params = {"token": token} if how == "query" else {}
+        path = "/api/models" if service == "splitter" else "/api/splits"
+        response = httpx.get(f"{secured.url(service)}{path}", headers=headers, params=params, timeout=30)
+        assert response.status_code in (200, 401)
+    handshake_headers = {"basic": f"Basic {EDGE_TOKEN}", "token-scheme": f"Token {EDGE_TOKEN}", "bare": EDGE_TOKEN}
+    ws_url = secured.stack.edge_url.replace("http", "ws") + "/api/frames"
+    if how == "query":
+        ws_url += f"?token={EDGE_TOKEN}"
+    with pytest.raises(InvalidStatus):
+        connect(ws_url, additional_headers={"authorization": handshake_headers.get(how, "x")}, open_timeout=30)
 
 
 def test_no_token_in_any_log_line(secured: SecuredStack) -> None:
