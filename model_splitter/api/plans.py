@@ -19,21 +19,41 @@ from model_splitter.services.plans import (
     parse_bandwidths,
 )
 
+# Bounds that keep every predicted time a finite number of milliseconds (5e-324 Mbit/s would make it infinite).
+MIN_BANDWIDTH_MBPS = 1e-3
+MAX_BANDWIDTH_MBPS = 1e6
+MAX_RTT_MS = 600_000.0
+MAX_IMAGE_BYTES = 1 << 31
+MIN_SCALE = 1e-6
+MAX_SCALE = 1e6
+
 
 def plan_params(
     bandwidth_mbps: float | None = Query(
-        None, gt=0, description="link throughput robot -> edge, Mbit/s of payload; measured by the robot if absent"
+        None,
+        ge=MIN_BANDWIDTH_MBPS,
+        le=MAX_BANDWIDTH_MBPS,
+        description="link throughput robot -> edge, Mbit/s of payload; measured by the robot if absent",
     ),
-    rtt_ms: float | None = Query(None, ge=0, description="round trip of an empty request; measured if absent"),
+    rtt_ms: float | None = Query(
+        None, ge=0, le=MAX_RTT_MS, description="round trip of an empty request; measured if absent"
+    ),
     min_top1: float | None = Query(
         None, ge=0, le=100, description="fidelity floor: top-1 agreement on the calibration images (0.99 or 99)"
     ),
     min_cosine: float | None = Query(None, ge=-1, le=1, description="fidelity floor: output cosine (0.99)"),
     image_bytes: int | None = Query(
-        None, gt=0, description="encoded camera image size for all-edge (default: the bundled sample photo)"
+        None,
+        gt=0,
+        le=MAX_IMAGE_BYTES,
+        description="encoded camera image size for all-edge (default: the bundled sample photo)",
     ),
-    robot_scale: float = Query(1.0, gt=0, description="what-if: the robot's compute times this factor"),
-    edge_scale: float = Query(1.0, gt=0, description="what-if: the edge's compute times this factor"),
+    robot_scale: float = Query(
+        1.0, ge=MIN_SCALE, le=MAX_SCALE, description="what-if: the robot's compute times this factor"
+    ),
+    edge_scale: float = Query(
+        1.0, ge=MIN_SCALE, le=MAX_SCALE, description="what-if: the edge's compute times this factor"
+    ),
 ) -> PlanParams:
     return PlanParams(
         bandwidth_mbps=bandwidth_mbps,

@@ -137,8 +137,10 @@ def parse_bandwidths(text: str | None) -> list[float]:
         values = sorted({float(part) for part in text.split(",") if part.strip()})
     except ValueError as exc:
         raise InvalidArgument(f"bandwidths must be a comma list of Mbit/s, e.g. 1,10,100; got {text!r}") from exc
-    if not values or values[0] <= 0 or len(values) > MAX_CURVE_POINTS:
-        raise InvalidArgument(f"bandwidths must be 1..{MAX_CURVE_POINTS} positive Mbit/s values, got {text!r}")
+    if not values or values[0] < 1e-3 or values[-1] > 1e6 or len(values) > MAX_CURVE_POINTS:
+        raise InvalidArgument(
+            f"bandwidths must be 1..{MAX_CURVE_POINTS} values from 0.001 to 1000000 Mbit/s, got {text[:200]!r}"
+        )
     return values
 
 
