@@ -157,6 +157,13 @@ class ObservabilityMiddleware:
 def install_observability(app: FastAPI, metrics: Metrics, metrics_guard: Guard) -> None:
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
 
-    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", dependencies=[Depends(metrics_guard)])
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics",
+        dependencies=[Depends(metrics_guard)],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+    )
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import InvalidArgument
 from common.imaging import decode_image, preprocess, release
@@ -67,8 +67,15 @@ _KERNEL_SUFFIX = "_kernel_time"
 
 
 class ProfileRequest(BaseModel):
-    split_id: str | None = Field(None, description="a split deployed here: its full model is profiled")
-    model_sha256: str | None = Field(None, description="or the sha256 of a full model held here")
+    # Exactly one of the two names what to profile; the schema says so too, for clients generated from it.
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["split_id"]}, {"required": ["model_sha256"]}]})
+
+    split_id: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="a split deployed here: its full model is profiled"
+    )
+    model_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="or the sha256 of a full model held here"
+    )
     runs: int = Field(10, ge=1, le=200, description="timed runs (after warm-up)")
     warmup: int = Field(2, ge=0, le=50)
     image_base64: str | None = Field(None, description="a sample image: decode and preprocess are timed on it")

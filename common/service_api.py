@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 from fastapi import APIRouter, Depends, File, Request, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as AnyUploadFile
 
@@ -38,8 +38,11 @@ async def read_upload(upload: AnyUploadFile, limit: int, what: str) -> bytes:
     return data
 
 
+HEX64 = r"^[0-9a-f]{64}$"
+
+
 class DeployRequest(BaseModel):
-    split_id: str
+    split_id: str = Field(pattern=HEX64, description="the split to pull from the splitter (64 lowercase hex)")
 
 
 class ServiceStatus(BaseModel):

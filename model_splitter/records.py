@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator, model_validator
 
 from common.manifest import Fidelity, Preprocessing, TensorRange
-from common.quantization import FLOAT32_MAX
+from common.quantization import FLOAT32_MAX, SUPPORTED_BITS
 
 
 class SplitPoint(BaseModel):
@@ -78,10 +78,18 @@ class ModelSummary(BaseModel):
         )
 
 
+# A clip bound as the schema states it: the float32 range the frame carries (the validator says so in words).
+ClipBound = Annotated[float, WithJsonSchema({"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX})]
+
+
 class SplitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     split_point: str = Field(description="a split point's label (module path) or tensor name")
-    bits: StrictInt = Field(4, description="1..8 quantized, 16 float16, 32 float32")
-    clip: tuple[float, float] | Literal["calibrated"] | None = Field(
+    bits: StrictInt = Field(
+        4, description="1..8 quantized, 16 float16, 32 float32", json_schema_extra={"enum": list(SUPPORTED_BITS)}
+    )
+    clip: tuple[ClipBound, ClipBound] | Literal["calibrated"] | None = Field(
         None,
         description='[lo, hi]; "calibrated" for the ranges of POST /api/models/{id}/calibrate; '
         "default [0, 32] for non-negative tensors, [-32, 32] otherwise",
