@@ -32,30 +32,39 @@ _decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 def decode_image(data: bytes, color: str = "RGB", shorter_side: int | None = None) -> Image.Image:
     """Decode an encoded image, apply its EXIF orientation and convert it to ``color`` (RGB or L).
 
-    With ``shorter_side`` (what preprocessing resizes to), a JPEG far larger than that decodes at 1/2, 1/4 or
-    1/8 scale in the DCT domain, never below ``shorter_side``: a 48 Mpx photo for a 224 px model costs 3 Mpx.
+    With ``shorter_side`` (what preprocessing resizes to), a JPEG over the pixel budget decodes at 1/2, 1/4 or
+    1/8 scale in the DCT domain, never below ``shorter_side``, instead of being refused.
     """
     if not data:
         raise InvalidImage("the image is empty: send a JPEG, PNG or WebP file")
     with _decode_slots:
         try:
             image: Image.Image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-            if shorter_side is not None and image.format == "JPEG":
+            over_budget = image.size[0] * image.size[1] > MAX_IMAGE_PIXELS
+            # Only a JPEG over the budget is drafted: below it, every image decodes at full size, as torch's
+            # preprocessing would, so answers do not depend on how large the camera's frames are.
+            if over_budget and shorter_side is not None and image.format == "JPEG":
                 image.draft(color if color in ("RGB", "L") else None, _draft_size(image.size, shorter_side))
             pixels = image.size[0] * image.size[1]
             if pixels > MAX_IMAGE_PIXELS:
-                raise InvalidImage(
-                    f"the image is {image.size[0]}x{image.size[1]} ({pixels:,} pixels); at most {MAX_IMAGE_PIXELS:,} "
-                    f"are decoded ({IMAGE_MEMORY_BUDGET_BYTES // 2**20} MiB of memory per image): send it scaled "
-                    "down, or as a JPEG (which decodes at reduced size)"
-                )
+                raise InvalidImage(_too_many_pixels(image.size))
             image.load()
+        except Image.DecompressionBombError as exc:  # Pillow's own, larger limit, checked when it opens the file
+            raise InvalidImage(f"the image has too many pixels to decode ({exc})") from exc
         except UnidentifiedImageError as exc:
             raise InvalidImage("the file is not an image we can read: send a JPEG, PNG or WebP file") from exc
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        except (OSError, SyntaxError, ValueError) as exc:
             raise InvalidImage(f"the image is truncated or corrupt: {exc}") from exc
         image = ImageOps.exif_transpose(image) or image
         return _to_color(image, color)
+
+
+def _too_many_pixels(size: tuple[int, int]) -> str:
+    return (
+        f"the image is {size[0]}x{size[1]} ({size[0] * size[1]:,} pixels): too many pixels; at most "
+        f"{MAX_IMAGE_PIXELS:,} are decoded ({IMAGE_MEMORY_BUDGET_BYTES // 2**20} MiB of memory per image). Send it "
+        "scaled down, or as a JPEG (which decodes at reduced size)"
+    )
 
 
 def _draft_size(size: tuple[int, int], shorter_side: int) -> tuple[int, int]:

@@ -30,7 +30,8 @@ def infer_frame(deployments: DeploymentSet, data: bytes, limits: FrameLimits) ->
     timer = StageTimer("edge")
     with timer.stage("parse"):
         frame = decode_frame(data, max_bytes=limits.max_bytes)
-    batch = max((record.shape[0] for record in frame.tensors if record.shape), default=1)
+    features = [record for record in frame.tensors if record.kind != TensorKind.ENCODED_IMAGE]
+    batch = max((record.shape[0] for record in features if record.shape), default=1)
     if batch > limits.max_batch:
         raise PayloadTooLarge(
             f"the frame batches {batch} inputs; this edge runs at most {limits.max_batch} per frame "

@@ -23,7 +23,7 @@ from model_splitter.services.plans import (
 MIN_BANDWIDTH_MBPS = 1e-3
 MAX_BANDWIDTH_MBPS = 1e6
 MAX_RTT_MS = 600_000.0
-MAX_IMAGE_BYTES = 1 << 31
+MAX_IMAGE_BYTES = 10**12  # what-if sizes up to a terabyte: the predictions stay finite
 MIN_SCALE = 1e-6
 MAX_SCALE = 1e6
 

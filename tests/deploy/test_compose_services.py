@@ -134,11 +134,15 @@ def test_the_tokens_are_enforced(compose_stack: dict[str, str]) -> None:
 
 
 def test_health_shows_the_peers_and_providers(compose_stack: dict[str, str]) -> None:
-    robot = httpx.get(f"{compose_stack['robot']}/health", timeout=10).json()
+    """Reads are protected in this stack: token holders see the details, anyone else that the service is up."""
+    assert httpx.get(f"{compose_stack['robot']}/health", timeout=10).json() == {"status": "ok", "service": "robot"}
+    robot_auth = {"authorization": f"Bearer {TOKENS['SPLITBOT_ROBOT_TOKEN']}"}
+    splitter_auth = {"authorization": f"Bearer {TOKENS['SPLITBOT_SPLITTER_TOKEN']}"}
+    robot = httpx.get(f"{compose_stack['robot']}/health", headers=robot_auth, timeout=10).json()
     assert robot["edge_url"] == compose_stack["edge"]
     assert robot["edge"] is not None and robot["edge"]["status"] == "ok", "the robot must reach the edge"
     assert "CPUExecutionProvider" in robot["available_providers"]
-    splitter = httpx.get(f"{compose_stack['splitter']}/health", timeout=15).json()
+    splitter = httpx.get(f"{compose_stack['splitter']}/health", headers=splitter_auth, timeout=15).json()
     assert splitter["robot"] is not None and splitter["edge"] is not None, splitter
 
 

@@ -107,10 +107,10 @@ def write_requests(deployed: Deployed) -> list[tuple[str, str, str, dict[str, ob
         ("splitter", "POST", f"/api/models/{deployed.model_id}/splits", {"json": {"split_point": "nowhere"}}, 400),
         ("splitter", "POST", f"/api/splits/{'0' * 64}/deploy", {}, 404),
         ("splitter", "POST", "/api/infer", {"files": {"image": ("x.jpg", b"not an image")}}, 400),
-        ("robot", "POST", "/api/deploy", {"json": {"split_id": "not-an-id"}}, 400),
+        ("robot", "POST", "/api/deploy", {"json": {"split_id": "not-an-id"}}, 422),
         ("robot", "POST", "/api/bundles", garbage, 400),
         ("robot", "POST", "/api/infer", {"files": {"image": ("x.jpg", b"not an image")}}, 400),
-        ("edge", "POST", "/api/deploy", {"json": {"split_id": "not-an-id"}}, 400),
+        ("edge", "POST", "/api/deploy", {"json": {"split_id": "not-an-id"}}, 422),
         ("edge", "POST", "/api/bundles", garbage, 400),
         ("edge", "POST", "/api/infer", {"content": b"not a frame"}, 400),
     ]

@@ -207,4 +207,4 @@ def test_deploy_from_unreachable_splitter_is_503(tmp_path: Path) -> None:
         assert response.status_code == 503
         assert "splitter" in response.json()["detail"]
         bad_id = httpx.post(f"{robot.url}/api/deploy", json={"split_id": "../../etc"}, timeout=30)
-        assert bad_id.status_code == 400
+        assert bad_id.status_code == 422 and "pattern" in bad_id.json()["detail"]
