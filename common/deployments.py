@@ -53,7 +53,7 @@ class DeploymentSet:
                 logger.exception("could not restore split %s", manifest.id)
 
     def _load(self, manifest: SplitManifest) -> Deployment:
-        part_session = create_session(str(self._store.part_path(manifest.id)), self._options)
+        part_session = create_session(str(self._store.part_path(manifest.id)), self._options, _served_shapes(manifest))
         full = self._full_session(manifest)
         deployment = Deployment(manifest=manifest, part=part_session, full=full)
         with self._lock:
@@ -68,7 +68,8 @@ class DeploymentSet:
             cached = self._full_sessions.get(manifest.model_sha256)
         if cached is not None:
             return cached
-        session = create_session(str(self._store.full_model_path(manifest.model_sha256)), self._options)
+        full_path = str(self._store.full_model_path(manifest.model_sha256))
+        session = create_session(full_path, self._options, _served_shapes(manifest))
         with self._lock:
             self._full_sessions[manifest.model_sha256] = session
         return session
@@ -89,3 +90,8 @@ class DeploymentSet:
     def all(self) -> list[Deployment]:
         with self._lock:
             return list(self._deployments.values())
+
+
+def _served_shapes(manifest: SplitManifest) -> dict[str, list[int]]:
+    """The shapes a split is served at (batch 1): the model's input, and the cut tensors the tail takes."""
+    return {manifest.input.name: manifest.input.shape, **{spec.name: spec.shape for spec in manifest.cut}}

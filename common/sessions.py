@@ -8,6 +8,7 @@ the first that runs is kept and reported, the next is tried otherwise.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,16 +71,30 @@ def _session_options(options: SessionOptions) -> ort.SessionOptions:
     return session_options
 
 
-def _zeros_for(session: ort.InferenceSession) -> dict[str, np.ndarray]:
+def _zeros_for(session: ort.InferenceSession, shapes: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
+    """Zeros for every input: a dynamic dimension takes its size from ``shapes`` (what the split declares), else 1.
+
+    A model with dynamic height and width (a YOLO export) cannot run on a 1x1 image, but runs at the size the
+    manifest says it is served at.
+    """
     feeds: dict[str, np.ndarray] = {}
     for node_arg in session.get_inputs():
-        shape = [dim if isinstance(dim, int) and dim > 0 else 1 for dim in node_arg.shape]
+        known = list(shapes.get(node_arg.name, ()))
+        shape = [
+            dim if isinstance(dim, int) and dim > 0 else (known[i] if i < len(known) and known[i] > 0 else 1)
+            for i, dim in enumerate(node_arg.shape)
+        ]
         feeds[node_arg.name] = np.zeros(shape, dtype=_NUMPY_TYPES.get(node_arg.type, np.float32))
     return feeds
 
 
-def create_session(model: bytes | str, options: SessionOptions) -> LoadedSession:
-    """Create a session on the first provider in ``options.providers`` that loads and runs the model."""
+def create_session(
+    model: bytes | str, options: SessionOptions, shapes: Mapping[str, Sequence[int]] | None = None
+) -> LoadedSession:
+    """Create a session on the first provider in ``options.providers`` that loads and runs the model.
+
+    ``shapes`` gives input shapes to test-run at (by input name), for inputs with dynamic dimensions.
+    """
     failures: list[str] = []
     for provider in resolve_providers(options.providers):
         chain: list[Any] = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
@@ -91,7 +106,7 @@ def create_session(model: bytes | str, options: SessionOptions) -> LoadedSession
             chain[0] = (provider, settings)
         try:
             session = ort.InferenceSession(model, sess_options=_session_options(options), providers=chain)
-            session.run(None, _zeros_for(session))
+            session.run(None, _zeros_for(session, shapes or {}))
         except Exception as exc:  # onnxruntime raises its own untyped errors for every provider failure
             logger.warning("execution provider %s failed its test run: %s", provider, exc)
             failures.append(f"{provider}: {exc}")

@@ -33,19 +33,30 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 
 def _sample(session: ort.InferenceSession, input_shape: tuple[int, ...], batch: int) -> tuple[str, np.ndarray]:
+    """The seeded input, at ``batch`` where the batch axis is dynamic and at the model's own batch where it is fixed
+    (``torch.onnx.export`` without ``dynamic_axes``, the most common export, fixes it at 1)."""
     feeds = session.get_inputs()
     if len(feeds) != 1 or feeds[0].type not in _FEED_TYPES:
         raise UnprocessableModel("head/tail verification needs a model with exactly one floating-point input")
+    declared = feeds[0].shape[0] if feeds[0].shape else None
+    rows = declared if isinstance(declared, int) and declared > 0 else batch
     rng = np.random.default_rng(0)
-    sample = rng.standard_normal((batch, *input_shape[1:])).astype(_FEED_TYPES[feeds[0].type])
+    sample = rng.standard_normal((rows, *input_shape[1:])).astype(_FEED_TYPES[feeds[0].type])
     return feeds[0].name, sample
+
+
+def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray], what: str) -> list[np.ndarray]:
+    try:
+        return [np.asarray(array) for array in session.run(None, feeds)]
+    except Exception as exc:  # onnxruntime's own error types: the model, not this service, failed
+        raise UnprocessableModel(f"the {what} does not run in ONNX Runtime on the check's input: {exc}") from exc
 
 
 def reference_outputs(full: onnx.ModelProto, input_shape: tuple[int, ...], batch: int = 2) -> list[np.ndarray]:
     """The full model's outputs on the seeded input; pass them as ``expected`` when checking many cuts of one model."""
     session = _session(full)
     name, sample = _sample(session, input_shape, batch)
-    return [np.asarray(array) for array in session.run(None, {name: sample})]
+    return _run(session, {name: sample}, "full model")
 
 
 def head_tail_max_abs_diff(
@@ -65,10 +76,10 @@ def head_tail_max_abs_diff(
         expected = reference_outputs(full, input_shape, batch)
     head_session = _session(head)
     name, sample = _sample(head_session, input_shape, batch)
-    cut = head_session.run(None, {name: sample})
+    cut = _run(head_session, {name: sample}, "head")
     sent = {value.name: array for value, array in zip(head_session.get_outputs(), cut, strict=True)}
     tail_session = _session(tail)
-    actual = tail_session.run(None, {value.name: sent[value.name] for value in tail_session.get_inputs()})
+    actual = _run(tail_session, {value.name: sent[value.name] for value in tail_session.get_inputs()}, "tail")
     if len(actual) != len(expected):
         raise UnprocessableModel(f"the tail has {len(actual)} outputs but the full model has {len(expected)}")
     diffs = [

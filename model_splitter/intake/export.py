@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
 
 import numpy as np
@@ -23,6 +24,9 @@ from model_splitter.graph.inputs import fed_inputs
 logger = logging.getLogger(__name__)
 
 OPSET = 17
+# torch.onnx's exporters keep global state (GLOBALS.in_onnx_export and friends): two exports at once in one
+# process collide ("GLOBALS.in_onnx_export must be False"). Registrations in the job threads take turns here.
+_EXPORT_LOCK = threading.Lock()
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 BATCH_DIM = "batch"
@@ -34,7 +38,7 @@ def export_module(module: torch.nn.Module | torch.jit.ScriptModule, input_shape:
     example = torch.randn(*input_shape)
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with _EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
@@ -57,7 +61,7 @@ def export_module(module: torch.nn.Module | torch.jit.ScriptModule, input_shape:
 def export_program(program: torch.export.ExportedProgram, input_shape: tuple[int, ...]) -> onnx.ModelProto:
     """Export a ``torch.export`` program through the dynamo exporter, as one file with weights inside."""
     try:
-        with warnings.catch_warnings():
+        with _EXPORT_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             onnx_program = torch.onnx.export(
                 program, dynamo=True, opset_version=max(OPSET, 18), external_data=False, verbose=False

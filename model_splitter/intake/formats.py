@@ -283,7 +283,10 @@ def _num_classes_in(arch: str, state_dict: dict[str, torch.Tensor], kwargs: dict
     """Rows of the classifier weight in ``state_dict``, found as the default model's last 1000-row weight."""
     import torchvision
 
-    with torch.device("meta"):  # shapes only: no memory, no initialisation time
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation time
+            reference = torchvision.models.get_model(arch, weights=None, **kwargs)
+    except (RuntimeError, NotImplementedError):  # builders that compute with real tensors (regnet's widths)
         reference = torchvision.models.get_model(arch, weights=None, **kwargs)
     keys = [k for k, v in reference.state_dict().items() if k.endswith(".weight") and v.ndim >= 2 and len(v) == 1000]
     if not keys or keys[-1] not in state_dict or state_dict[keys[-1]].ndim < 2:

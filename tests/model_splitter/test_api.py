@@ -6,6 +6,7 @@ import hashlib
 import io
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -208,3 +209,33 @@ def test_restart_keeps_the_registry(tmp_path: Path) -> None:
         ).json()
     with running_service("model_splitter", "SPLITTER", tmp_path) as second:
         assert httpx.get(f"{second.url}/api/models/{created['id']}").json() == created
+
+
+def test_a_fixed_batch_onnx_export_splits_at_every_point(client: httpx.Client) -> None:
+    """``torch.onnx.export`` without ``dynamic_axes`` fixes the batch at 1: the head/tail check runs at that batch."""
+    model = tiny_classifier(seed=8)
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    response = client.post(
+        "/api/models", files={"file": ("fixed.onnx", model.SerializeToString())}, data={"input_shape": "1,3,32,32"}
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["input_shape"] == [1, 3, 32, 32]
+    for point in body["split_points"]:
+        split = client.post(f"/api/models/{body['id']}/splits", json={"split_point": point["label"], "bits": 8})
+        assert split.status_code == 201, (point["label"], split.text)
+        assert split.json()["verification"]["head_tail_max_abs_diff"] <= 1e-4
+
+
+def test_four_torchvision_registrations_at_once_all_succeed(client: httpx.Client) -> None:
+    """The ONNX exporter keeps global state; exports take turns instead of failing each other."""
+    architectures = ["resnet18", "squeezenet1_1", "mobilenet_v2", "mnasnet0_5"]
+
+    def register(arch: str) -> httpx.Response:
+        return client.post("/api/models", data={"arch": arch, "input_shape": "1,3,96,96"})
+
+    with ThreadPoolExecutor(max_workers=len(architectures)) as pool:
+        answers = list(pool.map(register, architectures))
+    assert [answer.status_code for answer in answers] == [201] * 4, [answer.text[:200] for answer in answers]
+    assert [answer.json()["architecture"] for answer in answers] == architectures

@@ -580,3 +580,13 @@ def test_labels_for() -> None:
     assert labels_for(None) is None
     assert labels_for(1000) == imagenet_labels()
     assert labels_for(3) == ["class_0", "class_1", "class_2"]
+
+
+def test_an_architecture_that_cannot_be_built_on_the_meta_device_takes_its_state_dict() -> None:
+    """regnet computes its stage widths with real tensors: finding num_classes falls back to a CPU build."""
+    import torchvision
+
+    module = torchvision.models.regnet_y_400mf(weights=None, num_classes=7)
+    result = intake_torchvision("regnet_y_400mf", torch_save_bytes(module.state_dict()), "w.pth", (1, 3, 64, 64))
+    assert result.num_classes == 7 and result.weights_trained
+    assert result.export_max_abs_diff is not None and result.export_max_abs_diff <= 1e-4
