@@ -22,6 +22,7 @@ from model_splitter.graph.cuts import data_flow, find_pair_cuts
 from model_splitter.graph.cutting import infer_shapes
 from model_splitter.graph.inputs import real_inputs
 from model_splitter.graph.labels import label_tensors
+from model_splitter.graph.shapes import measured_value_infos
 from model_splitter.records import SplitPoint
 
 WIRE_BITS = (32, 16, 8, 4, 2)
@@ -53,8 +54,11 @@ def _concrete_input_shapes(model: onnx.ModelProto, input_shape: tuple[int, ...])
     return {value.name: wanted}
 
 
-def _shapes(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> tuple[dict[str, list[int]], dict[str, int]]:
-    """Concrete shapes (only fully known ones) and element types of every tensor shape inference can reach."""
+def _shapes(
+    model: onnx.ModelProto, input_shape: tuple[int, ...], live: frozenset[str]
+) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Concrete shapes and element types of every live tensor: from shape inference, and where it stops short,
+    from one real run (``shapes.measured_value_infos``)."""
     graph = infer_shapes(model, data_prop=True, input_shapes=_concrete_input_shapes(model, input_shape))
     shapes: dict[str, list[int]] = {}
     types: dict[str, int] = {}
@@ -67,6 +71,11 @@ def _shapes(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> tuple[dict[
             types[value.name] = tensor_type.elem_type
         if tensor_type.HasField("shape") and all(dim.HasField("dim_value") for dim in tensor_type.shape.dim):
             shapes[value.name] = [dim.dim_value for dim in tensor_type.shape.dim]
+    missing = [name for name in live if name not in shapes or name not in types]
+    for name, value in measured_value_infos(model, input_shape, missing).items():
+        tensor_type = value.type.tensor_type
+        types[name] = tensor_type.elem_type
+        shapes[name] = [dim.dim_value if dim.HasField("dim_value") else 1 for dim in tensor_type.shape.dim]
     return shapes, types
 
 
@@ -118,7 +127,7 @@ def analyse_split_points(
     with ``pair_cuts``, also the cuts of two tensors that ``find_pair_cuts`` offers (see the module docstring)."""
     flow = data_flow(model)  # also runs ensure_cuttable
     labels = label_tensors(model, flow.cuts)
-    shapes, types = _shapes(model, input_shape)
+    shapes, types = _shapes(model, input_shape, flow.live)
     sizes = {init.name: math.prod(init.dims) for init in model.graph.initializer}
 
     # Prefix sums over the live nodes in topological order: cost up to and including the node at each position.

@@ -14,6 +14,7 @@ import onnx
 from common.errors import InvalidArgument, UnprocessableModel
 from model_splitter.graph.cuts import ensure_cuttable, topological_nodes
 from model_splitter.graph.inputs import real_inputs
+from model_splitter.graph.shapes import measured_value_infos
 
 
 def _backward_slice(
@@ -89,11 +90,18 @@ def tensor_value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]
 
 
 def _cut_value_infos(
-    model: onnx.ModelProto, cut_tensors: list[str], known: Mapping[str, onnx.ValueInfoProto] | None = None
+    model: onnx.ModelProto,
+    cut_tensors: list[str],
+    known: Mapping[str, onnx.ValueInfoProto] | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> dict[str, onnx.ValueInfoProto]:
-    """Typed ValueInfos for the cut tensors, from shape inference on the full model (symbolic batch kept)."""
+    """Typed ValueInfos for the cut tensors, from shape inference on the full model (symbolic batch kept), and
+    where inference stops short, measured in one run at ``input_shape``."""
     if known is None:
         known = tensor_value_infos(model)
+    untyped = [name for name in cut_tensors if name not in known or not known[name].type.tensor_type.elem_type]
+    if untyped and input_shape is not None:
+        known = {**known, **measured_value_infos(model, input_shape, untyped)}
     infos: dict[str, onnx.ValueInfoProto] = {}
     for name in cut_tensors:
         value = known.get(name)
@@ -151,11 +159,13 @@ def cut_model(
     model: onnx.ModelProto,
     cut_tensors: list[str],
     value_infos: Mapping[str, onnx.ValueInfoProto] | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """Split ``model`` into (head, tail): the head computes ``cut_tensors`` from the graph inputs, the tail the
     original outputs from ``cut_tensors`` alone. Raises ``UnprocessableModel`` if the tensors are not a real cut.
 
-    ``value_infos`` (from ``tensor_value_infos(model)``) saves the shape inference when cutting one model often."""
+    ``value_infos`` (from ``tensor_value_infos(model)``) saves the shape inference when cutting one model often;
+    ``input_shape`` (the declared one) lets shapes inference cannot reach be measured instead of refused."""
     ensure_cuttable(model)
     graph = model.graph
     if not cut_tensors:
@@ -187,7 +197,7 @@ def cut_model(
             f"tensor(s) {unused} would not be read by the tail: the other cut tensors already determine the outputs"
         )
 
-    typed = _cut_value_infos(model, cut_tensors, value_infos)
+    typed = _cut_value_infos(model, cut_tensors, value_infos, input_shape)
     cut_infos = [typed[name] for name in cut_tensors]
     graph_inputs = [value for value in graph.input if value.name in input_set]
     head = _half(model, "head", head_nodes, graph_inputs, cut_infos)

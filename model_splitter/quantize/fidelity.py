@@ -151,7 +151,7 @@ def measure_fidelity(
     missing = [name for name in cut_tensors if name not in by_name and bits in QUANTIZED_BITS]
     if missing:
         raise InvalidArgument(f"no clip range for cut tensor(s) {missing}")
-    head, tail = cut_model(model, cut_tensors)
+    head, tail = cut_model(model, cut_tensors, input_shape=(1, *batch.shape[1:]))
     head_session = cpu_session(head)
     feed = {value.name: batch for value in head_session.get_inputs()}
     reference = run_batched(cpu_session(model), feed)[0]
@@ -207,7 +207,7 @@ def fidelity_table(
             noise[bits] = (signal_sum, noise_sum)
         split_outputs: np.ndarray | None = None
         if run_bits:
-            _, tail = cut_model(model, point.tensors, value_infos)
+            _, tail = cut_model(model, point.tensors, value_infos, tuple(record.input_shape))
             session = cpu_session(tail)
             stacked = {name: np.concatenate(parts) for name, parts in feeds.items()}
             del feeds

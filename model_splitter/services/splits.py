@@ -76,7 +76,7 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
                 f"carries names of at most {MAX_TENSOR_NAME_BYTES} UTF-8 bytes: pick another split point, or "
                 "export the model with shorter tensor names"
             )
-    head, tail = cut_model(model, tensors)
+    head, tail = cut_model(model, tensors, input_shape=tuple(record.input_shape))
     difference, tolerance = check_head_tail(model, head, tail, tuple(record.input_shape), point.label)
     head_bytes = head.SerializeToString()
     tail_bytes = tail.SerializeToString()

@@ -1,0 +1,66 @@
+"""Shapes and element types of tensors that ONNX shape inference leaves open, measured in one real run.
+
+Static inference stops at graphs that are static in fact but not on paper: a channel shuffle's Reshape whose
+target is computed from ``Shape`` nodes, TF-style "same" padding computed by ``Shape -> Gather -> Sub -> Div``
+chains. Refusing such a model because the checker cannot prove a shape would refuse models that run every day, so
+the missing shapes come from one ONNX Runtime run at the declared input shape, the named tensors added as graph
+outputs. A symbolic batch axis of the input stays symbolic on the measured tensors (axis 0), which the head/tail
+check then exercises at batch 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from common.errors import UnprocessableModel
+from model_splitter.graph.inputs import fed_inputs
+
+BATCH_DIM = "batch"
+_FEED_TYPES: dict[int, type[np.floating]] = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.DOUBLE: np.float64,
+}
+
+
+def measured_value_infos(
+    model: onnx.ModelProto, input_shape: tuple[int, ...], names: Iterable[str]
+) -> dict[str, onnx.ValueInfoProto]:
+    """Typed ValueInfos of ``names`` from one run at ``input_shape`` (batch 1; a symbolic batch kept symbolic)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    inputs = fed_inputs(model.graph)
+    if len(inputs) != 1:
+        raise UnprocessableModel("measuring tensor shapes needs a model with exactly one input")
+    (graph_input,) = inputs
+    elem_type = graph_input.type.tensor_type.elem_type
+    dims = graph_input.type.tensor_type.shape.dim
+    symbolic_batch = bool(dims) and not dims[0].HasField("dim_value")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {value.name for value in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in wanted if name not in present)
+    sample = np.random.default_rng(0).standard_normal((1, *input_shape[1:]))
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+
+        arrays = session.run(wanted, {graph_input.name: sample.astype(_FEED_TYPES.get(elem_type, np.float32))})
+    except Exception as exc:  # onnxruntime's own error types
+        raise UnprocessableModel(
+            f"the shapes of {len(wanted)} tensor(s) could not be inferred and the model does not run at input "
+            f"shape {list(input_shape)} to measure them: {str(exc)[:300]}"
+        ) from exc
+    measured: dict[str, onnx.ValueInfoProto] = {}
+    for name, array in zip(wanted, arrays, strict=True):
+        value = np.asarray(array)
+        shape: list[int | str] = list(value.shape)
+        if symbolic_batch and shape:
+            shape[0] = BATCH_DIM
+        tensor_type = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+        measured[name] = onnx.helper.make_tensor_value_info(name, tensor_type, shape)
+    return measured

@@ -1,0 +1,37 @@
+"""Shapes inference cannot prove are measured in one real run, so static-in-fact models split at every point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from onnx import TensorProto
+
+from model_splitter.graph.shapes import measured_value_infos
+from model_splitter.records import SplitRequest
+from model_splitter.services.models import register_torchvision
+from model_splitter.services.splits import create_split
+from model_splitter.store.registry import Registry
+from tests.support import tiny_classifier
+
+SHAPE = (1, 3, 64, 64)
+
+
+def test_measured_shapes_keep_a_symbolic_batch_and_the_element_type() -> None:
+    model = tiny_classifier(size=64)
+    measured = measured_value_infos(model, SHAPE, ["r2", "flat"])
+    assert [d.dim_param or d.dim_value for d in measured["r2"].type.tensor_type.shape.dim] == ["batch", 8, 64, 64]
+    assert [d.dim_param or d.dim_value for d in measured["flat"].type.tensor_type.shape.dim] == ["batch", 8]
+    assert measured["r2"].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert measured_value_infos(model, SHAPE, []) == {}
+
+
+@pytest.mark.slow
+def test_shufflenet_registers_and_splits_exactly_inside_its_stages(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    record = register_torchvision(registry, "shufflenet_v2_x0_5", None, None, SHAPE, None)
+    labels = [point.label for point in record.split_points]
+    assert "stage2.1.concat" in labels and len(labels) > 30
+    for label in ("stage2.1.concat", "stage3.3", "conv5"):
+        manifest = create_split(registry, record.id, SplitRequest(split_point=label, bits=8))
+        assert manifest.verification.head_tail_max_abs_diff <= manifest.verification.head_tail_tolerance
