@@ -20,7 +20,7 @@ import onnx
 from common.errors import InvalidArgument, UnprocessableModel
 from model_splitter.graph.cuts import data_flow, find_pair_cuts
 from model_splitter.graph.cutting import infer_shapes
-from model_splitter.graph.inputs import real_inputs
+from model_splitter.graph.inputs import node_inputs, real_inputs
 from model_splitter.graph.labels import label_tensors
 from model_splitter.graph.shapes import measured_value_infos
 from model_splitter.records import SplitPoint
@@ -110,7 +110,7 @@ def _params_by_node(flow_nodes: list[onnx.NodeProto], live: frozenset[str], grap
     per_node: list[set[str]] = []
     for node in flow_nodes:
         read: set[str] = set()
-        for name in node.input:
+        for name in node_inputs(node):
             if name and name not in live:
                 read |= origins.get(name, set())
         per_node.append(read)
@@ -237,6 +237,6 @@ def _live_ancestors(tensors: list[str], producers: dict[str, onnx.NodeProto], li
         node = producers[name]
         outputs = [out for out in node.output if out in live]
         seen.update(outputs)
-        pending.extend(node.input)
+        pending.extend(node_inputs(node))
     # Count each node once: keep one output per node.
     return {next(out for out in producers[name].output if out in live) for name in seen}

@@ -16,25 +16,12 @@ from dataclasses import dataclass
 import onnx
 
 from common.errors import UnprocessableModel
-from model_splitter.graph.inputs import real_inputs
-
-CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan"})
+from model_splitter.graph.inputs import node_inputs, real_inputs
 
 
 def ensure_cuttable(model: onnx.ModelProto) -> None:
     """Raise ``UnprocessableModel`` for graphs whose data flow the cut finder cannot see in full."""
     graph = model.graph
-    for node in graph.node:
-        # Subgraphs read outer tensors implicitly, so their edges are invisible to a flat data-flow analysis.
-        has_subgraph = any(
-            attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute
-        )
-        if node.op_type in CONTROL_FLOW_OPS or has_subgraph:
-            raise UnprocessableModel(
-                f"node {node.name or node.op_type!r} ({node.op_type}) contains control flow; only graphs without "
-                "control flow (If, Loop, Scan or other subgraph attributes) can be cut. Export the model with "
-                "fixed shapes and without data-dependent branches or loops."
-            )
     if not real_inputs(graph):
         raise UnprocessableModel("the graph has no input that is fed at run time (only initializers); nothing to cut")
     if not graph.output:
@@ -56,7 +43,7 @@ def topological_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     consumers: list[list[int]] = [[] for _ in nodes]
     missing = [0] * len(nodes)
     for index, node in enumerate(nodes):
-        for source in {producer[name] for name in node.input if name in producer}:
+        for source in {producer[name] for name in node_inputs(node) if name in producer}:
             consumers[source].append(index)
             missing[index] += 1
     ready = [index for index, count in enumerate(missing) if count == 0]
@@ -117,7 +104,7 @@ def _tensor_dag(model: onnx.ModelProto) -> _TensorDag:
         producer.append(-1)
     for position, node in enumerate(nodes):
         # Inputs with no index are initializers or constant-only outputs: they never lie on an input path.
-        sources = sorted({index[name] for name in node.input if name in index})
+        sources = sorted({index[name] for name in node_inputs(node) if name in index})
         for name in node.output:
             if name and name not in index:
                 index[name] = len(tensors)

@@ -13,7 +13,7 @@ import onnx
 
 from common.errors import InvalidArgument, UnprocessableModel
 from model_splitter.graph.cuts import ensure_cuttable, topological_nodes
-from model_splitter.graph.inputs import real_inputs
+from model_splitter.graph.inputs import node_inputs, real_inputs
 from model_splitter.graph.shapes import measured_value_infos
 
 
@@ -36,7 +36,7 @@ def _backward_slice(
         index = producer[name]
         if index not in needed:
             needed.add(index)
-            pending.extend(nodes[index].input)
+            pending.extend(node_inputs(nodes[index]))
     return [nodes[index] for index in sorted(needed)], leaves
 
 
@@ -124,7 +124,7 @@ def _half(
     outputs: list[onnx.ValueInfoProto],
 ) -> onnx.ModelProto:
     graph = model.graph
-    used = {tensor for node in nodes for tensor in node.input if tensor} | {value.name for value in outputs}
+    used = {tensor for node in nodes for tensor in node_inputs(node)} | {value.name for value in outputs}
     initializers = [init for init in graph.initializer if init.name in used]
     sparse = [init for init in graph.sparse_initializer if init.values.name in used]
     boundary = {value.name for value in inputs} | {value.name for value in outputs}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import onnx
 from onnx import TensorProto, helper
 
@@ -89,3 +91,22 @@ def shape_side_path(shape_of: str) -> onnx.ModelProto:
             helper.make_node("Sigmoid", ["r"], ["y"]),
         ]
     )
+
+
+def if_model(tail_ops: int = 0) -> onnx.ModelProto:
+    """Relu -> If whose branches read the Relu's output from the outer scope (no explicit input) -> Neg ..."""
+    then_branch = helper.make_graph(
+        [helper.make_node("Identity", ["a"], ["out"])], "then", [], [helper.make_tensor_value_info("out", 1, SHAPE)]
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Neg", ["a"], ["neg"])], "else", [], [helper.make_tensor_value_info("neg", 1, SHAPE)]
+    )
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("ReduceSum", ["a"], ["total"], keepdims=0),
+        helper.make_node("Cast", ["total"], ["cond"], to=TensorProto.BOOL),
+        helper.make_node("If", ["cond"], ["b" if tail_ops else "y"], then_branch=then_branch, else_branch=else_branch),
+    ]
+    names = ["b", *[f"t{i}" for i in range(tail_ops - 1)], "y"] if tail_ops else []
+    nodes += [helper.make_node("Neg", [src], [dst]) for src, dst in itertools.pairwise(names)]
+    return make_model(nodes)

@@ -16,6 +16,7 @@ from model_splitter.graph.cutting import cut_model
 from model_splitter.graph.verification import head_tail_max_abs_diff
 from tests.model_splitter.graphs import (
     chain,
+    if_model,
     make_model,
     parallel_branches,
     shape_side_path,
@@ -143,3 +144,18 @@ def test_old_onnx_with_initializers_listed_as_inputs() -> None:
     assert [value.name for value in tail.graph.input] == ["a", "w"]
     assert [value.name for value in head.graph.input] == ["x"]
     assert head_tail_max_abs_diff(model, head, tail, (1, 4), batch=3) == 0.0
+
+
+@pytest.mark.parametrize("cut", ["a", "b", "t1"])
+def test_a_model_with_control_flow_is_cut_exactly_around_it(cut: str) -> None:
+    """The If goes whole into the tail (cut at ``a``) or the head (after it); either way the halves compose."""
+    model = if_model(tail_ops=3)
+    head, tail = cut_model(model, [cut])
+    onnx.checker.check_model(head)
+    onnx.checker.check_model(tail)
+    for sign in (1.0, -1.0):  # both branches of the If
+        x = sign * np.abs(np.random.default_rng(0).standard_normal((2, 4))).astype(np.float32)
+        (expected,) = run(model, {"x": x})
+        (middle,) = run(head, {"x": x})
+        (actual,) = run(tail, {cut: middle})
+        np.testing.assert_array_equal(actual, expected)

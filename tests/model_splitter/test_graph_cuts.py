@@ -11,9 +11,11 @@ from onnx import TensorProto, helper
 
 from common.errors import UnprocessableModel
 from model_splitter.graph.cuts import ensure_cuttable, find_single_tensor_cuts, topological_nodes
+from model_splitter.graph.inputs import node_inputs
 from tests.model_splitter.graphs import (
     SHAPE,
     chain,
+    if_model,
     make_model,
     parallel_branches,
     shape_side_path,
@@ -123,23 +125,29 @@ def test_nodes_out_of_file_order_are_sorted() -> None:
     assert find_single_tensor_cuts(model) == ["a", "b", "c"]
 
 
-def test_control_flow_is_refused() -> None:
-    branch = helper.make_graph(
-        [helper.make_node("Identity", ["a"], ["out"])],
-        "branch",
+def test_control_flow_is_one_node_whose_branches_read_outer_tensors() -> None:
+    """The If reads ``a`` only through its branches: ``a`` is still the one cut before it, ``total`` and
+    ``cond`` are not (the If needs ``a`` too), and the tensors after it are cuts as usual."""
+    assert find_single_tensor_cuts(if_model()) == ["a"]
+    assert find_single_tensor_cuts(if_model(tail_ops=3)) == ["a", "b", "t0", "t1"]
+
+
+def test_outer_reads_are_found_in_nested_subgraphs() -> None:
+    inner = helper.make_graph(
+        [helper.make_node("Add", ["a", "k"], ["s"])],
+        "inner",
         [],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, SHAPE)],
+        [helper.make_tensor_value_info("s", 1, SHAPE)],
+        [helper.make_tensor("k", TensorProto.FLOAT, [1], [1.0])],
     )
-    model = make_model(
-        [
-            helper.make_node("Relu", ["x"], ["a"]),
-            helper.make_node("ReduceSum", ["a"], ["total"], keepdims=0),
-            helper.make_node("Cast", ["total"], ["cond"], to=TensorProto.BOOL),
-            helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch),
-        ]
+    outer = helper.make_graph(
+        [helper.make_node("If", ["c2"], ["o"], then_branch=inner, else_branch=inner)],
+        "outer",
+        [],
+        [helper.make_tensor_value_info("o", 1, SHAPE)],
     )
-    with pytest.raises(UnprocessableModel, match="control flow"):
-        find_single_tensor_cuts(model)
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=outer, else_branch=outer)
+    assert node_inputs(node) == ["cond", "a", "c2"]
 
 
 def test_graph_without_runtime_input_or_output_is_refused() -> None:

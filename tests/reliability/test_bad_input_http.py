@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
@@ -73,34 +72,6 @@ def services(tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit) ->
 # ------------------------------------------------------------------------------------------ models, splitter
 
 
-def control_flow_model() -> bytes:
-    """A valid, runnable image model whose middle is an If: its data flow cannot be cut."""
-    branch = helper.make_graph(
-        [helper.make_node("Identity", ["a"], ["branch_out"])],
-        "branch",
-        [],
-        [helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, [1, 3, 8, 8])],
-    )
-    nodes = [
-        helper.make_node("Relu", ["x"], ["a"]),
-        helper.make_node("ReduceSum", ["a"], ["total"], keepdims=0),
-        helper.make_node("Cast", ["total"], ["cond"], to=TensorProto.BOOL),
-        helper.make_node("If", ["cond"], ["b"], then_branch=branch, else_branch=branch),
-        helper.make_node("GlobalAveragePool", ["b"], ["pooled"]),
-        helper.make_node("Flatten", ["pooled"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "control_flow",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return bytes(model.SerializeToString())
-
-
 def skip_connection_only_model() -> bytes:
     """y = relu(x) + x: every path from input to output does not share one tensor, so nothing can be cut."""
     graph = helper.make_graph(
@@ -150,7 +121,6 @@ def register(services: Services, files: dict[str, tuple[str, bytes]], data: dict
 @pytest.mark.parametrize(
     ("name", "make", "error", "words"),
     [
-        ("control-flow.onnx", control_flow_model, "unprocessable_model", "control flow"),
         ("skip.onnx", skip_connection_only_model, "unprocessable_model", "cannot be split"),
         ("external.onnx", external_data_model, "unsafe_model_format", "path traversal"),
         ("model.pt", torch_saved_module, "unsafe_model_format", "arbitrary code"),
