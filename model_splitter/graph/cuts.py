@@ -3,7 +3,8 @@
 A tensor is a single-tensor cut when every path from the graph inputs to the graph outputs passes through it,
 i.e. when it dominates a virtual sink fed by all graph outputs in the tensor-level DAG rooted at a virtual source
 that feeds all graph inputs. Working on the graph alone (no per-architecture name rules) is what lets skip
-connections, multi-branch blocks and ``Shape(input)`` side paths invalidate exactly the cuts they bypass.
+connections and multi-branch blocks invalidate exactly the cuts they bypass. Edges into ``Shape`` and ``Size``
+carry no values and are not followed: the tail recomputes what they give (``shape_edges.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import onnx
 
 from common.errors import UnprocessableModel
 from model_splitter.graph.inputs import node_inputs, real_inputs
+from model_splitter.graph.shape_edges import is_shape_node
 
 
 def ensure_cuttable(model: onnx.ModelProto) -> None:
@@ -104,7 +106,9 @@ def _tensor_dag(model: onnx.ModelProto) -> _TensorDag:
         producer.append(-1)
     for position, node in enumerate(nodes):
         # Inputs with no index are initializers or constant-only outputs: they never lie on an input path.
-        sources = sorted({index[name] for name in node_inputs(node) if name in index})
+        # A Shape or Size node reads dimensions, not values: not a data edge (see shape_edges.py).
+        reads = [] if is_shape_node(node) else node_inputs(node)
+        sources = sorted({index[name] for name in reads if name in index})
         for name in node.output:
             if name and name not in index:
                 index[name] = len(tensors)

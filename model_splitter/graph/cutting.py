@@ -14,14 +14,21 @@ import onnx
 from common.errors import InvalidArgument, UnprocessableModel
 from model_splitter.graph.cuts import ensure_cuttable, topological_nodes
 from model_splitter.graph.inputs import node_inputs, real_inputs
+from model_splitter.graph.shape_edges import is_shape_node, recomputed
 from model_splitter.graph.shapes import measured_value_infos
 
 
 def _backward_slice(
-    nodes: list[onnx.NodeProto], producer: dict[str, int], targets: Iterable[str], stop: set[str]
-) -> tuple[list[onnx.NodeProto], set[str]]:
-    """Nodes needed to compute ``targets`` from ``stop`` (in the order of ``nodes``), and the leaf tensors read."""
+    nodes: list[onnx.NodeProto],
+    producer: dict[str, int],
+    targets: Iterable[str],
+    stop: set[str],
+    shapes_of: frozenset[str] = frozenset(),
+) -> tuple[list[int], set[str], set[int]]:
+    """Indices of the nodes needed to compute ``targets`` from ``stop`` (in order), the leaf tensors read, and the
+    Shape/Size nodes reading a tensor of ``shapes_of`` (computed elsewhere), which are to be recomputed."""
     needed: set[int] = set()
+    rewrites: set[int] = set()
     leaves: set[str] = set()
     seen: set[str] = set()
     pending = list(targets)
@@ -34,10 +41,15 @@ def _backward_slice(
             leaves.add(name)
             continue
         index = producer[name]
-        if index not in needed:
-            needed.add(index)
-            pending.extend(node_inputs(nodes[index]))
-    return [nodes[index] for index in sorted(needed)], leaves
+        if index in needed:
+            continue
+        needed.add(index)
+        node = nodes[index]
+        if is_shape_node(node) and node.input[0] in shapes_of:
+            rewrites.add(index)
+            continue
+        pending.extend(node_inputs(node))
+    return sorted(needed), leaves, rewrites
 
 
 # Initializers larger than this are replaced by typed inputs before shape inference: their values never decide a
@@ -183,8 +195,13 @@ def cut_model(
     inputs = real_inputs(graph)
     input_set = set(inputs)
     # The head keeps every graph input, even one it does not read, so the robot feeds what the full model takes.
-    head_nodes, _ = _backward_slice(nodes, producer, cut_tensors, input_set)
-    tail_nodes, tail_leaves = _backward_slice(nodes, producer, [value.name for value in graph.output], set(cut_tensors))
+    head_indices, _, _ = _backward_slice(nodes, producer, cut_tensors, input_set)
+    head_nodes = [nodes[index] for index in head_indices]
+    in_head = frozenset(name for node in head_nodes for name in node.output if name) - set(cut_tensors)
+    outputs = [value.name for value in graph.output]
+    tail_indices, tail_leaves, rewrites = _backward_slice(
+        nodes, producer, outputs, set(cut_tensors), in_head | input_set
+    )
     bypassing = sorted(tail_leaves & input_set)
     if bypassing:
         raise UnprocessableModel(
@@ -200,6 +217,45 @@ def cut_model(
     typed = _cut_value_infos(model, cut_tensors, value_infos, input_shape)
     cut_infos = [typed[name] for name in cut_tensors]
     graph_inputs = [value for value in graph.input if value.name in input_set]
+    tail_nodes: list[onnx.NodeProto] = []
+    for index in tail_indices:
+        if index in rewrites:
+            node = nodes[index]
+            source = _batch_source(model, cut_tensors, value_infos)
+            tail_nodes += recomputed(node, _static_dims(model, node.input[0], input_shape), source)
+        else:
+            tail_nodes.append(nodes[index])
     head = _half(model, "head", head_nodes, graph_inputs, cut_infos)
     tail = _half(model, "tail", tail_nodes, cut_infos, list(graph.output))
     return head, tail
+
+
+def _static_dims(model: onnx.ModelProto, name: str, input_shape: tuple[int, ...] | None) -> list[int | None]:
+    """The dimensions of ``name`` at the declared input (None for a symbolic batch), for a recomputed Shape."""
+    if input_shape is None:
+        raise UnprocessableModel(
+            f"the tail needs the shape of {name!r}, computed in the head; cutting here needs the model's input shape"
+        )
+    infos = measured_value_infos(model, input_shape, [name])
+    return [dim.dim_value if dim.HasField("dim_value") else None for dim in infos[name].type.tensor_type.shape.dim]
+
+
+def _batch_source(
+    model: onnx.ModelProto, cut_tensors: list[str], known: Mapping[str, onnx.ValueInfoProto] | None
+) -> str:
+    """A cut tensor whose axis 0 is the input's batch axis (same symbolic dimension), to read the batch from."""
+    known = known if known is not None else tensor_value_infos(model)
+    (graph_input, *_) = [value for value in model.graph.input if value.name in set(real_inputs(model.graph))]
+    input_dims = graph_input.type.tensor_type.shape.dim
+    batch = input_dims[0].dim_param if input_dims and input_dims[0].HasField("dim_param") else None
+    if batch is None:
+        return cut_tensors[0]  # a fixed batch: recomputed shapes are constants, the source is not read
+    for name in cut_tensors:
+        value = known.get(name)
+        dims = value.type.tensor_type.shape.dim if value is not None else []
+        if not dims or (dims[0].HasField("dim_param") and dims[0].dim_param == batch):
+            return name  # an unknown shape is tried too: the head/tail check decides
+    raise UnprocessableModel(
+        f"the tail needs a shape of the input, and none of the cut tensors {cut_tensors} carries the batch on "
+        "axis 0 to recompute it from: pick a split point before or after this one"
+    )
