@@ -102,10 +102,23 @@ def zero_member_zip(name: str, size: int, **others: bytes) -> bytes:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for other, content in others.items():
             zf.writestr(other, content)
-        info = zipfile.ZipInfo(name)
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with zf.open(info, "w", force_zip64=True) as member:
-            chunk = bytes(1 << 20)
-            for _ in range(size // len(chunk)):
-                member.write(chunk)
+        _write_inflating(zf, name, size, b"\0")
     return out.getvalue()
+
+
+def with_inflating_member(data: bytes, relative: str, size: int, fill: bytes = b"#") -> bytes:
+    """The archive with one more member under its root folder, ``size`` bytes of ``fill`` deflated to almost none."""
+    root = zipfile.ZipFile(io.BytesIO(data)).namelist()[0].split("/", 1)[0]
+    out = io.BytesIO(data)
+    with zipfile.ZipFile(out, "a", zipfile.ZIP_DEFLATED) as zf:
+        _write_inflating(zf, f"{root}/{relative}", size, fill)
+    return out.getvalue()
+
+
+def _write_inflating(zf: zipfile.ZipFile, name: str, size: int, fill: bytes) -> None:
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    chunk = fill * ((1 << 20) // len(fill))
+    with zf.open(info, "w", force_zip64=True) as member:
+        for _ in range(size // len(chunk)):
+            member.write(chunk)

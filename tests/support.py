@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -166,3 +168,31 @@ def record_of(points: list[SplitPoint], input_shape: tuple[int, ...], num_classe
         preprocessing=default_preprocessing(input_shape),
         split_points=points,
     )
+
+
+@contextmanager
+def tcp_server(serve: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A loopback TCP listener that hands each accepted connection to ``serve`` (on its one accept thread), for
+    peers that misbehave below HTTP: hang, close early, answer half. Yields its ``http://`` URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            serve(connection)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()

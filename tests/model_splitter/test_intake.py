@@ -45,6 +45,7 @@ from tests.crafted import (
     tiny,
     torch_save_bytes,
     with_duplicate,
+    with_inflating_member,
 )
 
 SHAPE = (1, 3, 16, 16)
@@ -287,18 +288,10 @@ def test_a_second_member_of_the_same_name_is_refused_before_anything_reads_it(
 
 
 def test_torchscript_whose_code_inflates_like_a_zip_bomb_is_refused_unread() -> None:
-    archive = jit_bytes(torch.jit.script(tiny()))
-    root = zipfile.ZipFile(io.BytesIO(archive)).namelist()[0].split("/", 1)[0]
-    bomb = io.BytesIO(archive)
-    with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as zf:
-        info = zipfile.ZipInfo(f"{root}/code/__torch__/padding.py")
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with zf.open(info, "w", force_zip64=True) as handle:
-            for _ in range(256):
-                handle.write(b"#" * (1 << 20))
-    assert len(bomb.getvalue()) < 2 * 2**20
+    bomb = with_inflating_member(jit_bytes(torch.jit.script(tiny())), "code/__torch__/padding.py", 256 << 20)
+    assert len(bomb) < 2 * 2**20
     with pytest.raises(UnprocessableModel, match=r"padding\.py in the archive inflates"):
-        intake_upload(bomb.getvalue(), "net.pt", SHAPE)
+        intake_upload(bomb, "net.pt", SHAPE)
 
 
 def test_an_archive_under_two_root_folders_is_refused(pt2: bytes) -> None:

@@ -21,13 +21,23 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from common.manifest import compute_split_id
 from common.tensor_records import quantized_record
 from common.wire import encode_frame
-from tests.crafted import Marker, jit_bytes, pt2_bytes, tiny, torch_save_bytes, with_duplicate, zero_member_zip
+from tests.crafted import (
+    Marker,
+    jit_bytes,
+    pt2_bytes,
+    tiny,
+    torch_save_bytes,
+    with_duplicate,
+    with_inflating_member,
+    zero_member_zip,
+)
 from tests.reliability.harness import log_lines, pid_of, start_service, vm_rss_bytes
 from tests.support import HTTP_TIMEOUT_S, TinySplit, robot_infer, tiny_classifier, upload_bundle
 from tools.local_stack import ServiceProcess, free_port
@@ -112,20 +122,11 @@ def test_a_pt2_whose_second_copy_of_a_member_is_a_hostile_pickle_runs_nothing(
 
 
 def test_torchscript_code_that_inflates_to_a_gigabyte_is_refused_unread(services: Services) -> None:
-    archive = jit_bytes(__import__("torch").jit.script(tiny()))
-    root = zipfile.ZipFile(io.BytesIO(archive)).namelist()[0].split("/", 1)[0]
-    bomb = io.BytesIO(archive)
-    with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as zf:
-        info = zipfile.ZipInfo(f"{root}/code/__torch__/padding.py")
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with zf.open(info, "w", force_zip64=True) as handle:
-            line = b"#" * MIB
-            for _ in range(1024):
-                handle.write(line)
-    assert len(bomb.getvalue()) < 3 * MIB
+    bomb = with_inflating_member(jit_bytes(torch.jit.script(tiny())), "code/__torch__/padding.py", 1024 * MIB)
+    assert len(bomb) < 3 * MIB
     with PeakMemory(services.splitter) as peak:
         started = time.monotonic()
-        response = register(services.splitter, bomb.getvalue(), "bomb.pt")
+        response = register(services.splitter, bomb, "bomb.pt")
     assert response.status_code == 422, response.text
     assert "inflates" in response.json()["detail"]
     assert peak.added < REQUEST_BUDGET, f"{peak.added / MIB:.0f} MiB"

@@ -3,49 +3,35 @@
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from common.errors import UpstreamUnavailable
 from robot_inference.frame_channel import FrameChannel
+from tests.support import tcp_server
 
 
-def closing_listener(reply: bytes) -> Iterator[str]:
-    """Accepts each connection, reads the handshake, sends ``reply`` (maybe nothing) and closes: a dying edge."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.settimeout(0.2)
-    stop = threading.Event()
+def closing_after(reply: bytes) -> Callable[[socket.socket], None]:
+    """Reads the handshake, sends ``reply`` (maybe nothing) and closes: an edge that dies while answering."""
 
-    def serve() -> None:
-        while not stop.is_set():
+    def serve(connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(2)
             try:
-                connection, _ = listener.accept()
+                connection.recv(65536)
+                if reply:
+                    connection.sendall(reply)
             except OSError:
-                continue
-            with connection:
-                connection.settimeout(2)
-                try:
-                    connection.recv(65536)
-                    if reply:
-                        connection.sendall(reply)
-                except OSError:
-                    pass
+                pass
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    listener.close()
+    return serve
 
 
 @pytest.fixture(params=[b"", b"HTTP/1.1 101 Switching Protocols\r\n"], ids=["closed-before-answer", "cut-mid-answer"])
 def dying_edge(request: pytest.FixtureRequest) -> Iterator[str]:
-    yield from closing_listener(request.param)
+    with tcp_server(closing_after(request.param)) as url:
+        yield url
 
 
 def test_an_edge_that_dies_during_the_handshake_is_unavailable(dying_edge: str) -> None:

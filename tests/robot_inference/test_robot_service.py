@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import SAMPLES, TinySplit, robot_infer, running_service, upload_bundle
+from tests.support import SAMPLES, TinySplit, robot_infer, running_service, tcp_server, upload_bundle
 from tools.local_stack import ServiceProcess, free_port
 
 Pair = tuple[ServiceProcess, ServiceProcess]
@@ -136,28 +135,11 @@ def test_dead_edge_is_503_quickly(tmp_path: Path, tiny_split: TinySplit) -> None
 @pytest.fixture
 def silent_edge() -> Iterator[str]:
     """A TCP listener that accepts connections and never answers: an edge that hangs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
     accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
+    with tcp_server(accepted.append) as url:
+        yield url
     for connection in accepted:
         connection.close()
-    listener.close()
 
 
 def test_hanging_edge_is_504_within_the_timeout(tmp_path: Path, tiny_split: TinySplit, silent_edge: str) -> None:
