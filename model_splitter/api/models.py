@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
@@ -15,7 +17,7 @@ from model_splitter.api.registration import registration_form
 from model_splitter.context import SplitterContext
 from model_splitter.progress import no_progress
 from model_splitter.records import ModelRecord, ModelSummary, SplitPoint, SplitRequest
-from model_splitter.services.models import RegistrationRequest, architecture_names, registration_of
+from model_splitter.services.models import RegistrationRequest, architecture_list, registration_of
 from model_splitter.services.peers import PeerDeployment
 from model_splitter.services.splits import create_split
 from model_splitter.store.bundle_zip import bundle_zip
@@ -26,6 +28,11 @@ ONNX_MEDIA_TYPE = "application/octet-stream"
 class SplitterInferenceResult(InferenceResult):
     reference: list[Prediction]
     agrees_with_reference: bool
+
+
+class ArchitectureView(BaseModel):
+    name: str
+    family: Literal["classification", "segmentation", "detection"]
 
 
 class DeletedModel(BaseModel):
@@ -150,8 +157,12 @@ def api_router(context: SplitterContext) -> APIRouter:
             agrees_with_reference=bool(reference) and reference[0].index == result.predictions[0].index,
         )
 
-    @router.get("/architectures", tags=["models"], summary="torchvision classification architectures by name")
-    async def architectures() -> list[str]:
-        return architecture_names()
+    @router.get(
+        "/architectures",
+        tags=["models"],
+        summary="torchvision architectures by name, with their family (classification, segmentation, detection)",
+    )
+    async def architectures() -> list[ArchitectureView]:
+        return [ArchitectureView(name=a.name, family=a.family) for a in architecture_list()]
 
     return router

@@ -243,7 +243,7 @@ def _static_dims(model: onnx.ModelProto, name: str, input_shape: tuple[int, ...]
 def _batch_source(
     model: onnx.ModelProto, cut_tensors: list[str], known: Mapping[str, onnx.ValueInfoProto] | None
 ) -> str:
-    """A cut tensor whose axis 0 is the input's batch axis (same symbolic dimension), to read the batch from."""
+    """A cut tensor whose axis 0 can be the input's batch axis (not a fixed size), to read the batch from."""
     known = known if known is not None else tensor_value_infos(model)
     (graph_input, *_) = [value for value in model.graph.input if value.name in set(real_inputs(model.graph))]
     input_dims = graph_input.type.tensor_type.shape.dim
@@ -253,8 +253,8 @@ def _batch_source(
     for name in cut_tensors:
         value = known.get(name)
         dims = value.type.tensor_type.shape.dim if value is not None else []
-        if not dims or (dims[0].HasField("dim_param") and dims[0].dim_param == batch):
-            return name  # an unknown shape is tried too: the head/tail check decides
+        if not dims or not dims[0].HasField("dim_value"):
+            return name  # a symbolic or unknown axis 0 may be the batch: the head/tail check decides
     raise UnprocessableModel(
         f"the tail needs a shape of the input, and none of the cut tensors {cut_tensors} carries the batch on "
         "axis 0 to recompute it from: pick a split point before or after this one"

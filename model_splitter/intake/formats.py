@@ -8,7 +8,6 @@ ONNX checks in ``onnx_checks``.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ import onnx
 import torch
 
 from common.errors import BadRequest, InvalidArgument, UnprocessableModel, UnsafeModelFormat
-from model_splitter.intake import onnx_checks, pt2_audit, torch_formats
+from model_splitter.intake import onnx_checks, pt2_audit, torch_formats, torchvision_models
 from model_splitter.intake.export import export_module, export_program, max_abs_difference_to_torch
 from model_splitter.intake.torch_formats import SAFE_FILE_FORMATS, SAFE_FORMATS, shorten
 
@@ -156,10 +155,13 @@ def _from_module(
     architecture: str | None,
     input_shape: tuple[int, ...],
     weights_trained: bool,
+    dynamic_batch: bool = True,
+    classifier: bool = True,
 ) -> IntakeResult:
-    model = _shortened(lambda: export_module(module, input_shape))
+    model = _shortened(lambda: export_module(module, input_shape, dynamic_batch))
     diff = _shortened(lambda: max_abs_difference_to_torch(module, model, input_shape))
-    return IntakeResult(model, source_format, architecture, input_shape, weights_trained, diff, _num_classes(model))
+    num_classes = _num_classes(model) if classifier else None
+    return IntakeResult(model, source_format, architecture, input_shape, weights_trained, diff, num_classes)
 
 
 def _intake_pt2(data: bytes, declared: tuple[int, ...]) -> IntakeResult:
@@ -234,85 +236,19 @@ def _intake_onnx(data: bytes, declared: tuple[int, ...]) -> IntakeResult:
 # ------------------------------------------------------------------------------------------------ torchvision
 
 
-def classification_architectures() -> list[str]:
-    """Names of torchvision's classification models (no detection/segmentation/video)."""
-    return list(_classification_architectures())
-
-
-@functools.cache
-def _classification_architectures() -> tuple[str, ...]:
-    # The models page asks on every load; torchvision's list does not change while the process runs.
-    import torchvision
-
-    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
-
-
 def intake_torchvision(
     arch: str, weights: bytes | None, weights_filename: str | None, input_shape: tuple[int, ...]
 ) -> IntakeResult:
-    """Build a torchvision classifier (never downloading anything) and load an optional state_dict into it."""
-    if arch not in classification_architectures():
-        raise InvalidArgument(
-            f"unknown architecture {arch[:60]!r}; GET the architecture list (torchvision classification models "
-            "such as resnet18, mobilenet_v3_small, efficientnet_b0) and use one of its names"
-        )
+    """Build a torchvision model by name (never downloading anything) and load an optional state_dict into it."""
+    torchvision_models.family_of(arch)  # an unknown name is refused before the weights are read
     state_dict = torch_formats.load_state_dict(weights, weights_filename) if weights is not None else None
-    module = _build_architecture(arch, state_dict)
-    if state_dict is not None:
-        _load_strict(module, state_dict)
-    return _from_module(module, "torchvision", arch, input_shape, weights_trained=weights is not None)
-
-
-def _build_architecture(arch: str, state_dict: dict[str, torch.Tensor] | None) -> torch.nn.Module:
-    import torchvision
-
-    kwargs: dict[str, Any] = {}
-    if arch in ("googlenet", "inception_v3"):
-        aux_prefix = "aux1." if arch == "googlenet" else "AuxLogits."
-        kwargs["aux_logits"] = state_dict is not None and any(k.startswith(aux_prefix) for k in state_dict)
-        kwargs["init_weights"] = state_dict is None  # random init only matters when nothing overwrites it
-    if state_dict is not None:
-        num_classes = _num_classes_in(arch, state_dict, kwargs)
-        if num_classes is not None and num_classes != 1000:
-            kwargs["num_classes"] = num_classes
-    module: torch.nn.Module = torchvision.models.get_model(arch, weights=None, **kwargs)
-    return module.eval()
-
-
-def _num_classes_in(arch: str, state_dict: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> int | None:
-    """Rows of the classifier weight in ``state_dict``, found as the default model's last 1000-row weight."""
-    import torchvision
-
-    try:
-        with torch.device("meta"):  # shapes only: no memory, no initialisation time
-            reference = torchvision.models.get_model(arch, weights=None, **kwargs)
-    except (RuntimeError, NotImplementedError):  # builders that compute with real tensors (regnet's widths)
-        reference = torchvision.models.get_model(arch, weights=None, **kwargs)
-    keys = [k for k, v in reference.state_dict().items() if k.endswith(".weight") and v.ndim >= 2 and len(v) == 1000]
-    if not keys or keys[-1] not in state_dict or state_dict[keys[-1]].ndim < 2:
-        return None
-    return int(state_dict[keys[-1]].shape[0])
-
-
-def _load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    ]
-    found = {"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": mismatched}
-    problems = [
-        f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}" for label, items in found.items() if items
-    ]
-    if problems:
-        raise UnprocessableModel(
-            "the state_dict does not fit the architecture (" + "; ".join(problems) + "); check the architecture "
-            "name and that the file is model.state_dict() of that model"
-        )
-    try:
-        module.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:  # dtype problems the key/shape comparison does not see
-        raise UnprocessableModel(f"the state_dict could not be loaded: {shorten(str(exc))}") from exc
+    built = torchvision_models.build(arch, state_dict)
+    return _from_module(
+        built.module,
+        "torchvision",
+        arch,
+        input_shape,
+        weights_trained=weights is not None,
+        dynamic_batch=built.dynamic_batch,
+        classifier=built.family == "classification",
+    )

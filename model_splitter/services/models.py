@@ -11,14 +11,9 @@ from common.errors import InvalidArgument, UnprocessableModel
 from common.manifest import Preprocessing
 from model_splitter.graph.analysis import analyse_split_points
 from model_splitter.intake.formats import DEFAULT_INPUT_SHAPE as DEFAULT_INPUT_SHAPE
-from model_splitter.intake.formats import (
-    IntakeResult,
-    classification_architectures,
-    intake_torchvision,
-    intake_upload,
-    parse_input_shape,
-)
+from model_splitter.intake.formats import IntakeResult, intake_torchvision, intake_upload, parse_input_shape
 from model_splitter.intake.imagenet_labels import labels_for
+from model_splitter.intake.torchvision_models import Architecture, architectures
 from model_splitter.progress import Progress, no_progress
 from model_splitter.records import ModelRecord
 from model_splitter.store.jobs import Registration
@@ -63,9 +58,9 @@ def registration_of(registry: Registry, request: RegistrationRequest, allow_pick
     raise InvalidArgument("send a model file in the field 'file', or a torchvision architecture name in 'arch'")
 
 
-def architecture_names() -> list[str]:
-    """The torchvision classification architectures registration takes by name."""
-    return classification_architectures()
+def architecture_list() -> list[Architecture]:
+    """The torchvision architectures registration takes by name, with their family."""
+    return list(architectures())
 
 
 def default_preprocessing(input_shape: tuple[int, ...]) -> Preprocessing:

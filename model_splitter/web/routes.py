@@ -16,7 +16,7 @@ from common.errors import NotFound, Unauthorized
 from common.manifest import SplitManifest
 from model_splitter.context import SplitterContext
 from model_splitter.records import ModelRecord, ModelSummary
-from model_splitter.services.models import DEFAULT_INPUT_SHAPE, architecture_names
+from model_splitter.services.models import DEFAULT_INPUT_SHAPE, architecture_list
 from model_splitter.store.samples import MEDIA_TYPES, available_samples, sample_path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -129,11 +129,15 @@ def ui_router(context: SplitterContext) -> APIRouter:
         if (login_page_response := await signed_out(request)) is not None:
             return login_page_response
         records = await run_in_threadpool(registry.list_models)
-        architectures = await run_in_threadpool(architecture_names)
+        listed = await run_in_threadpool(architecture_list)
+        names = [architecture.name for architecture in listed]
+        groups: dict[str, list[str]] = {}
+        for architecture in listed:
+            groups.setdefault(architecture.family, []).append(architecture.name)
         data = {
             "models": [ModelSummary.of(r).model_dump() for r in reversed(records)],
-            "architectures": architectures,
-            "default_arch": "resnet18" if "resnet18" in architectures else (architectures or [""])[0],
+            "architecture_groups": groups,
+            "default_arch": "resnet18" if "resnet18" in names else (names or [""])[0],
             "default_input_shape": ",".join(str(d) for d in DEFAULT_INPUT_SHAPE),
         }
         return render(request, "models.html", "models", data)

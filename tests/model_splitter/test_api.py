@@ -239,3 +239,12 @@ def test_four_torchvision_registrations_at_once_all_succeed(client: httpx.Client
         answers = list(pool.map(register, architectures))
     assert [answer.status_code for answer in answers] == [201] * 4, [answer.text[:200] for answer in answers]
     assert [answer.json()["architecture"] for answer in answers] == architectures
+
+
+def test_the_architecture_list_names_each_family(client: httpx.Client) -> None:
+    listed = client.get("/api/architectures").json()
+    families = {entry["name"]: entry["family"] for entry in listed}
+    assert families["resnet18"] == "classification"
+    assert families["deeplabv3_mobilenet_v3_large"] == "segmentation"
+    assert families["ssdlite320_mobilenet_v3_large"] == "detection"
+    assert set(families.values()) == {"classification", "segmentation", "detection"}

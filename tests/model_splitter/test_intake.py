@@ -26,16 +26,15 @@ import torch
 from onnx import TensorProto, helper
 
 from common.errors import BadRequest, InvalidArgument, UnprocessableModel, UnsafeModelFormat
-from model_splitter.intake import formats as intake
 from model_splitter.intake.formats import (
     IntakeResult,
-    classification_architectures,
     detect_format,
     intake_torchvision,
     intake_upload,
     parse_input_shape,
 )
 from model_splitter.intake.imagenet_labels import imagenet_labels, labels_for
+from model_splitter.intake.torchvision_models import FAMILIES, architectures, build
 from tests.crafted import (
     Marker,
     add_member,
@@ -480,14 +479,19 @@ def test_garbage_is_a_bad_request_naming_accepted_formats(data: bytes, filename:
 # ------------------------------------------------------------------------------------------------ torchvision
 
 
-def test_architectures_are_torchvision_classifiers() -> None:
-    names = classification_architectures()
-    assert names == sorted(names) and "resnet18" in names and "inception_v3" in names
-    assert "fasterrcnn_resnet50_fpn" not in names and "fcn_resnet50" not in names
+def test_architectures_cover_the_three_families_each_sorted() -> None:
+    listed = architectures()
+    by_family = {family: [a.name for a in listed if a.family == family] for family in FAMILIES}
+    assert all(names == sorted(names) for names in by_family.values())
+    assert {"resnet18", "inception_v3", "vit_b_16"} <= set(by_family["classification"])
+    assert {"fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"} <= set(
+        by_family["segmentation"]
+    )
+    assert {"fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large"} <= set(by_family["detection"])
 
 
 def test_unknown_architecture_says_how_to_list_them() -> None:
-    with pytest.raises(InvalidArgument, match="architecture list"):
+    with pytest.raises(InvalidArgument, match="GET /api/architectures"):
         intake_torchvision("resnet19", None, None, SHAPE)
 
 
@@ -552,7 +556,7 @@ def test_architecture_without_weights_is_marked_untrained() -> None:
 
 
 def test_googlenet_builds_without_auxiliary_heads_when_untrained() -> None:
-    module = intake._build_architecture("googlenet", None)
+    module = build("googlenet", None).module
     assert module.aux1 is None and module.aux2 is None  # type: ignore[attr-defined]
 
 

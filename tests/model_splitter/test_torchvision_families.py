@@ -1,0 +1,42 @@
+"""torchvision segmenters and detectors by name: they register, and split exactly at single and pair cuts.
+
+How they are served (masks, boxes) is the tasks issue; here their raw outputs must be exact: tail(head(x)) equals
+the full model within the head/tail check's tolerance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model_splitter.records import SplitRequest
+from model_splitter.services.models import register_torchvision
+from model_splitter.services.splits import create_split
+from model_splitter.store.registry import Registry
+
+CASES = [
+    ("lraspp_mobilenet_v3_large", 224, "segmentation"),
+    ("deeplabv3_mobilenet_v3_large", 224, "segmentation"),
+    ("ssdlite320_mobilenet_v3_large", 320, "detection"),
+    ("fasterrcnn_mobilenet_v3_large_320_fpn", 320, "detection"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "size", "family"), CASES, ids=[case[0] for case in CASES])
+def test_registers_by_name_and_splits_exactly(tmp_path: Path, arch: str, size: int, family: str) -> None:
+    registry = Registry(tmp_path / "registry")
+    record = register_torchvision(registry, arch, None, None, (1, 3, size, size), None)
+    assert record.architecture == arch and record.num_classes is None
+    singles = [point for point in record.split_points if len(point.tensors) == 1]
+    pairs = [point for point in record.split_points if len(point.tensors) > 1]
+    assert len(singles) >= 10, [point.label for point in singles]
+    if family == "detection":
+        assert record.input_shape[0] == 1  # one image per frame: NMS is in the graph
+    chosen = [singles[0], singles[len(singles) // 2], singles[-1], *pairs[:1]]
+    for point in chosen:
+        manifest = create_split(registry, record.id, SplitRequest(split_point=point.label, bits=8))
+        verification = manifest.verification
+        assert verification.head_tail_tolerance is not None
+        assert verification.head_tail_max_abs_diff <= verification.head_tail_tolerance, point.label
