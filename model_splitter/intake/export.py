@@ -27,6 +27,7 @@ OPSET = 17
 # torch.onnx's exporters keep global state (GLOBALS.in_onnx_export and friends): two exports at once in one
 # process collide ("GLOBALS.in_onnx_export must be False"). Registrations in the job threads take turns here.
 _EXPORT_LOCK = threading.Lock()
+MAX_EXPORT_BATCH = 64
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 BATCH_DIM = "batch"
@@ -59,6 +60,29 @@ def export_module(
             f"the model could not be exported to ONNX for input shape {input_shape}: {exc}"
         ) from exc
     return onnx.load_from_string(buffer.getvalue())
+
+
+def export_any(
+    module: torch.nn.Module | torch.jit.ScriptModule, input_shape: tuple[int, ...], dynamic_batch: bool = True
+) -> onnx.ModelProto:
+    """The TorchScript exporter first (node names carry module paths); ``torch.export`` and the dynamo exporter when
+    it cannot convert an operator (``aten::_native_multi_head_attention`` in ViT and Swin); 422 when both fail."""
+    try:
+        return export_module(module, input_shape, dynamic_batch)
+    except UnprocessableModel as first:
+        if isinstance(module, torch.jit.ScriptModule):
+            raise
+        try:
+            dims = ({0: torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)},) if dynamic_batch else None
+            example = torch.randn(2 if dynamic_batch else input_shape[0], *input_shape[1:])
+            with _EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                program = torch.export.export(module, (example,), dynamic_shapes=dims)
+        except Exception as exc:
+            raise UnprocessableModel(
+                f"{first.message}; torch.export could not trace it either: {str(exc).splitlines()[0][:300]}"
+            ) from exc
+        return export_program(program, input_shape)
 
 
 def export_program(program: torch.export.ExportedProgram, input_shape: tuple[int, ...]) -> onnx.ModelProto:

@@ -18,7 +18,7 @@ import torch
 
 from common.errors import BadRequest, InvalidArgument, UnprocessableModel, UnsafeModelFormat
 from model_splitter.intake import onnx_checks, pt2_audit, torch_formats, torchvision_models
-from model_splitter.intake.export import export_module, export_program, max_abs_difference_to_torch
+from model_splitter.intake.export import export_any, export_program, max_abs_difference_to_torch
 from model_splitter.intake.torch_formats import SAFE_FILE_FORMATS, SAFE_FORMATS, shorten
 
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
@@ -158,7 +158,7 @@ def _from_module(
     dynamic_batch: bool = True,
     classifier: bool = True,
 ) -> IntakeResult:
-    model = _shortened(lambda: export_module(module, input_shape, dynamic_batch))
+    model = _shortened(lambda: export_any(module, input_shape, dynamic_batch))
     diff = _shortened(lambda: max_abs_difference_to_torch(module, model, input_shape))
     num_classes = _num_classes(model) if classifier else None
     return IntakeResult(model, source_format, architecture, input_shape, weights_trained, diff, num_classes)
