@@ -45,6 +45,11 @@ class ModelRecord(BaseModel):
     source_format: str
     architecture: str | None
     input_shape: list[int]
+    fixed_batch: int | None = Field(
+        None,
+        description="the batch size the graph is fixed at (no dynamic batch axis: frames carry one image each); "
+        "null for a dynamic batch",
+    )
     weights_trained: bool
     export_max_abs_diff: float | None
     num_classes: int | None

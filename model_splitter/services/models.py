@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 
+import onnx
+
 from common.errors import InvalidArgument, UnprocessableModel
 from common.manifest import Preprocessing
 from model_splitter.graph.analysis import analyse_split_points
+from model_splitter.graph.inputs import fed_inputs
 from model_splitter.intake.formats import DEFAULT_INPUT_SHAPE as DEFAULT_INPUT_SHAPE
 from model_splitter.intake.formats import IntakeResult, intake_torchvision, intake_upload, parse_input_shape
 from model_splitter.intake.imagenet_labels import labels_for
@@ -127,6 +130,7 @@ def _finish(registry: Registry, result: IntakeResult, name: str, progress: Progr
         source_format=result.source_format,
         architecture=result.architecture,
         input_shape=list(result.input_shape),
+        fixed_batch=_fixed_batch(result.model),
         weights_trained=result.weights_trained,
         export_max_abs_diff=result.export_max_abs_diff,
         num_classes=result.num_classes,
@@ -144,3 +148,9 @@ def _stem(filename: str | None) -> str | None:
         return None
     base = filename.replace("\\", "/").rsplit("/", 1)[-1]
     return base.rsplit(".", 1)[0] or None
+
+
+def _fixed_batch(model: onnx.ModelProto) -> int | None:
+    (graph_input,) = fed_inputs(model.graph)
+    dims = graph_input.type.tensor_type.shape.dim
+    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None

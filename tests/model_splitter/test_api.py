@@ -38,7 +38,7 @@ def model_id(client: httpx.Client) -> str:
     response = client.post("/api/models", files={"file": ("tiny.onnx", TINY)}, data={"input_shape": "1,3,32,32"})
     assert response.status_code == 201, response.text
     body = response.json()
-    assert body["source_format"] == "onnx"
+    assert body["source_format"] == "onnx" and body["fixed_batch"] is None
     assert [p["label"] for p in body["split_points"]] == ["stem.conv", "stem", "block.conv", "block", "pool", "flatten"]
     model_id: str = body["id"]
     return model_id
@@ -221,7 +221,8 @@ def test_a_fixed_batch_onnx_export_splits_at_every_point(client: httpx.Client) -
     )
     assert response.status_code == 201, response.text
     body = response.json()
-    assert body["input_shape"] == [1, 3, 32, 32]
+    assert body["input_shape"] == [1, 3, 32, 32] and body["fixed_batch"] == 1
+    assert client.get(f"/models/{body['id']}").text.count("fixed at 1") == 1  # the model page says so
     for point in body["split_points"]:
         split = client.post(f"/api/models/{body['id']}/splits", json={"split_point": point["label"], "bits": 8})
         assert split.status_code == 201, (point["label"], split.text)
