@@ -24,6 +24,7 @@ error answer becomes one of these again in one place too (``common.peer_errors``
      +-- FrameMismatch                       422  a well-formed frame whose bits/shape/range disagree with the manifest
      +-- BadGateway                          502  a peer service answered with something we cannot use
      +-- UpstreamUnavailable                 503  a peer service is down
+     +-- NotReady                            503  this service runs but cannot serve yet (nothing deployed)
      +-- UpstreamTimeout                     504  a peer service did not answer in time
      +-- InsufficientStorage                 507  the disk is full; nothing was stored, the bytes needed are named
 """
@@ -119,6 +120,11 @@ class UpstreamUnavailable(SplitComputingError):
     code = "upstream_unavailable"
 
 
+class NotReady(SplitComputingError):
+    status_code = 503
+    code = "not_ready"
+
+
 class UpstreamTimeout(SplitComputingError):
     status_code = 504
     code = "upstream_timeout"
@@ -140,6 +146,7 @@ __all__ = [
     "InvalidImage",
     "NotDeployed",
     "NotFound",
+    "NotReady",
     "PayloadTooLarge",
     "SplitComputingError",
     "Unauthorized",

@@ -15,10 +15,11 @@ from common.auth import Guard, bearer_header, read_guard, token_guard
 from common.bundles import BundleStore, Part
 from common.deployments import DeploymentSet
 from common.docs_ui import install_offline_docs
+from common.errors import NotReady
 from common.http_errors import install_error_handlers
 from common.observability import Metrics, install_observability
 from common.profile_api import profile_router
-from common.service_api import deployment_router
+from common.service_api import ServiceStatus, deployment_router
 from common.settings import RuntimeSettings
 
 
@@ -64,4 +65,19 @@ def create_runtime_app(
         deployment_router(deployments, fetch_client, settings.splitter_url, writes, reads, settings.max_bundle_bytes)
     )
     app.include_router(profile_router(deployments, store, session_options, writes))
+
+    @app.get("/health/live", tags=["service"], summary="Liveness: the process answers (for restarts)")
+    async def live() -> ServiceStatus:
+        return ServiceStatus(status="ok", service=service)
+
+    @app.get(
+        "/health/ready",
+        tags=["service"],
+        summary="Readiness: a split is loaded and its sessions ran once (for load balancers); 503 until then",
+    )
+    async def ready() -> ServiceStatus:
+        if deployments.active_id is None:
+            raise NotReady(f"the {service} holds no split yet: deploy one (POST /api/deploy or POST /api/bundles)")
+        return ServiceStatus(status="ready", service=service)
+
     return RuntimeApp(app=app, deployments=deployments, metrics=metrics, writes=writes, reads=reads)

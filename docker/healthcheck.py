@@ -1,8 +1,9 @@
-"""Container HEALTHCHECK for one service: exit 0 when ``GET /health`` on its own port answers 200.
+"""Container HEALTHCHECK for one service: exit 0 when ``GET /health/live`` on its own port answers 200.
 
-``python healthcheck.py ROBOT`` asks ``http://127.0.0.1:$ROBOT_PORT/health`` (8001 if unset); standard library only,
-so the images need neither curl nor wget. The splitter's /health also asks the robot and the edge (up to 3 s each),
-so give the check a timeout of 10 s.
+``python healthcheck.py ROBOT`` asks ``http://127.0.0.1:$ROBOT_PORT/health/live`` (8001 if unset); standard library
+only, so the images need neither curl nor wget. Liveness, not readiness: compose starts the robot once the edge is
+healthy, and the edge holds a split only after the splitter deploys one, so "ready" here would never come.
+``/health/ready`` is for load balancers and Kubernetes readiness probes (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def main(argv: list[str]) -> int:
         return 2
     prefix = argv[1]
     port = os.environ.get(f"{prefix}_PORT") or str(DEFAULT_PORTS[prefix])
-    url = f"http://127.0.0.1:{port}/health"
+    url = f"http://127.0.0.1:{port}/health/live"
     try:
         with urllib.request.urlopen(url, timeout=8.0) as response:
             status = response.status

@@ -1,6 +1,8 @@
 """``python -m edge_inference``: serve the edge on EDGE_HOST:EDGE_PORT."""
 
-from common.serve import serve
+import sys
+
+from common.serve import main
 from edge_inference.app import create_app
 from edge_inference.settings import EdgeSettings
 
@@ -9,5 +11,4 @@ from edge_inference.settings import EdgeSettings
 WS_MARGIN_BYTES = 1024 * 1024
 
 if __name__ == "__main__":
-    settings = EdgeSettings()
-    serve(settings, create_app, ws_max_size=settings.max_frame_bytes + WS_MARGIN_BYTES)
+    sys.exit(main(EdgeSettings, create_app, ws_max_size=lambda settings: settings.max_frame_bytes + WS_MARGIN_BYTES))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from common.auth import passes
 from common.docs_ui import install_offline_docs
+from common.errors import NotReady
 from common.http_errors import install_error_handlers
 from common.observability import Metrics, install_observability
 from model_splitter.api.calibration import calibration_router
@@ -54,6 +56,16 @@ def create_app(settings: SplitterSettings | None = None) -> FastAPI:
     app.include_router(plan_router(context))
     app.include_router(ui_router(context))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/health/live", tags=["service"], summary="Liveness: the process answers (for restarts)")
+    async def live() -> dict[str, str]:
+        return {"status": "ok", "service": "splitter"}
+
+    @app.get("/health/ready", tags=["service"], summary="Readiness: the registry can be written; 503 otherwise")
+    async def ready() -> dict[str, str]:
+        if not os.access(context.registry.root, os.W_OK):
+            raise NotReady(f"the splitter cannot write its registry at {context.registry.root}: check the volume")
+        return {"status": "ready", "service": "splitter"}
 
     @app.get("/health", tags=["service"])
     async def health(request: Request) -> dict[str, Any]:

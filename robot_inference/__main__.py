@@ -1,8 +1,10 @@
 """``python -m robot_inference``: serve the robot on ROBOT_HOST:ROBOT_PORT."""
 
-from common.serve import serve
+import sys
+
+from common.serve import main
 from robot_inference.app import create_app
 from robot_inference.settings import RobotSettings
 
 if __name__ == "__main__":
-    serve(RobotSettings(), create_app)
+    sys.exit(main(RobotSettings, create_app))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ import pytest
 from common.tensor_records import quantized_record
 from common.wire import TensorKind, TensorRecord, encode_frame
 from tests.edge_inference.support import MAX_FRAME, features, frame_for, post
-from tests.support import SAMPLES, TinySplit, running_service
+from tests.support import SAMPLES, TinySplit, running_service, upload_bundle
 from tools.local_stack import ServiceProcess
 
 
@@ -140,3 +142,23 @@ def test_crc_is_over_every_byte_before_it(tiny_split: TinySplit) -> None:
     frame = frame_for(tiny_split, features(tiny_split))
     (crc,) = struct.unpack("<I", frame[-4:])
     assert crc == zlib.crc32(frame[:-4])
+
+
+def test_live_at_once_ready_only_with_a_split(tmp_path: Path, tiny_split: TinySplit) -> None:
+    with running_service("edge_inference", "EDGE", tmp_path) as fresh:
+        assert httpx.get(f"{fresh.url}/health/live", timeout=30).json() == {"status": "ok", "service": "edge"}
+        waiting = httpx.get(f"{fresh.url}/health/ready", timeout=30)
+        assert waiting.status_code == 503 and waiting.json()["error"] == "not_ready"
+        assert "deploy" in waiting.json()["detail"]
+        upload_bundle(fresh, tiny_split.zip_bytes)
+        ready = httpx.get(f"{fresh.url}/health/ready", timeout=30)
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "service": "edge"}
+
+
+def test_metrics_carry_the_process_figures_and_logs_carry_utc_milliseconds(edge: ServiceProcess) -> None:
+    metrics = httpx.get(f"{edge.url}/metrics", timeout=30).text
+    assert "process_resident_memory_bytes" in metrics and "python_info" in metrics
+    lines = [json.loads(line) for line in edge.log_path.read_text().splitlines() if line.startswith("{")]
+    assert lines and all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", entry["time"]) for entry in lines
+    )
