@@ -216,7 +216,7 @@ def test_every_operation_in_the_schema_is_guarded(secured: SecuredStack, service
     protects_reads = service != "robot"
     checked = []
     for method, path in schema_operations(secured.url(service)):
-        if path == "/health":
+        if path in ("/health", "/health/live", "/health/ready"):  # open for orchestrators; they show no data
             continue
         if method == "GET" and not protects_reads:
             continue
