@@ -53,7 +53,8 @@ class DeploymentSet:
                 logger.exception("could not restore split %s", manifest.id)
 
     def _load(self, manifest: SplitManifest) -> Deployment:
-        part_session = create_session(str(self._store.part_path(manifest.id)), self._options, _served_shapes(manifest))
+        part_shapes = _input_shapes(manifest) if self._store.part == "head" else _cut_shapes(manifest)
+        part_session = create_session(str(self._store.part_path(manifest.id)), self._options, part_shapes)
         full = self._full_session(manifest)
         deployment = Deployment(manifest=manifest, part=part_session, full=full)
         with self._lock:
@@ -69,7 +70,7 @@ class DeploymentSet:
         if cached is not None:
             return cached
         full_path = str(self._store.full_model_path(manifest.model_sha256))
-        session = create_session(full_path, self._options, _served_shapes(manifest))
+        session = create_session(full_path, self._options, _input_shapes(manifest))
         with self._lock:
             self._full_sessions[manifest.model_sha256] = session
         return session
@@ -92,6 +93,11 @@ class DeploymentSet:
             return list(self._deployments.values())
 
 
-def _served_shapes(manifest: SplitManifest) -> dict[str, list[int]]:
-    """The shapes a split is served at (batch 1): the model's input, and the cut tensors the tail takes."""
-    return {manifest.input.name: manifest.input.shape, **{spec.name: spec.shape for spec in manifest.cut}}
+def _input_shapes(manifest: SplitManifest) -> dict[str, list[int]]:
+    """The shape a split is served at (batch 1): what the full model and the head take."""
+    return {manifest.input.name: manifest.input.shape}
+
+
+def _cut_shapes(manifest: SplitManifest) -> dict[str, list[int]]:
+    """The cut tensors the tail takes, at batch 1."""
+    return {spec.name: spec.shape for spec in manifest.cut}

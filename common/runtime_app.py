@@ -20,6 +20,7 @@ from common.http_errors import install_error_handlers
 from common.observability import Metrics, install_observability
 from common.profile_api import profile_router
 from common.service_api import ServiceStatus, deployment_router
+from common.sessions import SessionOptions
 from common.settings import RuntimeSettings
 
 
@@ -30,6 +31,7 @@ class RuntimeApp:
     metrics: Metrics
     writes: Guard
     reads: Guard
+    session_options: SessionOptions
 
 
 def create_runtime_app(
@@ -80,4 +82,6 @@ def create_runtime_app(
             raise NotReady(f"the {service} holds no split yet: deploy one (POST /api/deploy or POST /api/bundles)")
         return ServiceStatus(status="ready", service=service)
 
-    return RuntimeApp(app=app, deployments=deployments, metrics=metrics, writes=writes, reads=reads)
+    return RuntimeApp(
+        app=app, deployments=deployments, metrics=metrics, writes=writes, reads=reads, session_options=session_options
+    )

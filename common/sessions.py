@@ -25,6 +25,7 @@ PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
+_reported_missing: set[str] = set()
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -34,6 +35,7 @@ class SessionOptions:
     intra_op_threads: int = 0
     allow_spinning: bool = True
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    tensorrt_max_batch: int = 16
 
 
 @dataclass
@@ -54,7 +56,16 @@ def resolve_providers(preference: tuple[str, ...]) -> list[str]:
     chosen: list[str] = []
     for name in preference:
         full = PROVIDER_ALIASES.get(name.lower(), name)
-        if full in available and full not in chosen:
+        if full not in available:
+            if full not in _reported_missing:  # once per process: every session would say it again
+                _reported_missing.add(full)
+                logger.warning(
+                    "%s is not in this onnxruntime build (it offers %s); its options are not used",
+                    full,
+                    ", ".join(sorted(available)),
+                )
+            continue
+        if full not in chosen:
             chosen.append(full)
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
@@ -88,6 +99,25 @@ def _zeros_for(session: ort.InferenceSession, shapes: Mapping[str, Sequence[int]
     return feeds
 
 
+def options_in_force(options: SessionOptions) -> dict[str, dict[str, str]]:
+    """The provider options that apply here: those of the preferred providers this onnxruntime build offers."""
+    return {name: dict(options.provider_options.get(name, {})) for name in resolve_providers(options.providers)}
+
+
+def tensorrt_profile(shapes: Mapping[str, Sequence[int]], max_batch: int) -> dict[str, str]:
+    """TensorRT's optimisation profile from the shapes a split is served at: batch 1 to ``max_batch``, the other
+    dimensions as declared (so TensorRT builds one engine for them instead of guessing)."""
+
+    def spec(batch: int) -> str:
+        return ",".join(f"{name}:{'x'.join(str(d) for d in [batch, *shape[1:]])}" for name, shape in shapes.items())
+
+    return {
+        "trt_profile_min_shapes": spec(1),
+        "trt_profile_opt_shapes": spec(1),
+        "trt_profile_max_shapes": spec(max_batch),
+    }
+
+
 def create_session(
     model: bytes | str, options: SessionOptions, shapes: Mapping[str, Sequence[int]] | None = None
 ) -> LoadedSession:
@@ -99,7 +129,9 @@ def create_session(
     for provider in resolve_providers(options.providers):
         chain: list[Any] = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
         if provider in options.provider_options:
-            settings = options.provider_options[provider]
+            settings = dict(options.provider_options[provider])
+            if provider == "TensorrtExecutionProvider" and shapes:
+                settings |= tensorrt_profile(shapes, options.tensorrt_max_batch)
             for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
                 if key in settings:
                     Path(settings[key]).mkdir(parents=True, exist_ok=True)

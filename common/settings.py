@@ -22,6 +22,12 @@ class RuntimeSettings(BaseSettings):
     intra_op_threads: int = 0
     # Spinning workers burn the cores that a co-located head/tail or service needs; off by default here.
     allow_spinning: bool = False
+    # TensorRT and CUDA execution-provider options (used only where those providers are in the build).
+    trt_fp16: bool = True  # half-precision kernels where TensorRT runs: about 2x on a Jetson Orin's tensor cores
+    trt_dla_core: int | None = None  # a Jetson's deep-learning accelerator (0 or 1); GPU fallback for its layers
+    trt_workspace_bytes: int | None = None  # TensorRT's own default when unset
+    trt_max_batch: int = 16  # the optimisation profile's largest batch (its smallest and optimum are 1)
+    cuda_device_id: int = 0
     fetch_timeout_s: float = 120.0
     # Uploaded bundle zips (POST /api/bundles): 413 beyond.
     max_bundle_bytes: int = 2 * 1024**3
@@ -42,16 +48,25 @@ class RuntimeSettings(BaseSettings):
         # TensorRT builds an engine per model on first use (minutes on a Jetson); caching it under the data
         # directory makes a restart take seconds instead.
         trt_cache = self.data_dir / "tensorrt-cache"
+        tensorrt = {
+            "device_id": str(self.cuda_device_id),
+            "trt_fp16_enable": str(self.trt_fp16),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(trt_cache),
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": str(trt_cache),
+        }
+        if self.trt_dla_core is not None:
+            tensorrt |= {"trt_dla_enable": "True", "trt_dla_core": str(self.trt_dla_core)}
+        if self.trt_workspace_bytes is not None:
+            tensorrt["trt_max_workspace_size"] = str(self.trt_workspace_bytes)
         return SessionOptions(
             providers=tuple(self.providers.split(",")),
             intra_op_threads=self.intra_op_threads,
             allow_spinning=self.allow_spinning,
             provider_options={
-                "TensorrtExecutionProvider": {
-                    "trt_engine_cache_enable": "True",
-                    "trt_engine_cache_path": str(trt_cache),
-                    "trt_timing_cache_enable": "True",
-                    "trt_timing_cache_path": str(trt_cache),
-                }
+                "TensorrtExecutionProvider": tensorrt,
+                "CUDAExecutionProvider": {"device_id": str(self.cuda_device_id)},
             },
+            tensorrt_max_batch=self.trt_max_batch,
         )

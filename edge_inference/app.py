@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnxruntime as ort
 from fastapi import Depends, FastAPI, Request, Response
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from common.auth import passes
@@ -11,6 +12,7 @@ from common.profile_api import probe_router
 from common.results import EdgeResult
 from common.runtime_app import create_runtime_app
 from common.service_api import DeploymentInfo, ServiceStatus, read_limited
+from common.sessions import options_in_force
 from edge_inference.frame_socket import frame_socket_router
 from edge_inference.pipeline import FrameLimits, infer_frame
 from edge_inference.settings import EdgeSettings
@@ -27,6 +29,9 @@ class EdgeHealth(ServiceStatus):
     active_split_id: str | None
     deployed: list[DeploymentInfo]
     available_providers: list[str]
+    provider_options: dict[str, dict[str, str]] = Field(
+        description="the options of each provider in use here (TensorRT precision, DLA core, caches)"
+    )
 
 
 def create_app(settings: EdgeSettings | None = None) -> FastAPI:
@@ -70,6 +75,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             active_split_id=deployments.active_id,
             deployed=[DeploymentInfo.of(d) for d in deployments.all()],
             available_providers=ort.get_available_providers(),
+            provider_options=options_in_force(runtime.session_options),
         )
 
     return app

@@ -6,6 +6,7 @@ from typing import Any
 
 import onnxruntime as ort
 from fastapi import Depends, FastAPI, Query, Request, Response
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from common.auth import passes
@@ -13,6 +14,7 @@ from common.image_request import INFER_OPTIONS, image_request_body, read_image_r
 from common.results import InferenceResult
 from common.runtime_app import create_runtime_app
 from common.service_api import DeploymentInfo, ServiceStatus
+from common.sessions import options_in_force
 from robot_inference.edge_client import EdgeClient
 from robot_inference.link_probe import probe_link_router
 from robot_inference.pipeline import RobotPipeline, parse_mode
@@ -23,6 +25,9 @@ class RobotHealth(ServiceStatus):
     active_split_id: str | None
     deployed: list[DeploymentInfo]
     available_providers: list[str]
+    provider_options: dict[str, dict[str, str]] = Field(
+        description="the options of each provider in use here (TensorRT precision, DLA core, caches)"
+    )
     edge_url: str
     edge_channel: EdgeChannel
     edge: dict[str, Any] | None
@@ -76,6 +81,7 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
             active_split_id=deployments.active_id,
             deployed=[DeploymentInfo.of(d) for d in deployments.all()],
             available_providers=ort.get_available_providers(),
+            provider_options=options_in_force(runtime.session_options),
             edge_url=edge.base_url,
             edge_channel=edge.channel,
             edge=await run_in_threadpool(edge.health),

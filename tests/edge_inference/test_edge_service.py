@@ -153,6 +153,8 @@ def test_live_at_once_ready_only_with_a_split(tmp_path: Path, tiny_split: TinySp
         upload_bundle(fresh, tiny_split.zip_bytes)
         ready = httpx.get(f"{fresh.url}/health/ready", timeout=30)
         assert ready.status_code == 200 and ready.json() == {"status": "ready", "service": "edge"}
+        in_force = httpx.get(f"{fresh.url}/health", timeout=30).json()["provider_options"]
+        assert "CPUExecutionProvider" in in_force  # and TensorRT's options only where the build has it
 
 
 def test_metrics_carry_the_process_figures_and_logs_carry_utc_milliseconds(edge: ServiceProcess) -> None:
