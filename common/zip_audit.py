@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from common.errors import SplitComputingError
 
 MIB = 2**20
+# Stored, deflate, bzip2, lzma: what zipfile reads (torch and our bundles write the first two).
+READABLE_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ def audit_zip(data: bytes, limits: ZipLimits, error: type[SplitComputingError], 
 
 def _check_size(info: zipfile.ZipInfo, limits: ZipLimits, error: type[SplitComputingError], what: str) -> None:
     name = info.filename[:200]
+    if info.compress_type not in READABLE_METHODS:
+        raise error(f"{name} in {what} is compressed with method {info.compress_type}, which cannot be read here")
     if info.file_size > limits.max_member_bytes:
         raise error(f"{name} in {what} inflates to {info.file_size} bytes; at most {limits.max_member_bytes}")
     allowed = max(limits.ratio_exempt_bytes, limits.max_ratio * info.compress_size)
@@ -72,5 +76,5 @@ def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, error: type[Spl
     """One audited member; a damaged one (bad CRC, corrupted deflate stream, cut short) is ``error``, not a crash."""
     try:
         return archive.read(info)
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
         raise error(f"{info.filename[:200]} in {what} is damaged and cannot be read ({exc})") from exc

@@ -78,3 +78,14 @@ def test_a_damaged_member_is_an_error_not_a_crash(compression: int) -> None:
         pytest.raises(BadRequest, match=r"tail\.onnx in the bundle is damaged"),
     ):
         read_member(zf, infos[0], BadRequest, "the bundle")
+
+
+def test_a_member_in_a_compression_method_nothing_here_reads_is_refused_before_reading() -> None:
+    data = bytearray(archive(a=b"payload"))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        info = zf.infolist()[0]
+    central = bytes(data).rindex(b"PK\x01\x02")
+    data[info.header_offset + 8 : info.header_offset + 10] = (99).to_bytes(2, "little")  # the local header
+    data[central + 10 : central + 12] = (99).to_bytes(2, "little")  # the central directory
+    with pytest.raises(BadRequest, match="compressed with method 99"):
+        audit_zip(bytes(data), ZipLimits(), BadRequest, "the zip")
