@@ -59,3 +59,8 @@ bench-quick: install
 ## The auto-split planner's predictions against measurements on the emulated link (root); bench/results/planner-*.
 bench-planner: install
 	$(PY) -m bench.validate_planner
+
+.PHONY: pins-check
+## Resolve the robot's (aarch64, CPython 3.10) and the edge's (x86_64, 3.12) pins with pip for their platforms.
+pins-check: install
+	$(PY) docker/check_pins.py robot edge
