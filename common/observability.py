@@ -29,9 +29,14 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.auth import TOKEN_COOKIE, Guard
+from common.manifest import is_hex
 from common.timing import Stage
 
 REQUEST_ID_HEADER = "x-request-id"
+# W3C trace context: "00-<trace id, 32 hex>-<parent span id, 16 hex>-<flags>". A request id of 32 hex digits is a
+# trace id too, so OpenTelemetry tooling sees one trace from the camera to the edge.
+TRACEPARENT_HEADER = "traceparent"
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 access_log = logging.getLogger("splitbot.access")
 
@@ -132,6 +137,32 @@ def _route_template(scope: Scope) -> str:
     return str(getattr(route, "path", "unmatched"))
 
 
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id of a valid W3C ``traceparent`` (version 00, ids not all zeros), else None."""
+    match = _TRACEPARENT.fullmatch((traceparent or "").strip())
+    if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
+        return None
+    return match.group(1)
+
+
+def traceparent_for(request_id: str) -> str | None:
+    """A ``traceparent`` continuing the trace ``request_id`` names (with a new span id), if it is a trace id."""
+    if not is_hex(request_id, 32) or set(request_id) == {"0"}:
+        return None
+    return f"00-{request_id}-{uuid.uuid4().hex[:16]}-01"
+
+
+def outgoing_trace_headers() -> dict[str, str]:
+    """Headers that carry this request's id to a peer: ``X-Request-Id`` and, for a trace id, ``traceparent``."""
+    request_id = request_id_var.get()
+    if request_id == "-":
+        return {}
+    headers = {REQUEST_ID_HEADER: request_id}
+    if (traceparent := traceparent_for(request_id)) is not None:
+        headers[TRACEPARENT_HEADER] = traceparent
+    return headers
+
+
 class ObservabilityMiddleware:
     """Request id, access log line and request metrics around every HTTP request.
 
@@ -147,7 +178,8 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = Headers(scope=scope).get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        headers = Headers(scope=scope)
+        request_id = headers.get(REQUEST_ID_HEADER) or trace_id_of(headers.get(TRACEPARENT_HEADER)) or uuid.uuid4().hex
         token = request_id_var.set(request_id[:64])
         start = time.perf_counter()
         status = 500
@@ -156,8 +188,10 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers[REQUEST_ID_HEADER] = request_id_var.get()
+                answer = MutableHeaders(scope=message)
+                answer[REQUEST_ID_HEADER] = request_id_var.get()
+                if (traceparent := traceparent_for(request_id_var.get())) is not None:
+                    answer[TRACEPARENT_HEADER] = traceparent
             await send(message)
 
         try:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from common.auth import bearer_header
 from common.errors import BadGateway, UpstreamTimeout, UpstreamUnavailable
-from common.observability import REQUEST_ID_HEADER, request_id_var
+from common.observability import outgoing_trace_headers
 from common.peer_errors import peer_error
 from common.profiling import LinkProbeResult, ProfileResult
 from common.results import InferenceResult
@@ -87,9 +87,7 @@ class Peers:
             headers = dict(self._headers[side])
             if content_type is not None:
                 headers["content-type"] = content_type
-            request_id = request_id_var.get()
-            if request_id != "-":
-                headers[REQUEST_ID_HEADER] = request_id
+            headers.update(outgoing_trace_headers())
             response = self._client.request(method, url, headers=headers, **kwargs)
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"the {side} at {self.urls[side]} did not answer in time") from exc

@@ -43,6 +43,23 @@ def test_the_robot_makes_an_id_when_none_is_given_and_the_edge_logs_it(open_stac
     wait_for_log_entry(open_stack.edge, request_id, EDGE_FRAME_LINE)
 
 
+def test_a_w3c_traceparent_names_the_request_and_travels_to_the_edge(open_stack: OpenStack) -> None:
+    trace_id = uuid.uuid4().hex
+    traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+    response = robot_infer(open_stack.robot.url, headers={"traceparent": traceparent})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == trace_id and response.json()["request_id"] == trace_id
+    version, answered_trace, span, flags = response.headers["traceparent"].split("-")
+    assert (version, answered_trace, flags) == ("00", trace_id, "01") and len(span) == 16
+    wait_for_log_entry(open_stack.edge, trace_id, EDGE_FRAME_LINE)
+
+
+def test_an_invalid_traceparent_is_ignored(open_stack: OpenStack) -> None:
+    response = robot_infer(open_stack.robot.url, headers={"traceparent": f"00-{'0' * 32}-{'1' * 16}-01"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] != "0" * 32 and len(response.headers["x-request-id"]) == 32
+
+
 def test_an_id_that_a_frame_cannot_carry_is_still_followed(open_stack: OpenStack) -> None:
     """A frame has room for 16 bytes; any other id is answered and logged beside the one the frame carried."""
     caller_id = "checkout-7/robot-arm"
