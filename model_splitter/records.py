@@ -97,7 +97,7 @@ class SplitRequest(BaseModel):
     clip: tuple[ClipBound, ClipBound] | Literal["calibrated"] | None = Field(
         None,
         description='[lo, hi]; "calibrated" for the ranges of POST /api/models/{id}/calibrate; '
-        "default [0, 32] for non-negative tensors, [-32, 32] otherwise",
+        "default: the bounds the graph proves (ReLU6 [0, 6], Sigmoid [0, 1], ReLU [0, ...)), 32 where it proves none",
     )
 
     @field_validator("clip")

@@ -12,7 +12,7 @@ outputs at once (in several passes only if they would not fit in ``ACTIVATION_BU
 Range estimators, per tensor (or per channel, axis 1) and bit width. A tensor whose calibration values are all
 >= 0 (post-ReLU) gets ``lo = 0``; a signed one gets both ends estimated.
 
-* ``fixed``: the defaults of ``default_ranges.default_clip``: [0, 32] after ReLU-like ops, [-32, 32] otherwise.
+* ``fixed``: ``default_ranges.default_clip``: the bounds the graph proves (ReLU6 [0, 6]), 32 on an unproved side.
 * ``percentile``: the 99.99th percentile (and the 0.01th for signed tensors), zero kept inside the range.
 * ``mse``: a grid search for the range with the least squared quantization error at that bit width, on a histogram
   of at most ``MAX_SAMPLES`` values that keeps each bin's count and mean (so a bin's error is exact whenever the
