@@ -153,10 +153,13 @@ def traceparent_for(request_id: str) -> str | None:
 
 
 def outgoing_trace_headers() -> dict[str, str]:
-    """Headers that carry this request's id to a peer: ``X-Request-Id`` and, for a trace id, ``traceparent``."""
+    """Headers that carry this request's id to a peer (none outside a request)."""
     request_id = request_id_var.get()
-    if request_id == "-":
-        return {}
+    return trace_headers(request_id) if request_id != "-" else {}
+
+
+def trace_headers(request_id: str) -> dict[str, str]:
+    """``X-Request-Id``, and for an id that is a trace id, a ``traceparent`` continuing that trace."""
     headers = {REQUEST_ID_HEADER: request_id}
     if (traceparent := traceparent_for(request_id)) is not None:
         headers[TRACEPARENT_HEADER] = traceparent

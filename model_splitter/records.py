@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator, model_validator
@@ -146,3 +147,12 @@ class CalibrationResult(BaseModel):
     created_at: str
     seconds: float = Field(description="wall time of the calibration and fidelity runs")
     points: dict[str, PointCalibration] = Field(description="by split point label, in network order")
+
+
+# How long work (registration, calibration) tells its stage to whoever waits: a callback taking the stage's name.
+Progress = Callable[[str], None]
+
+
+def no_progress(_: str) -> None:
+    """The default when nobody listens (the synchronous routes)."""
+    return None

@@ -16,7 +16,7 @@ from common.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from common.observability import REQUEST_ID_HEADER, TRACEPARENT_HEADER, traceparent_for
+from common.observability import trace_headers
 from common.peer_errors import peer_error
 from common.results import EdgeResult
 from robot_inference.edge_watch import EdgeWatch
@@ -95,9 +95,7 @@ class EdgeClient:
 
     def _infer_over_http(self, frame: bytes, request_id: str) -> EdgeReply:
         start = time.perf_counter()
-        headers = {"content-type": "application/octet-stream", REQUEST_ID_HEADER: request_id}
-        if (traceparent := traceparent_for(request_id)) is not None:
-            headers[TRACEPARENT_HEADER] = traceparent
+        headers = {"content-type": "application/octet-stream", **trace_headers(request_id)}
         try:
             response = self._client.post("/api/infer", content=frame, headers=headers)
         except httpx.TimeoutException as exc:

@@ -15,8 +15,7 @@ from common.postprocess import Prediction
 from common.results import InferenceResult
 from model_splitter.api.registration import registration_form
 from model_splitter.context import SplitterContext
-from model_splitter.progress import no_progress
-from model_splitter.records import ModelRecord, ModelSummary, SplitPoint, SplitRequest
+from model_splitter.records import ModelRecord, ModelSummary, SplitPoint, SplitRequest, no_progress
 from model_splitter.services.models import RegistrationRequest, architecture_list, registration_of
 from model_splitter.services.peers import PeerDeployment
 from model_splitter.services.splits import create_split

@@ -217,27 +217,32 @@ def cut_model(
     typed = _cut_value_infos(model, cut_tensors, value_infos, input_shape)
     cut_infos = [typed[name] for name in cut_tensors]
     graph_inputs = [value for value in graph.input if value.name in input_set]
+    # One measured run and one batch source for every Shape/Size the tail recomputes, however many there are.
+    dims = _static_dims(model, sorted({nodes[index].input[0] for index in rewrites}), input_shape) if rewrites else {}
+    source = _batch_source(model, cut_tensors, value_infos) if rewrites else ""
     tail_nodes: list[onnx.NodeProto] = []
     for index in tail_indices:
-        if index in rewrites:
-            node = nodes[index]
-            source = _batch_source(model, cut_tensors, value_infos)
-            tail_nodes += recomputed(node, _static_dims(model, node.input[0], input_shape), source)
-        else:
-            tail_nodes.append(nodes[index])
+        node = nodes[index]
+        tail_nodes += recomputed(node, dims[node.input[0]], source) if index in rewrites else [node]
     head = _half(model, "head", head_nodes, graph_inputs, cut_infos)
     tail = _half(model, "tail", tail_nodes, cut_infos, list(graph.output))
     return head, tail
 
 
-def _static_dims(model: onnx.ModelProto, name: str, input_shape: tuple[int, ...] | None) -> list[int | None]:
-    """The dimensions of ``name`` at the declared input (None for a symbolic batch), for a recomputed Shape."""
+def _static_dims(
+    model: onnx.ModelProto, names: list[str], input_shape: tuple[int, ...] | None
+) -> dict[str, list[int | None]]:
+    """The dimensions of ``names`` at the declared input (None for a symbolic batch), for recomputed Shapes."""
     if input_shape is None:
         raise UnprocessableModel(
-            f"the tail needs the shape of {name!r}, computed in the head; cutting here needs the model's input shape"
+            f"the tail needs the shape of {names[0]!r}, computed in the head; cutting here needs the model's input "
+            "shape"
         )
-    infos = measured_value_infos(model, input_shape, [name])
-    return [dim.dim_value if dim.HasField("dim_value") else None for dim in infos[name].type.tensor_type.shape.dim]
+    infos = measured_value_infos(model, input_shape, names)
+    return {
+        name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+        for name, info in infos.items()
+    }
 
 
 def _batch_source(

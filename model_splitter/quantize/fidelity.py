@@ -39,7 +39,6 @@ from common.quantization import (
     validate_bits,
 )
 from model_splitter.graph.cutting import cut_model, tensor_value_infos
-from model_splitter.progress import Progress, no_progress
 from model_splitter.quantize.calibration import (
     DEFAULT_METHOD,
     Method,
@@ -50,7 +49,7 @@ from model_splitter.quantize.calibration import (
     estimate_ranges,
     run_batched,
 )
-from model_splitter.records import ModelRecord
+from model_splitter.records import ModelRecord, Progress, no_progress
 
 SQNR_CAP_DB = 200.0
 DEFAULT_BITS: tuple[int, ...] = (2, 4, 8, 16, 32)

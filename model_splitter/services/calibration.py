@@ -9,12 +9,11 @@ from datetime import datetime, timezone
 import onnx
 
 from common.manifest import Fidelity
-from model_splitter.progress import Progress, no_progress
 from model_splitter.quantize.calibration import DEFAULT_METHOD as DEFAULT_METHOD
 from model_splitter.quantize.calibration import MAX_CALIBRATION_IMAGES as MAX_CALIBRATION_IMAGES
 from model_splitter.quantize.calibration import calibration_batch, check_bits, check_method
 from model_splitter.quantize.fidelity import fidelity_table
-from model_splitter.records import BitsCalibration, CalibrationResult, PointCalibration
+from model_splitter.records import BitsCalibration, CalibrationResult, PointCalibration, Progress, no_progress
 from model_splitter.store.registry import Registry
 from model_splitter.store.samples import calibration_photos
 

@@ -17,8 +17,7 @@ from model_splitter.intake.formats import DEFAULT_INPUT_SHAPE as DEFAULT_INPUT_S
 from model_splitter.intake.formats import IntakeResult, intake_torchvision, intake_upload, parse_input_shape
 from model_splitter.intake.imagenet_labels import labels_for
 from model_splitter.intake.torchvision_models import Architecture, architectures
-from model_splitter.progress import Progress, no_progress
-from model_splitter.records import ModelRecord
+from model_splitter.records import ModelRecord, Progress, no_progress
 from model_splitter.store.jobs import Registration
 from model_splitter.store.registry import MODEL_ID_HEX_LENGTH, Registry
 

@@ -20,8 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from common.errors import Conflict, NotFound, SplitComputingError
-from model_splitter.progress import Progress
-from model_splitter.records import ModelRecord
+from model_splitter.records import ModelRecord, Progress
 
 logger = logging.getLogger(__name__)
 

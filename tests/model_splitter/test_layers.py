@@ -14,12 +14,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "model_splitter"
 
-BASE = {"records", "progress"}
+BASE = {"records"}
 STAGES_LOW = {"graph", "store", "planning"}
 STAGES = STAGES_LOW | {"intake", "quantize"}
 ALLOWED: dict[str, set[str]] = {
     "records": set(),
-    "progress": set(),
     "settings": set(),
     "graph": BASE,
     "store": BASE,
