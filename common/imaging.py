@@ -8,6 +8,7 @@ import io
 import math
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,6 +28,8 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 # Freed pixel memory stays with the C allocator; above this size it is handed back to the system at once.
 TRIM_ABOVE_PIXELS = 4_000_000
 _decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+# YOLO's letterbox grey, used when a letterboxing split names no pad value.
+LETTERBOX_PAD_VALUE = 114
 
 
 def decode_image(data: bytes, color: str = "RGB", shorter_side: int | None = None) -> Image.Image:
@@ -105,6 +108,79 @@ def _to_color(image: Image.Image, color: str) -> Image.Image:
     return image.convert(color)
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Where an image's pixels went in the model's input: ``x_input = x_image * scale_x + offset_x`` (and y).
+
+    Post-processing answers in input pixels; this maps them back onto the image the person sent."""
+
+    width: int
+    height: int
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+
+    def to_image(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        image_x = np.clip((x - self.offset_x) / self.scale_x, 0, self.width)
+        image_y = np.clip((y - self.offset_y) / self.scale_y, 0, self.height)
+        return image_x, image_y
+
+
+@dataclass(frozen=True)
+class _Placement:
+    resized: tuple[int, int]  # (width, height) the image is resized to
+    offset: tuple[int, int]  # where its top-left corner lands in the input (negative: cropped)
+
+
+def _placement(size: tuple[int, int], spec: Preprocessing) -> _Placement:
+    width, height = size
+    crop_h, crop_w = spec.crop
+    if spec.resize == "stretch":
+        return _Placement((crop_w, crop_h), (0, 0))
+    if spec.resize == "letterbox":
+        ratio = min(crop_w / width, crop_h / height)
+        resized = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+        return _Placement(resized, ((crop_w - resized[0]) // 2, (crop_h - resized[1]) // 2))
+    scale = spec.resize_shorter_to / min(width, height)
+    resized = (max(crop_w, round(width * scale)), max(crop_h, round(height * scale)))
+    return _Placement(resized, (-((resized[0] - crop_w) // 2), -((resized[1] - crop_h) // 2)))
+
+
+def geometry_of(size: tuple[int, int], spec: Preprocessing) -> Geometry:
+    """How :func:`preprocess` places an image of ``size`` (width, height), computed as it computes it."""
+    placed = _placement(size, spec)
+    return Geometry(
+        width=size[0],
+        height=size[1],
+        scale_x=placed.resized[0] / size[0],
+        scale_y=placed.resized[1] / size[1],
+        offset_x=float(placed.offset[0]),
+        offset_y=float(placed.offset[1]),
+    )
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an encoded image as :func:`decode_image` would return it (EXIF rotation applied), read from
+    its header only."""
+    try:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+            width, height = image.size
+            # EXIF orientations 5 to 8 turn the image a quarter: width and height swap.
+            if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                return height, width
+            return width, height
+    except Image.DecompressionBombError as exc:
+        raise InvalidImage(f"the image has too many pixels to decode ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidImage("the file is not an image we can read: send a JPEG, PNG or WebP file") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"the image is truncated or corrupt: {exc}") from exc
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
 def image_batch(data: bytes, spec: Preprocessing) -> np.ndarray:
     """Decode and preprocess in one go, the decoded pixels freed before returning."""
     image = decode_image(data, spec.color, spec.resize_shorter_to)
@@ -115,18 +191,24 @@ def image_batch(data: bytes, spec: Preprocessing) -> np.ndarray:
 
 
 def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
-    """Resize the shorter side, centre-crop, scale, normalise; returns a float32 NCHW batch of one."""
+    """Resize (shorter side + centre crop, stretch, or letterbox), scale, normalise, order the channels; returns a
+    float32 NCHW batch of one."""
     crop_h, crop_w = spec.crop
-    width, height = image.size
-    scale = spec.resize_shorter_to / min(width, height)
-    new_size = (max(crop_w, round(width * scale)), max(crop_h, round(height * scale)))
-    resized = image.resize(new_size, Image.Resampling.BILINEAR)
-    left = (new_size[0] - crop_w) // 2
-    top = (new_size[1] - crop_h) // 2
-    cropped = resized.crop((left, top, left + crop_w, top + crop_h))
-    pixels = np.asarray(cropped, dtype=np.float32)
+    placed = _placement(image.size, spec)
+    resized = image.resize(placed.resized, Image.Resampling.BILINEAR)
+    if spec.resize == "letterbox":
+        fill = spec.pad_value if spec.pad_value is not None else LETTERBOX_PAD_VALUE
+        canvas = Image.new(resized.mode, (crop_w, crop_h), (fill,) * len(resized.getbands()))
+        canvas.paste(resized, placed.offset)
+        framed = canvas
+    else:
+        left, top = -placed.offset[0], -placed.offset[1]
+        framed = resized.crop((left, top, left + crop_w, top + crop_h))
+    pixels = np.asarray(framed, dtype=np.float32)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
+    if spec.channel_order == "BGR":
+        pixels = pixels[:, :, ::-1]
     mean = np.asarray(spec.mean, dtype=np.float32) / spec.scale
     inv_std = spec.scale / np.asarray(spec.std, dtype=np.float32)
     normalised = (pixels - mean) * inv_std

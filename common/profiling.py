@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.errors import InvalidArgument
 from common.imaging import decode_image, preprocess, release
 from common.manifest import SplitManifest
-from common.postprocess import top_k
+from common.postprocess import answer_batch
 from common.sessions import LoadedSession, SessionOptions, _session_options, resolve_providers
 from common.tensor_records import decode_record, quantized_record
 from common.wire import decode_frame, encode_frame
@@ -288,10 +288,15 @@ def codec_costs(elements: int = CODEC_ELEMENTS, reps: int = 3) -> tuple[dict[int
 
 
 def postprocess_ms(manifest: SplitManifest, runs: int) -> float:
-    """Median ms of top-k post-processing of one output of the model's shape."""
-    shape = manifest.outputs[0].shape if manifest.outputs else [1, 1000]
-    output = np.random.default_rng(2).standard_normal([1, *shape[1:]]).astype(np.float32)
-    return round(_median_ms(lambda: top_k(output, manifest.postprocessing), runs, 1), 4)
+    """Median ms of the task's post-processing of outputs of the model's shapes and types (random values)."""
+    rng = np.random.default_rng(2)
+    outputs = [
+        rng.standard_normal([max(d, 0) for d in spec.shape]).astype(np.dtype(spec.dtype))
+        if np.issubdtype(np.dtype(spec.dtype), np.floating)
+        else rng.integers(0, 2, [max(d, 0) for d in spec.shape]).astype(np.dtype(spec.dtype))
+        for spec in manifest.outputs
+    ]
+    return round(_median_ms(lambda: answer_batch(outputs, manifest), runs, 1), 4)
 
 
 def decode_image_argument(text: str | None) -> bytes | None:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from common.postprocess import Prediction
+from common.postprocess.answers import Answer, Prediction
 from common.timing import Stage
 
 Mode = Literal["split", "all-robot", "all-edge"]
@@ -17,8 +17,9 @@ class EdgeResult(BaseModel):
     split_id: str
     request_id: str
     mode: Mode
-    predictions: list[Prediction]
-    batch_predictions: list[list[Prediction]]
+    answers: list[Answer] = Field(description="one per image of the frame; boxes and maps in the model's input pixels")
+    predictions: list[Prediction] = Field(description="classification: the first image's top-k (else empty)")
+    batch_predictions: list[list[Prediction]] = Field(description="classification: every image's top-k")
     stages: list[Stage]
     provider: str
     received_bytes: int
@@ -45,7 +46,8 @@ class InferenceResult(BaseModel):
     split_point: str
     bits: int
     weights_trained: bool
-    predictions: list[Prediction]
+    answer: Answer = Field(description="what the model found, per its task; boxes and maps in the image's pixels")
+    predictions: list[Prediction] = Field(description="classification: the top-k classes (the same as in answer)")
     stages: list[Stage]
     total_ms: float
     bytes: WireBytes

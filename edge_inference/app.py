@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import onnxruntime as ort
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from common.auth import passes
+from common.postprocess.answers import DETECTION_OPTIONS, parse_detection_options
 from common.profile_api import probe_router
 from common.results import EdgeResult
 from common.runtime_app import create_runtime_app
@@ -55,10 +56,18 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         dependencies=[Depends(writes)],
         response_model=EdgeResult,
     )
-    async def infer(request: Request) -> Response:
+    async def infer(
+        request: Request,
+        score_threshold: str | None = Query(None, description=DETECTION_OPTIONS["score_threshold"]),
+        iou_threshold: str | None = Query(None, description=DETECTION_OPTIONS["iou_threshold"]),
+        max_detections: str | None = Query(None, description=DETECTION_OPTIONS["max_detections"]),
+    ) -> Response:
+        options = parse_detection_options(
+            {"score_threshold": score_threshold, "iou_threshold": iou_threshold, "max_detections": max_detections}
+        )
         data = await read_limited(request, settings.max_frame_bytes, "frame")
         metrics.count_bytes("received", len(data))
-        result = await run_in_threadpool(infer_frame, deployments, data, limits)
+        result = await run_in_threadpool(infer_frame, deployments, data, limits, options)
         metrics.observe_stages(result.stages)
         # Serialized here so that the bytes sent back are counted exactly (the robot counts what it receives).
         body = result.model_dump_json().encode()

@@ -11,7 +11,7 @@ from common.errors import FrameMismatch, NotDeployed, PayloadTooLarge
 from common.imaging import decode_image, preprocess, release
 from common.manifest import SplitManifest
 from common.observability import request_id_var
-from common.postprocess import top_k
+from common.postprocess import DetectionOptions, answer_batch
 from common.results import EdgeResult, Mode
 from common.tensor_records import decode_features
 from common.timing import StageTimer
@@ -26,7 +26,9 @@ class FrameLimits:
     max_batch: int
 
 
-def infer_frame(deployments: DeploymentSet, data: bytes, limits: FrameLimits) -> EdgeResult:
+def infer_frame(
+    deployments: DeploymentSet, data: bytes, limits: FrameLimits, options: DetectionOptions | None = None
+) -> EdgeResult:
     timer = StageTimer("edge")
     with timer.stage("parse"):
         frame = decode_frame(data, max_bytes=limits.max_bytes)
@@ -41,20 +43,25 @@ def infer_frame(deployments: DeploymentSet, data: bytes, limits: FrameLimits) ->
     request_id_var.set(frame.request_id)
     deployment = deployments.get(frame.split_id)
     if len(frame.tensors) == 1 and frame.tensors[0].kind == TensorKind.ENCODED_IMAGE:
-        return _run_full_model(deployment, frame, timer, len(data))
-    return _run_tail(deployment, frame, timer, len(data))
+        return _run_full_model(deployment, frame, timer, len(data), options or DetectionOptions())
+    return _run_tail(deployment, frame, timer, len(data), options or DetectionOptions())
 
 
-def _run_tail(deployment: Deployment, frame: Frame, timer: StageTimer, size: int) -> EdgeResult:
+def _run_tail(
+    deployment: Deployment, frame: Frame, timer: StageTimer, size: int, options: DetectionOptions
+) -> EdgeResult:
     manifest = deployment.manifest
     with timer.stage("dequantize"):
         feeds = decode_features(manifest, _matching_records(manifest, frame))
     with timer.stage("tail"):
         outputs = deployment.part.run(feeds)
-    return _finish(deployment, frame, timer, outputs[0], "split", deployment.part.provider, size)
+    batch = next(iter(feeds.values())).shape[0] if feeds else 1
+    return _finish(deployment, frame, timer, outputs, batch, options, "split", deployment.part.provider, size)
 
 
-def _run_full_model(deployment: Deployment, frame: Frame, timer: StageTimer, size: int) -> EdgeResult:
+def _run_full_model(
+    deployment: Deployment, frame: Frame, timer: StageTimer, size: int, options: DetectionOptions
+) -> EdgeResult:
     manifest = deployment.manifest
     if deployment.full is None:
         raise NotDeployed(f"the edge does not hold the full model of split {manifest.id}, so it cannot run all-edge")
@@ -66,26 +73,29 @@ def _run_full_model(deployment: Deployment, frame: Frame, timer: StageTimer, siz
         release(image)
     with timer.stage("model"):
         outputs = deployment.full.run({deployment.full.input_names[0]: batch})
-    return _finish(deployment, frame, timer, outputs[0], "all-edge", deployment.full.provider, size)
+    return _finish(deployment, frame, timer, outputs, 1, options, "all-edge", deployment.full.provider, size)
 
 
 def _finish(
     deployment: Deployment,
     frame: Frame,
     timer: StageTimer,
-    output: np.ndarray,
+    outputs: list[np.ndarray],
+    batch: int,
+    options: DetectionOptions,
     mode: Mode,
     provider: str,
     size: int,
 ) -> EdgeResult:
     with timer.stage("postprocess"):
-        batch_predictions = top_k(np.asarray(output), deployment.manifest.postprocessing)
+        answers = answer_batch(outputs, deployment.manifest, batch, options)
     return EdgeResult(
         split_id=frame.split_id,
         request_id=frame.request_id,
         mode=mode,
-        predictions=batch_predictions[0],
-        batch_predictions=batch_predictions,
+        answers=answers,
+        predictions=answers[0].predictions if answers else [],
+        batch_predictions=[answer.predictions for answer in answers],
         stages=timer.stages,
         provider=provider,
         received_bytes=size,

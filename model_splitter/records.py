@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator, model_validator
 
-from common.manifest import Fidelity, Preprocessing, TensorRange
+from common.manifest import Fidelity, Postprocessing, Preprocessing, TensorRange, TensorSpec
 from common.quantization import FLOAT32_MAX, SUPPORTED_BITS
 
 
@@ -57,6 +57,14 @@ class ModelRecord(BaseModel):
     opset: int
     created_at: str
     preprocessing: Preprocessing
+    postprocessing: Postprocessing = Field(
+        default_factory=Postprocessing,
+        description="the task and its settings (class names: GET /api/models/{id}/labels); records made before "
+        "tasks existed are classifiers",
+    )
+    outputs: list[TensorSpec] = Field(
+        default_factory=list, description="every output: name, shape and type as the model answered one zero image"
+    )
     split_points: list[SplitPoint]
 
 

@@ -50,7 +50,7 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
 
     @app.post(
         "/api/infer",
-        summary="Classify an image with the deployed split (modes: split, all-robot, all-edge)",
+        summary="Answer for an image with the deployed split (modes: split, all-robot, all-edge)",
         description="The image as the raw body (`Content-Type: image/jpeg`, the options as query parameters) or "
         "as the multipart field `image` (the options as form fields).",
         dependencies=[Depends(writes)],
@@ -61,10 +61,20 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
         request: Request,
         mode: str | None = Query(None, description=INFER_OPTIONS["mode"]),
         split_id: str | None = Query(None, description=INFER_OPTIONS["split_id"]),
+        score_threshold: str | None = Query(None, description=INFER_OPTIONS["score_threshold"]),
+        iou_threshold: str | None = Query(None, description=INFER_OPTIONS["iou_threshold"]),
+        max_detections: str | None = Query(None, description=INFER_OPTIONS["max_detections"]),
     ) -> Response:
         upload = await read_image_request(request, settings.max_image_bytes, tuple(INFER_OPTIONS))
+        options = upload.detection_options(
+            {"score_threshold": score_threshold, "iou_threshold": iou_threshold, "max_detections": max_detections}
+        )
         result = await run_in_threadpool(
-            pipeline.infer, upload.image, parse_mode(upload.option("mode", mode)), upload.option("split_id", split_id)
+            pipeline.infer,
+            upload.image,
+            parse_mode(upload.option("mode", mode)),
+            upload.option("split_id", split_id),
+            options,
         )
         metrics.observe_stages(result.stages)
         metrics.count_bytes("sent", result.bytes.sent)

@@ -18,6 +18,7 @@ from common.errors import (
 )
 from common.observability import trace_headers
 from common.peer_errors import peer_error
+from common.postprocess.answers import NO_OPTIONS, DetectionOptions
 from common.results import EdgeResult
 from robot_inference.edge_watch import EdgeWatch
 from robot_inference.frame_channel import ChannelRefused, FrameChannel
@@ -57,16 +58,17 @@ class EdgeClient:
         """The channel frames go over now (websocket turns into http for an edge that refused the upgrade)."""
         return "websocket" if self._frames is not None else "http"
 
-    def infer(self, frame: bytes, request_id: str) -> EdgeReply:
+    def infer(self, frame: bytes, request_id: str, options: DetectionOptions = NO_OPTIONS) -> EdgeReply:
         self.watch.check()
         try:
-            return self._infer(frame, request_id)
+            return self._infer(frame, request_id, options)
         except UpstreamTimeout:
             self.watch.timed_out(self.timeout_s)
             raise
 
-    def _infer(self, frame: bytes, request_id: str) -> EdgeReply:
-        if self._frames is not None:
+    def _infer(self, frame: bytes, request_id: str, options: DetectionOptions) -> EdgeReply:
+        # A frame carries tensors only: a request's own detection options travel as query parameters, over HTTP.
+        if self._frames is not None and not options.given:
             try:
                 return self._infer_on_socket(self._frames, frame)
             except ChannelRefused as exc:
@@ -75,7 +77,7 @@ class EdgeClient:
                 # An edge without the socket (an older release): POST from now on.
                 logger.warning("the edge at %s has no frame socket (%s); posting frames instead", self.base_url, exc)
                 self._frames = None
-        return self._infer_over_http(frame, request_id)
+        return self._infer_over_http(frame, request_id, options)
 
     def _infer_on_socket(self, frames: FrameChannel, frame: bytes) -> EdgeReply:
         start = time.perf_counter()
@@ -93,11 +95,11 @@ class EdgeClient:
             received_bytes=len(reply.body),
         )
 
-    def _infer_over_http(self, frame: bytes, request_id: str) -> EdgeReply:
+    def _infer_over_http(self, frame: bytes, request_id: str, options: DetectionOptions) -> EdgeReply:
         start = time.perf_counter()
         headers = {"content-type": "application/octet-stream", **trace_headers(request_id)}
         try:
-            response = self._client.post("/api/infer", content=frame, headers=headers)
+            response = self._client.post("/api/infer", content=frame, headers=headers, params=options.query())
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"the edge at {self.base_url} did not answer within its timeout") from exc
         except httpx.HTTPError as exc:

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.manifest import SplitManifest
 from model_splitter.records import ModelRecord, SplitPoint, SplitRequest
-from model_splitter.services.models import default_preprocessing, register_upload
+from model_splitter.services.models import TaskRequest, default_preprocessing, register_upload
 from model_splitter.services.splits import create_split
 from model_splitter.store.bundle_zip import bundle_zip
 from model_splitter.store.registry import Registry
@@ -27,6 +27,8 @@ from tools.local_stack import ServiceProcess, free_port
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = REPO_ROOT / "model_splitter" / "data" / "samples"
 CHELSEA = (SAMPLES / "chelsea.jpg").read_bytes()
+# An uploaded file registers as task raw unless told otherwise: the tiny classifier is told.
+CLASSIFIER = TaskRequest(task="classification")
 # Generous: the first request to a process also loads its sessions.
 HTTP_TIMEOUT_S = 120.0
 
@@ -97,7 +99,9 @@ class TinySplit:
 def make_tiny_split(root: Path, bits: int = 4, split_point: str = "block") -> TinySplit:
     registry = Registry(root / "registry")
     model = tiny_classifier()
-    record = register_upload(registry, model.SerializeToString(), "tiny.onnx", (1, 3, 32, 32), "tiny", False)
+    record = register_upload(
+        registry, model.SerializeToString(), "tiny.onnx", (1, 3, 32, 32), "tiny", False, CLASSIFIER
+    )
     manifest = create_split(registry, record.id, SplitRequest(split_point=split_point, bits=bits))
     return TinySplit(manifest, bundle_zip(registry, manifest.id), registry)
 

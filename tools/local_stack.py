@@ -20,6 +20,8 @@ from types import TracebackType
 
 import httpx
 
+from tools.assets import ASSETS, ensure
+
 STARTUP_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 
@@ -158,15 +160,31 @@ class LocalStack:
         self.stop()
 
 
-def deploy_default(splitter_url: str, arch: str, split_point: str, bits: int) -> tuple[str, str]:
-    """Register ``arch`` by name, cut it at ``split_point``, deploy the split; returns (model id, split id)."""
-    with httpx.Client(base_url=splitter_url, timeout=600.0) as client:
-        model = client.post("/api/models", data={"arch": arch})
-        model.raise_for_status()
-        model_id = model.json()["id"]
-        split = client.post(f"/api/models/{model_id}/splits", json={"split_point": split_point, "bits": bits})
-        split.raise_for_status()
-        split_id = split.json()["id"]
+@dataclass(frozen=True)
+class DefaultModel:
+    """The split ``make up`` deploys: a torchvision architecture, its weights, where to cut, at how many bits."""
+
+    arch: str
+    split_point: str
+    bits: int
+    weights: Path | None = None
+    calibrate: bool = True
+
+
+def deploy_default(splitter_url: str, model: DefaultModel) -> tuple[str, str]:
+    """Register ``model`` by name (with its weights), calibrate it, cut it, deploy the split; (model id, split id)."""
+    with httpx.Client(base_url=splitter_url, timeout=900.0) as client:
+        files = {"weights": (model.weights.name, model.weights.read_bytes())} if model.weights else None
+        registered = client.post("/api/models", data={"arch": model.arch}, files=files)
+        registered.raise_for_status()
+        model_id = registered.json()["id"]
+        split: dict[str, object] = {"split_point": model.split_point, "bits": model.bits}
+        if model.calibrate and model.bits <= 8:
+            client.post(f"/api/models/{model_id}/calibrate", data={"bits": str(model.bits)}).raise_for_status()
+            split["clip"] = "calibrated"
+        created = client.post(f"/api/models/{model_id}/splits", json=split)
+        created.raise_for_status()
+        split_id = created.json()["id"]
         client.post(f"/api/splits/{split_id}/deploy").raise_for_status()
     return model_id, split_id
 
@@ -175,9 +193,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run splitter, robot and edge locally.")
     parser.add_argument("--data-dir", type=Path, default=Path("var"))
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    parser.add_argument("--arch", default="resnet18", help="default model (torchvision, untrained weights)")
-    parser.add_argument("--split-point", default="layer2")
+    parser.add_argument("--arch", default="mobilenet_v2", help="default model, a torchvision architecture")
+    parser.add_argument("--split-point", default="features.7")
     parser.add_argument("--bits", type=int, default=4)
+    parser.add_argument(
+        "--untrained", action="store_true", help="no weights (the default uses torchvision's ImageNet mobilenet_v2)"
+    )
     parser.add_argument("--no-default-model", action="store_true")
     args = parser.parse_args()
     stack = LocalStack(data_dir=args.data_dir.resolve(), host=args.host)
@@ -191,11 +212,15 @@ def main() -> None:
     print("starting edge, robot and splitter ...", flush=True)
     with stack:
         if not args.no_default_model:
+            weights = None if args.untrained or args.arch not in ASSETS else ensure(args.arch)
+            default = DefaultModel(args.arch, args.split_point, args.bits, weights)
+            trained = "trained" if weights else "untrained"
             print(
-                f"registering {args.arch} and deploying a split at {args.split_point} ({args.bits} bits) ...",
+                f"registering {args.arch} ({trained}), calibrating and deploying a split at {args.split_point} "
+                f"({args.bits} bits) ...",
                 flush=True,
             )
-            model_id, split_id = deploy_default(stack.splitter_url, args.arch, args.split_point, args.bits)
+            model_id, split_id = deploy_default(stack.splitter_url, default)
             print(f"  model {model_id}, split {split_id}", flush=True)
         print(f"\n  web UI + splitter API  {stack.splitter_url}/   (API docs: {stack.splitter_url}/docs)")
         print(f"  robot                  {stack.robot_url}/docs")

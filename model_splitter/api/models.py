@@ -6,12 +6,13 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from common.image_request import INFER_OPTIONS, image_request_body, read_image_request
 from common.manifest import SplitManifest
-from common.postprocess import Prediction
+from common.postprocess import Answer, Prediction
+from common.postprocess.agreement import agrees
 from common.results import InferenceResult
 from model_splitter.api.registration import registration_form
 from model_splitter.context import SplitterContext
@@ -25,8 +26,12 @@ ONNX_MEDIA_TYPE = "application/octet-stream"
 
 
 class SplitterInferenceResult(InferenceResult):
-    reference: list[Prediction]
-    agrees_with_reference: bool
+    reference_answer: Answer = Field(description="the unsplit float model's answer, run on the splitter")
+    reference: list[Prediction] = Field(description="classification: the reference's top-k (else empty)")
+    agrees_with_reference: bool = Field(
+        description="classification: the same top-1; detection: every reference box found again (same class, "
+        "IoU >= 0.5) and no other; segmentation: >= 95 % of pixels the same class; raw: cosine >= 0.99"
+    )
 
 
 class ArchitectureView(BaseModel):
@@ -143,17 +148,24 @@ def api_router(context: SplitterContext) -> APIRouter:
         request: Request,
         mode: str | None = Query(None, description=INFER_OPTIONS["mode"]),
         split_id: str | None = Query(None, description=INFER_OPTIONS["split_id"]),
+        score_threshold: str | None = Query(None, description=INFER_OPTIONS["score_threshold"]),
+        iou_threshold: str | None = Query(None, description=INFER_OPTIONS["iou_threshold"]),
+        max_detections: str | None = Query(None, description=INFER_OPTIONS["max_detections"]),
     ) -> SplitterInferenceResult:
         upload = await read_image_request(request, settings.max_image_bytes, tuple(INFER_OPTIONS))
+        options = upload.detection_options(
+            {"score_threshold": score_threshold, "iou_threshold": iou_threshold, "max_detections": max_detections}
+        )
         data = upload.image
         result = await run_in_threadpool(
-            context.peers.infer, data, upload.option("mode", mode), upload.option("split_id", split_id)
+            context.peers.infer, data, upload.option("mode", mode), upload.option("split_id", split_id), options
         )
-        reference = await run_in_threadpool(context.reference.predict, result.split_id, data)
+        reference = await run_in_threadpool(context.reference.answer, result.split_id, data, options)
         return SplitterInferenceResult(
             **result.model_dump(),
-            reference=reference,
-            agrees_with_reference=bool(reference) and reference[0].index == result.predictions[0].index,
+            reference_answer=reference,
+            reference=reference.predictions,
+            agrees_with_reference=agrees(reference, result.answer),
         )
 
     @router.get(

@@ -7,7 +7,12 @@ from collections.abc import Awaitable, Callable
 from fastapi import File, Form, UploadFile
 
 from common.service_api import read_upload
-from model_splitter.services.models import RegistrationRequest, UploadedFile
+from model_splitter.services.models import (
+    MAX_LABEL_FILE_BYTES,
+    RegistrationRequest,
+    TaskRequest,
+    UploadedFile,
+)
 
 RegistrationForm = Callable[..., Awaitable[RegistrationRequest]]
 
@@ -21,6 +26,29 @@ def registration_form(max_model_bytes: int) -> RegistrationForm:
         weights: UploadFile | None = File(None, description="state_dict for arch: .pth (weights_only) or .safetensors"),
         input_shape: str | None = Form(None, description="e.g. 1,3,224,224 (the default)"),
         name: str | None = Form(None),
+        task: str | None = Form(
+            None,
+            description="classification, detection, segmentation or raw; default: the torchvision family, raw for "
+            "an upload",
+        ),
+        detector: str | None = Form(
+            None,
+            description="detection: the output layout, boxes (torchvision), yolov8, yolov5 or picodet; default: "
+            "read from the outputs' shapes",
+        ),
+        labels: UploadFile | None = File(
+            None, description="class names, one per line or a JSON list; default: the model's metadata"
+        ),
+        resize: str | None = Form(
+            None,
+            description="shorter_crop (classifiers), stretch (detectors, segmenters) or letterbox (YOLO); default "
+            "by task",
+        ),
+        pad_value: str | None = Form(None, description="letterbox: the padding's grey level, 0..255 (114)"),
+        scale: str | None = Form(None, description="pixel values are multiplied by this first, e.g. 1/255 (default)"),
+        mean: str | None = Form(None, description="per channel after scaling, e.g. 0.485,0.456,0.406, or none"),
+        std: str | None = Form(None, description="per channel after scaling, e.g. 0.229,0.224,0.225, or none"),
+        channel_order: str | None = Form(None, description="RGB (default) or BGR (models trained with OpenCV)"),
     ) -> RegistrationRequest:
         model_file = None
         if file is not None and file.filename:
@@ -28,8 +56,22 @@ def registration_form(max_model_bytes: int) -> RegistrationForm:
         weight_file = None
         if model_file is None and arch and weights is not None and weights.filename:
             weight_file = UploadedFile(await read_upload(weights, max_model_bytes, "weights file"), weights.filename)
+        label_bytes = None
+        if labels is not None and labels.filename:
+            label_bytes = await read_upload(labels, MAX_LABEL_FILE_BYTES, "label file")
+        choice = TaskRequest(
+            task=task,
+            detector=detector,
+            labels=label_bytes,
+            resize=resize,
+            pad_value=pad_value,
+            scale=scale,
+            mean=mean,
+            std=std,
+            channel_order=channel_order,
+        )
         return RegistrationRequest(
-            model_file=model_file, arch=arch, weights=weight_file, input_shape=input_shape, name=name
+            model_file=model_file, arch=arch, weights=weight_file, input_shape=input_shape, name=name, task=choice
         )
 
     return read_form

@@ -10,23 +10,20 @@ from functools import partial
 import onnx
 
 from common.errors import InvalidArgument, UnprocessableModel
-from common.manifest import Preprocessing
 from model_splitter.graph.analysis import analyse_split_points
 from model_splitter.graph.inputs import fed_inputs
+from model_splitter.intake.class_names import MAX_LABEL_FILE_BYTES as MAX_LABEL_FILE_BYTES
 from model_splitter.intake.formats import DEFAULT_INPUT_SHAPE as DEFAULT_INPUT_SHAPE
 from model_splitter.intake.formats import IntakeResult, intake_torchvision, intake_upload, parse_input_shape
-from model_splitter.intake.imagenet_labels import labels_for
-from model_splitter.intake.torchvision_models import Architecture, architectures
+from model_splitter.intake.tasks import TaskRequest as TaskRequest
+from model_splitter.intake.tasks import choose_task
+from model_splitter.intake.tasks import default_preprocessing as default_preprocessing
+from model_splitter.intake.torchvision_models import Architecture, architectures, family_of
 from model_splitter.records import ModelRecord, Progress, no_progress
 from model_splitter.store.jobs import Registration
 from model_splitter.store.registry import MODEL_ID_HEX_LENGTH, Registry
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-GREY_MEAN = [0.449]
-GREY_STD = [0.226]
-# torchvision's classification recipe: resize the shorter side to 256, centre-crop 224.
-RESIZE_RATIO = 256 / 224
+NO_TASK_REQUEST = TaskRequest()
 
 
 @dataclass(frozen=True)
@@ -44,6 +41,7 @@ class RegistrationRequest:
     weights: UploadedFile | None
     input_shape: str | None
     name: str | None
+    task: TaskRequest = NO_TASK_REQUEST
 
 
 def registration_of(registry: Registry, request: RegistrationRequest, allow_pickle: bool) -> Registration:
@@ -52,33 +50,19 @@ def registration_of(registry: Registry, request: RegistrationRequest, allow_pick
     name = request.name or None
     if request.model_file is not None:
         upload = request.model_file
-        return partial(register_upload, registry, upload.data, upload.filename, shape, name, allow_pickle)
+        return partial(register_upload, registry, upload.data, upload.filename, shape, name, allow_pickle, request.task)
     if request.arch:
         weights = request.weights
         weight_bytes, weight_name = (weights.data, weights.filename) if weights is not None else (None, None)
-        return partial(register_torchvision, registry, request.arch, weight_bytes, weight_name, shape, name)
+        return partial(
+            register_torchvision, registry, request.arch, weight_bytes, weight_name, shape, name, request.task
+        )
     raise InvalidArgument("send a model file in the field 'file', or a torchvision architecture name in 'arch'")
 
 
 def architecture_list() -> list[Architecture]:
     """The torchvision architectures registration takes by name, with their family."""
     return list(architectures())
-
-
-def default_preprocessing(input_shape: tuple[int, ...]) -> Preprocessing:
-    if len(input_shape) != 4 or input_shape[1] not in (1, 3):
-        raise UnprocessableModel(
-            f"input shape {list(input_shape)} is not an image batch (N, 1 or 3, H, W); only image models are served"
-        )
-    height, width = input_shape[2], input_shape[3]
-    grey = input_shape[1] == 1
-    return Preprocessing(
-        resize_shorter_to=round(min(height, width) * RESIZE_RATIO),
-        crop=[height, width],
-        mean=GREY_MEAN if grey else IMAGENET_MEAN,
-        std=GREY_STD if grey else IMAGENET_STD,
-        color="L" if grey else "RGB",
-    )
 
 
 def register_upload(
@@ -88,11 +72,12 @@ def register_upload(
     input_shape: tuple[int, ...],
     name: str | None,
     allow_pickle: bool,
+    task: TaskRequest = NO_TASK_REQUEST,
     progress: Progress = no_progress,
 ) -> ModelRecord:
     progress("exporting")
     result = intake_upload(data, filename, input_shape, allow_pickle=allow_pickle)
-    return _finish(registry, result, name or _stem(filename) or "model", progress)
+    return _finish(registry, result, name or _stem(filename) or "model", task, progress)
 
 
 def register_torchvision(
@@ -102,16 +87,18 @@ def register_torchvision(
     weights_filename: str | None,
     input_shape: tuple[int, ...],
     name: str | None,
+    task: TaskRequest = NO_TASK_REQUEST,
     progress: Progress = no_progress,
 ) -> ModelRecord:
     progress("exporting")
     result = intake_torchvision(arch, weights, weights_filename, input_shape)
-    return _finish(registry, result, name or arch, progress)
+    return _finish(registry, result, name or arch, task, progress)
 
 
-def _finish(registry: Registry, result: IntakeResult, name: str, progress: Progress) -> ModelRecord:
+def _finish(registry: Registry, result: IntakeResult, name: str, task: TaskRequest, progress: Progress) -> ModelRecord:
     progress("verifying")
-    preprocessing = default_preprocessing(result.input_shape)
+    family = family_of(result.architecture) if result.architecture else None
+    choice = choose_task(result.model, result.input_shape, result.architecture, family, result.num_classes, task)
     onnx_bytes = result.model.SerializeToString()
     progress("finding split points")
     points = analyse_split_points(result.model, (1, *result.input_shape[1:]), pair_cuts=True)
@@ -135,11 +122,13 @@ def _finish(registry: Registry, result: IntakeResult, name: str, progress: Progr
         num_classes=result.num_classes,
         opset=max((o.version for o in result.model.opset_import if o.domain in ("", "ai.onnx")), default=0),
         created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        preprocessing=preprocessing,
+        preprocessing=choice.preprocessing,
+        postprocessing=choice.postprocessing.model_copy(update={"labels": None}),
+        outputs=choice.outputs,
         split_points=points,
     )
     progress("saving")
-    return registry.save_model(record, onnx_bytes, labels_for(result.num_classes))
+    return registry.save_model(record, onnx_bytes, choice.postprocessing.labels)
 
 
 def _stem(filename: str | None) -> str | None:

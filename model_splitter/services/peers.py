@@ -12,6 +12,7 @@ from common.auth import bearer_header
 from common.errors import BadGateway, UpstreamTimeout, UpstreamUnavailable
 from common.observability import outgoing_trace_headers
 from common.peer_errors import peer_error
+from common.postprocess.answers import NO_OPTIONS, DetectionOptions
 from common.profiling import LinkProbeResult, ProfileResult
 from common.results import InferenceResult
 from common.service_api import DeploymentInfo
@@ -50,8 +51,11 @@ class Peers:
             edge=self._answer(DeploymentInfo, edge, "edge"), robot=self._answer(DeploymentInfo, robot, "robot")
         )
 
-    def infer(self, image: bytes, mode: str | None, split_id: str | None) -> InferenceResult:
+    def infer(
+        self, image: bytes, mode: str | None, split_id: str | None, options: DetectionOptions = NO_OPTIONS
+    ) -> InferenceResult:
         params = {key: value for key, value in (("mode", mode), ("split_id", split_id)) if value}
+        params.update(options.query())
         body = self._call("robot", "POST", "/api/infer", content=image, params=params, content_type=RAW_IMAGE_TYPE)
         return self._answer(InferenceResult, body, "robot")
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
-
-from common.imaging import image_batch
+from common.imaging import decode_image, geometry_of, preprocess, release
 from common.manifest import SplitManifest
-from common.postprocess import Prediction, top_k
+from common.postprocess import Answer, DetectionOptions, answer_batch
+from common.postprocess.placement import place
 from common.sessions import LoadedSession, SessionOptions, create_session
 from model_splitter.store.registry import Registry
 
@@ -40,12 +39,19 @@ class ReferenceRunner:
                 self._manifests[split_id] = manifest
         return manifest
 
-    def predict(self, split_id: str, image: bytes) -> list[Prediction]:
+    def answer(self, split_id: str, image: bytes, options: DetectionOptions) -> Answer:
+        """The whole float model's answer for ``image``, in the image's pixels."""
         manifest = self._manifest(split_id)
         session = self._session(manifest.model_id)
-        batch = image_batch(image, manifest.preprocessing)
-        output = session.run({session.input_names[0]: batch})[0]
-        return top_k(np.asarray(output), manifest.postprocessing)[0]
+        spec = manifest.preprocessing
+        decoded = decode_image(image, spec.color, spec.resize_shorter_to)
+        try:
+            batch = preprocess(decoded, spec)
+            geometry = geometry_of(decoded.size, spec)
+        finally:
+            release(decoded)
+        (found,) = answer_batch(session.run({session.input_names[0]: batch}), manifest, 1, options)
+        return place(found, geometry, manifest.postprocessing.labels)
 
     def forget(self, model_id: str) -> None:
         with self._lock:

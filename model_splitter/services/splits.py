@@ -16,7 +16,6 @@ from common.errors import InvalidArgument, UnprocessableModel
 from common.manifest import (
     MAX_TENSOR_NAME_BYTES,
     Fidelity,
-    Postprocessing,
     Quantization,
     SplitManifest,
     TensorRange,
@@ -100,7 +99,8 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
             weights_trained=record.weights_trained,
             split_point=point.label,
             input=TensorSpec(name=_input_name(model), shape=[1, *record.input_shape[1:]]),
-            outputs=[TensorSpec(name=output, shape=[1, record.num_classes] if record.num_classes else [1])],
+            outputs=record.outputs
+            or [TensorSpec(name=output, shape=[1, record.num_classes] if record.num_classes else [1])],
             cut=[
                 TensorSpec(name=name, label=labels[name], shape=shape, dtype=point.dtype)
                 for name, shape in zip(tensors, shapes, strict=True)
@@ -109,7 +109,7 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
                 bits=request.bits, method="calibrated" if fidelity is not None else "fixed", ranges=ranges
             ),
             preprocessing=record.preprocessing,
-            postprocessing=Postprocessing(labels=registry.model_labels(record.id)),
+            postprocessing=record.postprocessing.model_copy(update={"labels": registry.model_labels(record.id)}),
             verification=Verification(
                 head_tail_max_abs_diff=difference,
                 head_tail_tolerance=tolerance,

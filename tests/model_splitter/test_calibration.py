@@ -211,7 +211,8 @@ def test_calibrate_then_split_through_the_services(
     image = (SAMPLES / "chelsea.jpg").read_bytes()
     with httpx.Client(base_url=splitter.url, timeout=300) as client:
         upload = {"file": ("tiny.onnx", tiny_classifier().SerializeToString())}
-        model_id = client.post("/api/models", files=upload, data={"input_shape": "1,3,32,32"}).json()["id"]
+        form = {"input_shape": "1,3,32,32", "task": "classification"}
+        model_id = client.post("/api/models", files=upload, data=form).json()["id"]
         missing = client.get(f"/api/models/{model_id}/calibration")
         assert missing.status_code == 404 and f"POST /api/models/{model_id}/calibrate" in missing.json()["detail"]
         early = client.post(

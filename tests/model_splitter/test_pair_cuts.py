@@ -24,7 +24,7 @@ from model_splitter.services.models import register_upload
 from model_splitter.services.splits import create_split
 from model_splitter.store.bundle_zip import bundle_zip
 from model_splitter.store.registry import Registry
-from tests.support import SAMPLES, running_service, tiny_classifier
+from tests.support import CLASSIFIER, SAMPLES, running_service, tiny_classifier
 from tools.local_stack import ServiceProcess
 
 
@@ -158,7 +158,8 @@ def test_analysis_offers_pairs_with_summed_costs() -> None:
 @pytest.fixture(scope="module")
 def pair_splits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, ModelRecord, dict[int, str]]:
     registry = Registry(tmp_path_factory.mktemp("pairs") / "registry")
-    record = register_upload(registry, two_branch().SerializeToString(), "two.onnx", (1, 3, 32, 32), "two", False)
+    model = two_branch().SerializeToString()
+    record = register_upload(registry, model, "two.onnx", (1, 3, 32, 32), "two", False, CLASSIFIER)
     pair = record.split_points[1]
     assert pair.tensors == ["a2", "b2"]
     splits = {}

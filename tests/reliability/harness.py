@@ -115,7 +115,11 @@ class Deployed:
 def register_split_deploy(splitter_url: str, headers: dict[str, str] | None = None) -> Deployed:
     """Upload the tiny classifier, cut it after ``block`` at 4 bits, deploy the split to edge and robot."""
     with httpx.Client(base_url=splitter_url, timeout=HTTP_TIMEOUT_S, headers=headers or {}) as client:
-        model = client.post("/api/models", files={"file": ("tiny.onnx", TINY_ONNX)}, data={"input_shape": TINY_SHAPE})
+        model = client.post(
+            "/api/models",
+            files={"file": ("tiny.onnx", TINY_ONNX)},
+            data={"input_shape": TINY_SHAPE, "task": "classification"},
+        )
         assert model.status_code == 201, model.text
         model_id = model.json()["id"]
         split = client.post(f"/api/models/{model_id}/splits", json={"split_point": "block", "bits": 4})

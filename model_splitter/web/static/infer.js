@@ -1,4 +1,4 @@
-/* Inference page: send an uploaded or sample photo through the robot; show top-5, the reference, timings, bytes. */
+/* Inference page: send an uploaded or sample photo through the robot; show the answer, the reference, timings, bytes. */
 "use strict";
 
 (() => {
@@ -10,6 +10,7 @@
   const previewImg = document.getElementById("preview-img");
   const splitSelect = document.getElementById("split-select");
   let previewUrl = null;
+  let shownUrl = null; // the photo the shown answer is drawn on
 
   const MODE_WORDS = { split: "split", "all-robot": "all on the robot", "all-edge": "all on the edge" };
 
@@ -93,38 +94,29 @@
     );
   }
 
-  function renderTop5(result) {
-    const body = document.getElementById("top5-body");
-    body.replaceChildren(
-      ...result.predictions.map((prediction, rank) => {
-        const bar = UI.el("span", { class: "prob-bar", "aria-hidden": "true" }, UI.el("span", {}));
-        bar.firstChild.style.width = `${Math.max(0.5, prediction.probability * 100)}%`;
-        return UI.el(
-          "tr",
-          { "data-testid": "prediction", "data-index": prediction.index },
-          UI.el("td", { class: "num muted" }, String(rank + 1)),
-          UI.el("td", {}, UI.el("span", { "data-testid": "prediction-label" }, prediction.label), bar),
-          UI.el(
-            "td",
-            { class: "num" },
-            UI.el("span", { "data-testid": "prediction-probability" }, (prediction.probability * 100).toFixed(2)),
-            " %"
-          )
-        );
-      })
-    );
-  }
+  const REFERENCE_KIND = {
+    classification: "Top 1",
+    detection: "Boxes",
+    segmentation: "Mask",
+    raw: "Tensors",
+  };
+  const AGREES = {
+    classification: "Same top-1 label as the robot and edge.",
+    detection: "The robot and edge found every box of the reference (same class, IoU ≥ 0.5) and no other.",
+    segmentation: "At least 95 % of the pixels have the reference's class.",
+    raw: "The outputs point the same way as the reference's (cosine ≥ 0.99).",
+  };
 
   function renderReference(result) {
-    const top = result.reference[0];
-    document.getElementById("reference-top1").textContent = top ? top.label : "—";
-    document.getElementById("reference-prob").textContent = top ? `${(top.probability * 100).toFixed(2)} %` : "";
+    const reference = result.reference_answer;
+    document.getElementById("reference-kind").textContent = REFERENCE_KIND[reference.task] || reference.task;
+    document.getElementById("reference-top1").textContent = AnswerView.summary(reference);
     const badge = document.getElementById("agreement");
     badge.textContent = result.agrees_with_reference ? "agrees" : "differs";
     badge.className = `badge ${result.agrees_with_reference ? "badge-ok" : "badge-bad"}`;
     document.getElementById("agreement-help").textContent = result.agrees_with_reference
-      ? "Same top-1 label as the robot and edge."
-      : `The robot and edge answered ${result.predictions[0] ? result.predictions[0].label : "nothing"}.`;
+      ? AGREES[reference.task] || ""
+      : `The robot and edge answered ${AnswerView.summary(result.answer)}.`;
   }
 
   function renderWaterfall(result) {
@@ -207,10 +199,10 @@
     }
   }
 
-  function render(result) {
+  async function render(result, imageUrl) {
     renderMeta(result);
     document.getElementById("result-untrained").hidden = result.weights_trained;
-    renderTop5(result);
+    await AnswerView.render(document.getElementById("answer-view"), result.answer, imageUrl);
     renderReference(result);
     renderWaterfall(result);
     renderBytes(result);
@@ -239,7 +231,9 @@
     results.setAttribute("aria-busy", "true");
     try {
       const result = await UI.busy(runButton, "Running…", () => UI.api("/api/infer", { method: "POST", body }));
-      render(result);
+      if (shownUrl) URL.revokeObjectURL(shownUrl);
+      shownUrl = URL.createObjectURL(image.blob);
+      await render(result, shownUrl);
       runStatus.textContent = `Done in ${UI.ms(result.total_ms)} ms.`;
     } catch (error) {
       runStatus.textContent = "";

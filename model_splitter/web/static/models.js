@@ -36,12 +36,27 @@
     }
   }
 
+  /* Fields that only mean something for some tasks are shown for those. */
+  function showTaskFields() {
+    const task = document.getElementById("task").value;
+    for (const field of form.querySelectorAll("[data-for-task]")) {
+      field.hidden = !field.dataset.forTask.split(" ").includes(task);
+    }
+  }
+
   function formData() {
     const data = new FormData();
     if (selectedSource() === "file") {
       const file = document.getElementById("model-file").files[0];
       if (!file) throw new UI.ApiError("Choose a model file to upload, or switch to a torchvision architecture.", 0);
       data.append("file", file, file.name);
+      for (const id of ["task", "detector", "resize", "scale", "pad-value", "channel-order", "mean", "std"]) {
+        const control = document.getElementById(id);
+        const value = control.value.trim();
+        if (value && !control.closest("[hidden]")) data.append(control.name, value);
+      }
+      const labels = document.getElementById("labels").files[0];
+      if (labels && !document.getElementById("labels").closest("[hidden]")) data.append("labels", labels, labels.name);
     } else {
       data.append("arch", document.getElementById("arch").value);
       const weights = document.getElementById("weights").files[0];
@@ -241,6 +256,7 @@
 
   form.addEventListener("change", (event) => {
     if (event.target.name === "source") showSource();
+    if (event.target.id === "task") showTaskFields();
   });
   form.addEventListener("submit", register);
   document.getElementById("models-table").addEventListener("click", (event) => {

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel
 
 from common.manifest import Postprocessing
-
-
-class Prediction(BaseModel):
-    index: int
-    label: str
-    probability: float
+from common.postprocess.answers import Prediction
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -34,6 +28,11 @@ def top_k(output: np.ndarray, post: Postprocessing) -> list[list[Prediction]]:
 
 
 def _label(post: Postprocessing, index: int) -> str:
-    if post.labels is not None and 0 <= index < len(post.labels):
-        return post.labels[index]
+    return label_of(post.labels, index)
+
+
+def label_of(labels: list[str] | None, index: int) -> str:
+    """The class's name, or ``class <index>`` when the model has none for it."""
+    if labels is not None and 0 <= index < len(labels):
+        return labels[index]
     return f"class {index}"
