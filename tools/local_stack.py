@@ -171,6 +171,11 @@ class DefaultModel:
     calibrate: bool = True
 
 
+def make_up_model(trained: bool = True) -> DefaultModel:
+    """What ``make up`` deploys: torchvision's ImageNet mobilenet_v2, cut after features.7 at 4 calibrated bits."""
+    return DefaultModel("mobilenet_v2", "features.7", 4, ensure("mobilenet_v2") if trained else None)
+
+
 def deploy_default(splitter_url: str, model: DefaultModel) -> tuple[str, str]:
     """Register ``model`` by name (with its weights), calibrate it, cut it, deploy the split; (model id, split id)."""
     with httpx.Client(base_url=splitter_url, timeout=900.0) as client:
@@ -193,9 +198,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run splitter, robot and edge locally.")
     parser.add_argument("--data-dir", type=Path, default=Path("var"))
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    parser.add_argument("--arch", default="mobilenet_v2", help="default model, a torchvision architecture")
-    parser.add_argument("--split-point", default="features.7")
-    parser.add_argument("--bits", type=int, default=4)
+    default = make_up_model(trained=False)
+    parser.add_argument("--arch", default=default.arch, help="default model, a torchvision architecture")
+    parser.add_argument("--split-point", default=default.split_point)
+    parser.add_argument("--bits", type=int, default=default.bits)
     parser.add_argument(
         "--untrained", action="store_true", help="no weights (the default uses torchvision's ImageNet mobilenet_v2)"
     )
@@ -213,14 +219,14 @@ def main() -> None:
     with stack:
         if not args.no_default_model:
             weights = None if args.untrained or args.arch not in ASSETS else ensure(args.arch)
-            default = DefaultModel(args.arch, args.split_point, args.bits, weights)
+            chosen = DefaultModel(args.arch, args.split_point, args.bits, weights)
             trained = "trained" if weights else "untrained"
             print(
                 f"registering {args.arch} ({trained}), calibrating and deploying a split at {args.split_point} "
                 f"({args.bits} bits) ...",
                 flush=True,
             )
-            model_id, split_id = deploy_default(stack.splitter_url, default)
+            model_id, split_id = deploy_default(stack.splitter_url, chosen)
             print(f"  model {model_id}, split {split_id}", flush=True)
         print(f"\n  web UI + splitter API  {stack.splitter_url}/   (API docs: {stack.splitter_url}/docs)")
         print(f"  robot                  {stack.robot_url}/docs")

@@ -9,7 +9,7 @@ from functools import partial
 
 import onnx
 
-from common.errors import InvalidArgument, UnprocessableModel
+from common.errors import Conflict, InvalidArgument, UnprocessableModel
 from model_splitter.graph.analysis import analyse_split_points
 from model_splitter.graph.inputs import fed_inputs
 from model_splitter.intake.class_names import MAX_LABEL_FILE_BYTES as MAX_LABEL_FILE_BYTES
@@ -127,8 +127,25 @@ def _finish(registry: Registry, result: IntakeResult, name: str, task: TaskReque
         outputs=choice.outputs,
         split_points=points,
     )
+    _same_as_registered(registry, record, choice.postprocessing.labels)
     progress("saving")
     return registry.save_model(record, onnx_bytes, choice.postprocessing.labels)
+
+
+def _same_as_registered(registry: Registry, record: ModelRecord, labels: list[str] | None) -> None:
+    """A model id names the graph; registering it again is a no-op, unless it would change what its answers mean."""
+    if not registry.has_model(record.id):
+        return
+    held = registry.get_model(record.id)
+    if (held.postprocessing, held.preprocessing, registry.model_labels(record.id)) != (
+        record.postprocessing,
+        record.preprocessing,
+        labels,
+    ):
+        raise Conflict(
+            f"this model is already registered as {record.id} with task {held.postprocessing.task} and its "
+            f"preprocessing and class names; to register it with other ones, DELETE /api/models/{record.id} first"
+        )
 
 
 def _stem(filename: str | None) -> str | None:

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from tests.support import REPO_ROOT, SAMPLES
-from tools.local_stack import LocalStack
+from tools.assets import ensure
+from tools.local_stack import LocalStack, deploy_default, make_up_model
 
 LAYER2_4BIT_PAYLOAD = 128 * 28 * 28 // 2
 
@@ -36,23 +37,37 @@ def run_script(script: str, stack: LocalStack) -> str:
     return result.stdout
 
 
-def infer(stack: LocalStack, mode: str, image: str = "chelsea.jpg") -> dict[str, object]:
+def steps(script: str, first: int, last: int) -> str:
+    """Steps ``first`` to ``last`` of the walkthrough (each starts at a comment ``# <n>.``)."""
+    parts = re.split(r"^(?=# \d+\. )", script, flags=re.M)
+    return "".join(part for part in parts if part and first <= int(part[2 : part.index(".")]) <= last)
+
+
+def infer(stack: LocalStack, mode: str, image: str = "chelsea.jpg", split_id: str | None = None) -> dict[str, object]:
+    form = {"mode": mode, **({"split_id": split_id} if split_id else {})}
     with open(SAMPLES / image, "rb") as handle:
-        response = httpx.post(
-            f"{stack.robot_url}/api/infer", files={"image": (image, handle)}, data={"mode": mode}, timeout=60
-        )
+        response = httpx.post(f"{stack.robot_url}/api/infer", files={"image": (image, handle)}, data=form, timeout=60)
     assert response.status_code == 200, response.text
     body: dict[str, object] = response.json()
     return body
 
 
 def test_readme_walkthrough_resnet18(stack: LocalStack) -> None:
+    deploy_default(stack.splitter_url, make_up_model())  # what make up does before anyone reads the README
+    ensure("layout_cdla", REPO_ROOT / "var" / "assets")  # make assets: step 9 uploads it from there
     output = run_script(walkthrough(), stack)
+    # Step 0: the trained default model, through the split, knows the cat.
+    assert re.search(r"^classification Egyptian cat \d+ bytes sent$", output, re.M), output[:500]
     assert re.search(r"^model [0-9a-f]{16}$", output, re.M)
-    assert re.search(r"^split [0-9a-f]{64}$", output, re.M)
+    found = re.search(r"^split ([0-9a-f]{64})$", output, re.M)
+    assert found
+    split_id = found.group(1)
     assert re.search(r"^\d+ layer2 \[1, 128, 28, 28\] 50176 bytes at 4 bits$", output, re.M)
+    # Step 9: the layout detector's boxes on page.png, the two title lines of the page.
+    boxes = re.findall(r"^box (\w+) ([0-9.]+) \[(\d+), (\d+), (\d+), (\d+)\]$", output, re.M)
+    assert [label for label, *_ in boxes] == ["title", "title"], output[-800:]
 
-    split = infer(stack, "split")
+    split = infer(stack, "split", split_id=split_id)
     assert split["split_point"] == "layer2" and split["bits"] == 4
     wire = split["bytes"]
     assert isinstance(wire, dict)
@@ -63,8 +78,8 @@ def test_readme_walkthrough_resnet18(stack: LocalStack) -> None:
         assert expected in stage_names
     assert split["weights_trained"] is False
 
-    robot_only = infer(stack, "all-robot")
-    edge_only = infer(stack, "all-edge")
+    robot_only = infer(stack, "all-robot", split_id=split_id)
+    edge_only = infer(stack, "all-edge", split_id=split_id)
     assert robot_only["bytes"]["sent"] == 0  # type: ignore[index]
     assert edge_only["bytes"]["sent"] > (SAMPLES / "chelsea.jpg").stat().st_size  # type: ignore[index]
     # The same fp32 model on the same preprocessed pixels, on two machines' worth of code: the same answer.
@@ -75,7 +90,7 @@ def test_readme_walkthrough_resnet18(stack: LocalStack) -> None:
 
 @pytest.mark.parametrize(("arch", "split_point"), [("mobilenet_v3_small", "features.4")])
 def test_walkthrough_other_model_all_modes(stack: LocalStack, arch: str, split_point: str) -> None:
-    script = walkthrough().replace("arch=resnet18", f"arch={arch}").replace('"layer2"', f'"{split_point}"')
+    script = steps(walkthrough(), 1, 8).replace("arch=resnet18", f"arch={arch}").replace('"layer2"', f'"{split_point}"')
     output = run_script(script, stack)
     split_id = re.search(r"^split ([0-9a-f]{64})$", output, re.M)
     assert split_id
