@@ -5,7 +5,7 @@ Boxes come out in the model's input pixels; :mod:`common.postprocess.placement` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,10 +227,17 @@ def _expected_distance(distributions: np.ndarray) -> np.ndarray:
 
 def _graph_boxes(outputs: Sequence[np.ndarray], names: Sequence[str], floor: float) -> Candidates:
     """torchvision's detectors: boxes [K, 4], scores [K] and labels [K] out of the graph (NMS already in it)."""
-    arrays = {name: np.asarray(output) for name, output in zip(names, outputs, strict=False)}
-    boxes = _named(arrays, "boxes", lambda a: a.ndim >= 2 and a.shape[-1] == 4)
-    labels = _named(arrays, "labels", lambda a: np.issubdtype(a.dtype, np.integer))
-    scores = _named(arrays, "scores", lambda a: np.issubdtype(a.dtype, np.floating) and a.shape[-1:] != (4,))
+    pool = {name: np.asarray(output) for name, output in zip(names, outputs, strict=False)}
+    shapes = ", ".join(f"{n} {list(a.shape)} {a.dtype}" for n, a in pool.items())
+    # By name where the exporter kept the names, else by what each one looks like, boxes first: a [4, 4] box
+    # tensor would otherwise pass for four scores.
+    boxes = _take(pool, "boxes", lambda a: a.ndim >= 2 and a.shape[-1] == 4 and np.issubdtype(a.dtype, np.floating))
+    labels = _take(pool, "labels", lambda a: np.issubdtype(a.dtype, np.integer))
+    scores = _take(pool, "scores", lambda a: np.issubdtype(a.dtype, np.floating))
+    if boxes is None or labels is None or scores is None:
+        raise UnprocessableModel(
+            f"a 'boxes' detector gives boxes [K, 4], scores [K] and integer labels [K]; its outputs are: {shapes}"
+        )
     boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
     if not len(boxes) == len(scores) == len(labels):
         raise UnprocessableModel(f"{len(boxes)} boxes, {len(scores)} scores and {len(labels)} labels do not match")
@@ -238,14 +245,8 @@ def _graph_boxes(outputs: Sequence[np.ndarray], names: Sequence[str], floor: flo
     return Candidates(boxes[keep].astype(np.float32), scores[keep], labels[keep].astype(np.int64), suppressed=True)
 
 
-def _named(arrays: dict[str, np.ndarray], role: str, fits: object) -> np.ndarray:
-    for name, array in arrays.items():
-        if role in name.lower():
-            return array
-    for array in arrays.values():
-        if callable(fits) and fits(array):
-            return array
-    raise UnprocessableModel(
-        f"a 'boxes' detector names an output '{role}' (or gives one that looks like it); outputs: "
-        + ", ".join(f"{n} {list(a.shape)} {a.dtype}" for n, a in arrays.items())
-    )
+def _take(pool: dict[str, np.ndarray], role: str, fits: Callable[[np.ndarray], bool]) -> np.ndarray | None:
+    chosen = next((name for name in pool if role in name.lower()), None)
+    if chosen is None:
+        chosen = next((name for name, array in pool.items() if fits(array)), None)
+    return pool.pop(chosen) if chosen is not None else None

@@ -169,6 +169,14 @@ def api_router(context: SplitterContext) -> APIRouter:
         )
 
     @router.get(
+        "/models/{model_id}/labels",
+        tags=["models"],
+        summary="The model's class names by class id (null when it has none)",
+    )
+    async def labels(model_id: str) -> list[str] | None:
+        return registry.model_labels(model_id)
+
+    @router.get(
         "/architectures",
         tags=["models"],
         summary="torchvision architectures by name, with their family (classification, segmentation, detection)",

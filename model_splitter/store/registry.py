@@ -70,6 +70,7 @@ class Registry:
         return self.model_dir(model_id) / "model.onnx"
 
     def model_labels(self, model_id: str) -> list[str] | None:
+        self.get_model(model_id)  # 404 for a model that is not here
         labels: list[str] | None = json.loads((self.model_dir(model_id) / "labels.json").read_bytes())
         return labels
 
