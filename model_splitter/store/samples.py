@@ -12,7 +12,7 @@ from common.errors import NotFound
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "samples"
 # The only files /samples/ serves: a fixed list, never a path from the client.
-SAMPLE_NAMES = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg", "rocket.jpg", "chelsea.png")
+SAMPLE_NAMES = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg", "rocket.jpg", "chelsea.png", "page.png", "text.png")
 DEFAULT_SAMPLE = "chelsea.jpg"
 MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
 

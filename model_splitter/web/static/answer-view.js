@@ -6,6 +6,13 @@
   const colour = (id, alpha = 1) => `hsla(${(id * 137.508) % 360}, 75%, 50%, ${alpha})`;
   const UNSEEN = 255;
 
+  /* A colour key; styled through the CSSOM, which the page's Content-Security-Policy allows (style attributes not). */
+  function swatch(fill) {
+    const node = UI.el("span", { class: "swatch", "aria-hidden": "true" });
+    node.style.background = fill;
+    return node;
+  }
+
   function loadImage(url) {
     return new Promise((resolve, reject) => {
       const img = new Image();
@@ -93,7 +100,7 @@
       UI.el(
         "tr",
         { "data-testid": "detection", "data-index": i },
-        UI.el("td", {}, UI.el("span", { class: "swatch", style: `background:${colour(d.class_id)}` }), d.label),
+        UI.el("td", {}, swatch(colour(d.class_id)), d.label),
         UI.el("td", { class: "num" }, UI.percent(d.score)),
         UI.el("td", { class: "mono small" }, d.box.map((v) => Math.round(v)).join(", "))
       )
@@ -161,7 +168,7 @@
         UI.el(
           "li",
           { "data-testid": "mask-class", "data-class-id": c.class_id },
-          UI.el("span", { class: "swatch", style: `background:${c.class_id === 0 || c.class_id === UNSEEN ? "transparent" : colour(c.class_id)}` }),
+          swatch(c.class_id === 0 || c.class_id === UNSEEN ? "transparent" : colour(c.class_id)),
           UI.el("span", {}, c.label),
           UI.el("span", { class: "num muted" }, UI.percent(c.share))
         )
