@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator, model_validator
 
-from common.manifest import Fidelity, Postprocessing, Preprocessing, TensorRange, TensorSpec
+from common.manifest import Fidelity, Postprocessing, Preprocessing, TaskFidelity, TensorRange, TensorSpec
 from common.quantization import FLOAT32_MAX, SUPPORTED_BITS
 
 
@@ -131,9 +131,12 @@ class BitsCalibration(BaseModel):
     top1_agreement: float
     cosine: float
     sqnr_db: float
+    task: TaskFidelity | None = Field(None, description="detectors, segmenters, raw outputs: their answers compared")
 
     def fidelity(self, images: int) -> Fidelity:
-        return Fidelity(top1_agreement=self.top1_agreement, cosine=self.cosine, sqnr_db=self.sqnr_db, images=images)
+        return Fidelity(
+            top1_agreement=self.top1_agreement, cosine=self.cosine, sqnr_db=self.sqnr_db, images=images, task=self.task
+        )
 
 
 class PointCalibration(BaseModel):

@@ -54,6 +54,16 @@ class FidelityLike(Protocol):
     def top1_agreement(self) -> float: ...
 
     @property
+    def answer_agreement(self) -> float:
+        """Top-1 agreement for a classifier; for other tasks the share of images whose answer agrees."""
+        ...
+
+    @property
+    def task_name(self) -> str | None:
+        """None for a classifier, else the task whose answers ``answer_agreement`` compares."""
+        ...
+
+    @property
     def cosine(self) -> float: ...
 
 
@@ -137,7 +147,11 @@ class PlannerInputs:
 
 
 class FidelityInfo(BaseModel):
-    top1_agreement: float | None = Field(None, description="share of calibration images with the same top-1")
+    top1_agreement: float | None = Field(
+        None,
+        description="share of calibration images whose answer agrees with the float model's: the same top-1 for a "
+        "classifier; for a detector, segmenter or raw outputs as the task judges it (the floor min_top1 applies)",
+    )
     cosine: float | None = Field(None, description="cosine of split and float outputs")
     source: Literal["exact", "calibration", "assumed", "unknown"]
 
@@ -208,17 +222,18 @@ def _fidelity(inputs: PlannerInputs, label: str, bits: int) -> tuple[FidelityInf
     if bits >= 32:
         return _exact(), True, "float32 features: the split computes the unsplit model"
     if measured is not None:
-        top1 = as_fraction(float(measured.top1_agreement))
+        top1 = as_fraction(float(measured.answer_agreement))
+        kind = "top-1 agreement" if measured.task_name is None else f"{measured.task_name} agreement"
         cosine = float(measured.cosine)
         info = FidelityInfo(top1_agreement=round(top1, 6), cosine=round(cosine, 6), source="calibration")
         failures = []
         if top1 < floor.min_top1:
-            failures.append(f"top-1 agreement {top1:.1%} < {floor.min_top1:.1%}")
+            failures.append(f"{kind} {top1:.1%} < {floor.min_top1:.1%}")
         if cosine < floor.min_cosine:
             failures.append(f"output cosine {cosine:.4f} < {floor.min_cosine:.4f}")
         if failures:
             return info, False, "below the fidelity floor: " + "; ".join(failures)
-        return info, True, f"calibrated: top-1 agreement {top1:.1%}, cosine {cosine:.4f}"
+        return info, True, f"calibrated: {kind} {top1:.1%}, cosine {cosine:.4f}"
     if bits == 16:
         return FidelityInfo(source="assumed"), True, "float16 features: taken as lossless (not calibrated)"
     if floor.off:

@@ -27,9 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import onnx
+import onnxruntime as ort
 
 from common.errors import InvalidArgument
-from common.manifest import Fidelity, TensorRange
+from common.manifest import Fidelity, TaskFidelity, TensorRange
+from common.postprocess import OutputLayout
 from common.quantization import (
     QUANTIZED_BITS,
     dequantize,
@@ -49,6 +51,7 @@ from model_splitter.quantize.calibration import (
     estimate_ranges,
     run_batched,
 )
+from model_splitter.quantize.task_fidelity import per_image, task_fidelity
 from model_splitter.records import ModelRecord, Progress, no_progress
 
 SQNR_CAP_DB = 200.0
@@ -104,6 +107,46 @@ def sqnr_db(signal: float, noise: float) -> float:
     if not math.isfinite(noise) or signal <= 0.0 or signal / noise <= 0.0:
         return -SQNR_CAP_DB if not math.isfinite(noise) else 0.0
     return float(max(min(10.0 * math.log10(signal / noise), SQNR_CAP_DB), -SQNR_CAP_DB))
+
+
+class _TaskAnswers:
+    """The float model's per-image outputs, and the comparison of a tail's answers with them, for the model's task
+    (nothing for a classifier: top-1 agreement is its answer)."""
+
+    def __init__(self, model: onnx.ModelProto, record: ModelRecord, batch: F32, outputs: list[np.ndarray]) -> None:
+        self.post = record.postprocessing
+        self.count = len(batch)
+        self.layout = OutputLayout([o.name for o in model.graph.output], (batch.shape[2], batch.shape[3]))
+        self.reference: list[list[np.ndarray]] = []
+        if self.post.task != "classification":
+            rows = per_image(outputs, self.count)
+            if rows is None:  # no batch axis in the outputs (a torchvision detector): each image alone
+                session = cpu_session(model)
+                name = session.get_inputs()[0].name
+                rows = [[np.asarray(o) for o in session.run(None, {name: batch[i : i + 1]})] for i in range(self.count)]
+            self.reference = rows
+
+    def compare(
+        self,
+        session: ort.InferenceSession,
+        feeds: dict[str, F32],
+        outputs: list[np.ndarray],
+        run_bits: Sequence[int],
+    ) -> dict[int, TaskFidelity | None]:
+        """Per bit width: ``feeds``/``outputs`` hold the tail's inputs/outputs for every bit width, image-major
+        within each."""
+        if not self.reference:
+            return {}
+        rows = per_image(outputs, self.count * len(run_bits))
+        if rows is None:
+            rows = [
+                [np.asarray(o) for o in session.run(None, {n: f[i : i + 1] for n, f in feeds.items()})]
+                for i in range(self.count * len(run_bits))
+            ]
+        return {
+            bits: task_fidelity(self.post, self.layout, self.reference, rows[k * self.count : (k + 1) * self.count])
+            for k, bits in enumerate(run_bits)
+        }
 
 
 def output_agreement(reference: np.ndarray, outputs: np.ndarray) -> tuple[float, float]:
@@ -184,6 +227,7 @@ def fidelity_table(
     progress("collecting activations")
     outputs, activations = collect_activations(model, tensors, batch)
     reference = outputs[0]
+    answers_of = _TaskAnswers(model, record, batch, outputs)
     progress("estimating ranges")
     ranges = {
         name: estimate_ranges(model, name, activations[name], bits_sorted, method, per_channel) for name in tensors
@@ -205,12 +249,15 @@ def fidelity_table(
                 feeds[name].append(restored)
             noise[bits] = (signal_sum, noise_sum)
         split_outputs: np.ndarray | None = None
+        task_by_bits: dict[int, TaskFidelity | None] = {}
         if run_bits:
             _, tail = cut_model(model, point.tensors, value_infos, tuple(record.input_shape))
             session = cpu_session(tail)
             stacked = {name: np.concatenate(parts) for name, parts in feeds.items()}
             del feeds
-            split_outputs = run_batched(session, stacked)[0]
+            split_all = run_batched(session, stacked)
+            split_outputs = split_all[0]
+            task_by_bits = answers_of.compare(session, stacked, split_all, run_bits)
         by_bits: dict[int, BitsFidelity] = {}
         for bits in bits_sorted:
             if bits == 32 or split_outputs is None:
@@ -219,10 +266,11 @@ def fidelity_table(
                 at = run_bits.index(bits) * count
                 top1, cosine = output_agreement(reference, split_outputs[at : at + count])
                 sqnr = sqnr_db(*noise[bits])
+            fidelity = Fidelity(
+                top1_agreement=top1, cosine=cosine, sqnr_db=sqnr, images=count, task=task_by_bits.get(bits)
+            )
             by_bits[bits] = BitsFidelity(
-                bits=bits,
-                ranges=[ranges[name][bits] for name in point.tensors],
-                fidelity=Fidelity(top1_agreement=top1, cosine=cosine, sqnr_db=sqnr, images=count),
+                bits=bits, ranges=[ranges[name][bits] for name in point.tensors], fidelity=fidelity
             )
         table.append(PointFidelity(label=point.label, tensors=list(point.tensors), by_bits=by_bits))
     return table

@@ -53,6 +53,7 @@ def calibrate_model(
                 top1_agreement=measured.fidelity.top1_agreement,
                 cosine=measured.fidelity.cosine,
                 sqnr_db=measured.fidelity.sqnr_db,
+                task=measured.fidelity.task,
             )
         points[row.label] = PointCalibration(tensors=row.tensors, bits=entries)
     result = CalibrationResult(

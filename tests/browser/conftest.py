@@ -94,21 +94,22 @@ def page(browser: Browser, stack: LocalStack, watch: PageWatch) -> Iterator[Page
 
 
 @pytest.fixture(scope="session")
-def deployed_split(api: httpx.Client) -> DeployedSplit:
-    """A resnet18 split deployed to robot and edge: the one already active, or one registered here via the API."""
-    robot = api.get("/health").json()["robot"]
-    if robot and robot.get("active_split_id"):
-        active = next(d for d in robot["deployed"] if d["split_id"] == robot["active_split_id"])
-        return DeployedSplit(model_id=active["model_id"], split_id=active["split_id"])
+def resnet18_split(api: httpx.Client) -> DeployedSplit:
+    """A resnet18 split at layer2, 4 bits, registered here via the API (once a session)."""
     model = api.post("/api/models", data={"arch": "resnet18"})
     assert model.status_code == 201, model.text
     model_id = model.json()["id"]
     split = api.post(f"/api/models/{model_id}/splits", json={"split_point": "layer2", "bits": 4})
     assert split.status_code == 201, split.text
-    split_id = split.json()["id"]
-    deployed = api.post(f"/api/splits/{split_id}/deploy")
+    return DeployedSplit(model_id=model_id, split_id=split.json()["id"])
+
+
+@pytest.fixture
+def deployed_split(api: httpx.Client, resnet18_split: DeployedSplit) -> DeployedSplit:
+    """The resnet18 split, deployed and active on robot and edge (other tests deploy other splits in between)."""
+    deployed = api.post(f"/api/splits/{resnet18_split.split_id}/deploy")
     assert deployed.status_code == 200, deployed.text
-    return DeployedSplit(model_id=model_id, split_id=split_id)
+    return resnet18_split
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,11 @@ class Fid:
     top1_agreement: float
     cosine: float
     sqnr_db: float = 30.0
+    task_name: str | None = None  # a classifier's: its answer is its top-1
+
+    @property
+    def answer_agreement(self) -> float:
+        return self.top1_agreement
 
 
 def candidate(label: str, head: int, elements: int) -> Candidate:

@@ -231,11 +231,11 @@
     container.dataset.task = answer.task;
   }
 
-  /* One line saying what the reference answered, for the task. */
+  /* One line saying what the reference answered, for the task; a classifier's probability comes apart. */
   function summary(answer) {
     if (answer.task === "classification") {
       const top = answer.predictions[0];
-      return top ? `${top.label} (${UI.percent(top.probability, 2)})` : "—";
+      return top ? top.label : "—";
     }
     if (answer.task === "detection") {
       const n = answer.detections.length;

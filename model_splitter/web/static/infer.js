@@ -111,6 +111,8 @@
     const reference = result.reference_answer;
     document.getElementById("reference-kind").textContent = REFERENCE_KIND[reference.task] || reference.task;
     document.getElementById("reference-top1").textContent = AnswerView.summary(reference);
+    const top = reference.task === "classification" ? reference.predictions[0] : null;
+    document.getElementById("reference-prob").textContent = top ? `${(top.probability * 100).toFixed(2)} %` : "";
     const badge = document.getElementById("agreement");
     badge.textContent = result.agrees_with_reference ? "agrees" : "differs";
     badge.className = `badge ${result.agrees_with_reference ? "badge-ok" : "badge-bad"}`;

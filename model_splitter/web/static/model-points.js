@@ -184,7 +184,9 @@ const SplitPoints = (() => {
       const point = points[Number(row.dataset.index)];
       row.querySelector('[data-col="bytes"]').textContent = UI.bytes(wireBytes(point, state.bits));
       const measured = calibrationAt(point, state.bits);
-      row.querySelector('[data-col="top1"]').textContent = fmt.top1(measured && measured.top1_agreement);
+      // A detector's or segmenter's answers compared (boxes, masks); a classifier's top-1.
+      const agreement = measured && (measured.task ? measured.task.agreement : measured.top1_agreement);
+      row.querySelector('[data-col="top1"]').textContent = fmt.top1(agreement);
       row.querySelector('[data-col="cosine"]').textContent = fmt.cosine(measured && measured.cosine);
       row.querySelector('[data-col="sqnr"]').textContent = fmt.sqnr(measured && measured.sqnr_db);
       const selected = Number(row.dataset.index) === state.selected;
