@@ -14,6 +14,7 @@ error answer becomes one of these again in one place too (``common.peer_errors``
      |    +-- InvalidArgument                400  a form field or JSON value that makes no sense
      +-- Unauthorized                        401
      +-- NotFound                            404
+     +-- NotAcceptable                       406  an answer asked for in a form this answer does not come in
      +-- Conflict                            409
      |    +-- UnknownSplit                   409  a frame or request names a split this service does not hold
      |    +-- NotDeployed                    409  nothing deployed yet
@@ -71,6 +72,11 @@ class Unauthorized(SplitComputingError):
 class NotFound(SplitComputingError):
     status_code = 404
     code = "not_found"
+
+
+class NotAcceptable(SplitComputingError):
+    status_code = 406
+    code = "not_acceptable"
 
 
 class Conflict(SplitComputingError):
@@ -144,6 +150,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidFrame",
     "InvalidImage",
+    "NotAcceptable",
     "NotDeployed",
     "NotFound",
     "NotReady",

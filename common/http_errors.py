@@ -22,6 +22,7 @@ ERROR_STATUSES = {
     400: "Bad request: a malformed body, image, frame or argument",
     401: "The token is missing or wrong",
     404: "No such model, split or job",
+    406: "The answer does not come in the media type the Accept header asks for",
     409: "Conflicts with the current state (a split not deployed here, a busy queue)",
     413: "The body is larger than this service accepts",
     415: "The body's content type is not one this operation reads",

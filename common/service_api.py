@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as AnyUploadFile
@@ -11,7 +11,9 @@ from starlette.datastructures import UploadFile as AnyUploadFile
 from common.auth import Guard
 from common.bundles import fetch_bundle, read_bundle_zip
 from common.deployments import Deployment, DeploymentSet
-from common.errors import PayloadTooLarge
+from common.errors import NotAcceptable, PayloadTooLarge
+from common.postprocess.raw import HEADER_LENGTH, binary_answer
+from common.results import InferenceResult
 
 MAX_BUNDLE_UPLOAD_BYTES = 2 * 1024**3
 
@@ -115,3 +117,22 @@ def deployment_router(
         return [DeploymentInfo.of(d) for d in deployments.all()]
 
     return router
+
+
+def wants_binary(accept: str | None) -> bool:
+    """Whether the caller asks for the binary tensor layout (``Accept: application/octet-stream``, before JSON)."""
+    kinds = [part.split(";")[0].strip().lower() for part in (accept or "").split(",")]
+    return "application/octet-stream" in kinds and (
+        "application/json" not in kinds or kinds.index("application/octet-stream") < kinds.index("application/json")
+    )
+
+
+def binary_response(result: InferenceResult) -> Response:
+    """A raw-task answer in the Open Inference Protocol's binary tensor layout (406 for any other task)."""
+    if result.answer.task != "raw":
+        raise NotAcceptable(
+            f"binary answers carry raw tensors; this split's task is {result.answer.task}: ask for application/json "
+            "(or register the model with task raw)"
+        )
+    body, header_length = binary_answer(result.model_dump(mode="json"))
+    return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})

@@ -13,7 +13,7 @@ from common.auth import passes
 from common.image_request import INFER_OPTIONS, image_request_body, read_image_request
 from common.results import InferenceResult
 from common.runtime_app import create_runtime_app
-from common.service_api import DeploymentInfo, ServiceStatus
+from common.service_api import DeploymentInfo, ServiceStatus, binary_response, wants_binary
 from common.sessions import options_in_force
 from robot_inference.edge_client import EdgeClient
 from robot_inference.link_probe import probe_link_router
@@ -52,7 +52,10 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
         "/api/infer",
         summary="Answer for an image with the deployed split (modes: split, all-robot, all-edge)",
         description="The image as the raw body (`Content-Type: image/jpeg`, the options as query parameters) or "
-        "as the multipart field `image` (the options as form fields).",
+        "as the multipart field `image` (the options as form fields). For a model of task raw, "
+        "`Accept: application/octet-stream` answers in the Open Inference Protocol's binary tensor layout: the "
+        "JSON (each tensor's `data` replaced by `parameters.binary_data_size`), then the tensors' little-endian "
+        "bytes; `Inference-Header-Content-Length` gives the JSON's length. 406 for other tasks.",
         dependencies=[Depends(writes)],
         openapi_extra=image_request_body(INFER_OPTIONS),
         response_model=InferenceResult,
@@ -79,6 +82,8 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
         metrics.observe_stages(result.stages)
         metrics.count_bytes("sent", result.bytes.sent)
         metrics.count_bytes("received", result.bytes.received)
+        if wants_binary(request.headers.get("accept")):
+            return binary_response(result)
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get("/health")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +24,28 @@ DATATYPES = {
     "uint64": "UINT64",
     "bool": "BOOL",
 }
+
+
+BINARY_DTYPES = {name: dtype for dtype, name in DATATYPES.items()}
+# The Open Inference Protocol's binary tensor extension: the JSON part's length, in bytes, before the tensors.
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def binary_answer(result: dict[str, Any]) -> tuple[bytes, int]:
+    """``result`` (an inference result as JSON, its ``answer`` raw tensors) in the protocol's binary tensor layout:
+    the JSON with each tensor's ``data`` replaced by ``parameters.binary_data_size``, then every tensor's bytes
+    (little-endian, row-major) in order. Returns the body and the JSON part's length."""
+    chunks: list[bytes] = []
+    tensors = []
+    for tensor in result["answer"]["tensors"]:
+        dtype = np.dtype(BINARY_DTYPES[tensor["datatype"]]).newbyteorder("<")
+        values = [np.nan if v is None else v for v in tensor["data"]]
+        data = np.asarray(values, dtype=dtype).tobytes()
+        chunks.append(data)
+        described = {key: value for key, value in tensor.items() if key != "data"}
+        tensors.append({**described, "parameters": {"binary_data_size": len(data)}})
+    header = json.dumps({**result, "answer": {**result["answer"], "tensors": tensors}}).encode()
+    return header + b"".join(chunks), len(header)
 
 
 def raw_tensors(outputs: Sequence[np.ndarray], names: Sequence[str], item: int, batch: int) -> list[RawTensor]:

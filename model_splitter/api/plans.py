@@ -39,9 +39,18 @@ def plan_params(
         None, ge=0, le=MAX_RTT_MS, description="round trip of an empty request; measured if absent"
     ),
     min_top1: float | None = Query(
-        None, ge=0, le=100, description="fidelity floor: top-1 agreement on the calibration images (0.99 or 99)"
+        None,
+        ge=0,
+        le=100,
+        description="fidelity floor: share of calibration images whose answer agrees (a classifier's top-1; a "
+        "detector's boxes, a segmenter's mask), 0.99 or 99; default 0.99, detection and segmentation 0.95",
     ),
-    min_cosine: float | None = Query(None, ge=-1, le=1, description="fidelity floor: output cosine (0.99)"),
+    min_cosine: float | None = Query(
+        None,
+        ge=-1,
+        le=1,
+        description="fidelity floor: output cosine; default 0.99, off (-1) for detection and segmentation",
+    ),
     image_bytes: int | None = Query(
         None,
         gt=0,

@@ -40,6 +40,14 @@ from common.wire import frame_overhead
 PLAN_BITS = (2, 4, 8, 16, 32)
 DEFAULT_MIN_TOP1 = 0.99
 DEFAULT_MIN_COSINE = 0.99
+# Per task, the default floors on (answer agreement, output cosine). A detector's or segmenter's raw outputs are
+# score maps whose cosine says little about the boxes or the mask: their floor is on the answers alone.
+TASK_FLOORS = {
+    "classification": (DEFAULT_MIN_TOP1, DEFAULT_MIN_COSINE),
+    "detection": (0.95, -1.0),
+    "segmentation": (0.95, -1.0),
+    "raw": (0.99, DEFAULT_MIN_COSINE),
+}
 # The edge's JSON answer (top-5 with labels, stage timings) is about 1.1-1.2 kB for an ImageNet classifier.
 DEFAULT_RESPONSE_BYTES = 1200
 IMAGE_TENSOR_NAME = "image"
@@ -124,10 +132,12 @@ class Floor:
         return self.min_top1 <= 0 and self.min_cosine <= -1
 
     @classmethod
-    def of(cls, min_top1: float | None, min_cosine: float | None) -> Floor:
+    def of(cls, min_top1: float | None, min_cosine: float | None, task: str = "classification") -> Floor:
+        """The floors asked for, the task's defaults for those not given."""
+        default_agreement, default_cosine = TASK_FLOORS.get(task, TASK_FLOORS["classification"])
         return cls(
-            as_fraction(min_top1) if min_top1 is not None else DEFAULT_MIN_TOP1,
-            min_cosine if min_cosine is not None else DEFAULT_MIN_COSINE,
+            as_fraction(min_top1) if min_top1 is not None else default_agreement,
+            min_cosine if min_cosine is not None else default_cosine,
         )
 
 

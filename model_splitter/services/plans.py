@@ -226,7 +226,7 @@ class PlanService:
             edge=side_edge,
             image_bytes=params.image_bytes if params.image_bytes is not None else len(image),
             fidelity=fidelity,
-            floor=Floor.of(params.min_top1, params.min_cosine),
+            floor=Floor.of(params.min_top1, params.min_cosine, record.postprocessing.task),
             response_bytes=DEFAULT_RESPONSE_BYTES,
             robot_scale=params.robot_scale,
             edge_scale=params.edge_scale,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -151,6 +152,42 @@ def test_an_upload_without_a_task_answers_its_raw_tensors(stack: LocalStack) -> 
     whole = np.asarray(tensors["all-robot"][0].data, dtype=np.float64)
     assert np.allclose(np.asarray(tensors["split"][0].data, dtype=np.float64), whole, atol=1e-4)
     assert np.array_equal(np.asarray(tensors["all-edge"][0].data, dtype=np.float64), whole)
+
+
+def test_raw_tensors_in_the_binary_layout_when_asked(stack: LocalStack) -> None:
+    model = register(
+        stack, {"input_shape": "1,3,32,32"}, {"file": ("tiny.onnx", tiny_classifier().SerializeToString())}
+    )
+    split_id = deployed_split(stack, model["id"], "block", 8)
+    files = {"image": ("coffee.jpg", (SAMPLES / "coffee.jpg").read_bytes())}
+    form = {"split_id": split_id, "mode": "all-robot"}
+    as_json = httpx.post(f"{stack.robot_url}/api/infer", files=files, data=form, timeout=60).json()
+    binary = httpx.post(
+        f"{stack.robot_url}/api/infer",
+        files=files,
+        data=form,
+        headers={"accept": "application/octet-stream"},
+        timeout=60,
+    )
+    assert binary.status_code == 200 and binary.headers["content-type"] == "application/octet-stream"
+    length = int(binary.headers["inference-header-content-length"])
+    header = json.loads(binary.content[:length])
+    (tensor,) = header["answer"]["tensors"]
+    assert "data" not in tensor and tensor["parameters"]["binary_data_size"] == 10 * 4
+    values = np.frombuffer(binary.content[length:], dtype="<f4")
+    assert values.tolist() == as_json["answer"]["tensors"][0]["data"]  # float32 both ways: the same values
+
+
+def test_binary_answers_are_only_for_raw_tensors(stack: LocalStack, layout_model: dict[str, Any]) -> None:
+    split_id = deployed_split(stack, layout_model["id"], LAYOUT_POINT, 8)
+    refused = httpx.post(
+        f"{stack.robot_url}/api/infer",
+        files={"image": ("p.png", (SAMPLES / "page.png").read_bytes())},
+        data={"split_id": split_id},
+        headers={"accept": "application/octet-stream"},
+        timeout=60,
+    )
+    assert refused.status_code == 406 and "task is detection" in refused.json()["detail"]
 
 
 def _size(image: str) -> tuple[int, int]:

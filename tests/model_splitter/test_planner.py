@@ -209,3 +209,11 @@ def test_units() -> None:
     assert as_fraction(99) == pytest.approx(0.99) and as_fraction(0.99) == 0.99
     with pytest.raises(ValueError):
         transfer_ms(1, 0)
+
+
+def test_the_default_floor_follows_the_task() -> None:
+    assert Floor.of(None, None) == Floor(0.99, 0.99)
+    # A detector's score maps can drift in cosine while every box stays: its floor is on the boxes.
+    assert Floor.of(None, None, "detection") == Floor(0.95, -1.0)
+    assert Floor.of(90, None, "segmentation") == Floor(0.9, -1.0)
+    assert Floor.of(None, 0.5, "raw") == Floor(0.99, 0.5)
