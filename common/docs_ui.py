@@ -1,20 +1,23 @@
 """Interactive API docs at ``/docs`` served from local files: FastAPI's default page loads Swagger UI from a CDN,
-which robot labs without internet cannot reach."""
+which robot labs without internet cannot reach. The files are Swagger UI 5 (``common/static/swagger-ui``): the
+first major version that renders OpenAPI 3.1, which FastAPI writes."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 ASSETS = "/docs-assets"
+SWAGGER_UI_DIR = Path(__file__).resolve().parent / "static" / "swagger-ui"
 
 
 def install_offline_docs(app: FastAPI) -> None:
     """Call on an app created with ``docs_url=None, redoc_url=None``."""
-    app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    app.mount(ASSETS, StaticFiles(directory=SWAGGER_UI_DIR), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

@@ -17,7 +17,7 @@ from common.manifest import SplitManifest
 from model_splitter.context import SplitterContext
 from model_splitter.records import ModelRecord, ModelSummary
 from model_splitter.services.models import DEFAULT_INPUT_SHAPE, architecture_list
-from model_splitter.store.samples import MEDIA_TYPES, available_samples, sample_path
+from model_splitter.store.samples import DEFAULT_SAMPLE, MEDIA_TYPES, available_samples, sample_path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -151,8 +151,12 @@ def ui_router(context: SplitterContext) -> APIRouter:
         except NotFound as exc:
             return render(request, "error.html", "models", {"title": "Model not found", "message": exc.message}, 404)
         manifests = await run_in_threadpool(registry.list_splits)
+        calibrated = await run_in_threadpool(registry.get_calibration, model_id) is not None
         data = {
             "model": record.model_dump(mode="json"),
+            "calibrated": calibrated,
+            # all-edge sends the camera's JPEG, not pixels: the bundled photo stands for it on the chart.
+            "sample_image": {"name": DEFAULT_SAMPLE, "bytes": sample_path(DEFAULT_SAMPLE).stat().st_size},
             "splits": splits_of(record, manifests),
             "bit_widths": list(BIT_WIDTHS),
             "default_bits": DEFAULT_BITS,

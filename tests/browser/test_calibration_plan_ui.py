@@ -181,6 +181,10 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         expect(page.get_by_test_id("plan-deployed")).to_be_visible()
         expect(page.get_by_test_id("plan-deployed-name")).to_have_text(plan_name(done["pick"]))
         expect(page.get_by_test_id("plan-mode")).to_have_text(done["mode"])
+        # The link to run it opens the inference page on that split, in that mode.
+        page.get_by_test_id("plan-run-link").click()
+        expect(page.get_by_label("Split", exact=True)).to_have_value(done["split_id"])
+        expect(page.locator(f"#mode-{done['mode']}")).to_be_checked()
     finally:
         # the other browser tests expect the shared resnet18 split to be the active one
         restored = api.post(f"/api/splits/{deployed_split.split_id}/deploy")

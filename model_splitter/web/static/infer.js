@@ -86,8 +86,9 @@
         { class: "facts" },
         item("Model", result.model_name),
         item("Mode", MODE_WORDS[result.mode] || result.mode, "result-mode"),
-        item("Split point", result.split_point),
-        item("Bits", String(result.bits)),
+        // Only a split cuts the model: the other plans ran it whole, whatever the split it is deployed with.
+        item("Split point", result.mode === "split" ? result.split_point : "none: the whole model", "result-point"),
+        item("Bits", result.mode === "split" ? String(result.bits) : "—", "result-bits"),
         item("Execution providers", providers.join(" · ") || "—"),
         item("Split", UI.shortId(result.split_id))
       )
@@ -114,9 +115,17 @@
     const top = reference.task === "classification" ? reference.predictions[0] : null;
     document.getElementById("reference-prob").textContent = top ? `${(top.probability * 100).toFixed(2)} %` : "";
     const badge = document.getElementById("agreement");
+    const help = document.getElementById("agreement-help");
+    if (!result.weights_trained) {
+      // Untrained weights answer noise: whether two noisy answers match says nothing about the split.
+      badge.textContent = "noise";
+      badge.className = "badge";
+      help.textContent = "Untrained weights: both answers are noise, so comparing them says nothing.";
+      return;
+    }
     badge.textContent = result.agrees_with_reference ? "agrees" : "differs";
     badge.className = `badge ${result.agrees_with_reference ? "badge-ok" : "badge-bad"}`;
-    document.getElementById("agreement-help").textContent = result.agrees_with_reference
+    help.textContent = result.agrees_with_reference
       ? AGREES[reference.task] || ""
       : `The robot and edge answered ${AnswerView.summary(result.answer)}.`;
   }
@@ -162,7 +171,7 @@
         key: "sent",
         label: "Sent on the wire",
         value: result.bytes.sent,
-        note: result.mode === "all-robot" ? "nothing: everything ran on the robot" : "",
+        note: result.mode === "all-robot" ? "everything ran on the robot" : "",
       },
       { key: "feature-fp32", label: "Features as fp32", value: result.bytes.feature_fp32, note: "" },
       { key: "image", label: "Image as uploaded", value: result.bytes.image, note: "" },
@@ -183,7 +192,12 @@
             { class: "bytes-value num" },
             UI.el("span", { "data-testid": `bytes-${figure.key}` }, UI.bytes(figure.value)),
             " B",
-            UI.el("span", { class: "muted small" }, ` ${figure.note || UI.humanBytes(figure.value)}`)
+            // A note says why a figure is what it is; else the size in kB/MB, unless that repeats the bytes.
+            figure.note
+              ? UI.el("span", { class: "muted small bytes-note-inline" }, figure.note)
+              : figure.value >= 1000
+                ? UI.el("span", { class: "muted small" }, ` ${UI.humanBytes(figure.value)}`)
+                : null
           )
         );
       })
@@ -236,6 +250,8 @@
       if (shownUrl) URL.revokeObjectURL(shownUrl);
       shownUrl = URL.createObjectURL(image.blob);
       await render(result, shownUrl);
+      results.classList.remove("is-stale");
+      document.getElementById("stale-note").hidden = true;
       runStatus.textContent = `Done in ${UI.ms(result.total_ms)} ms.`;
     } catch (error) {
       runStatus.textContent = "";
@@ -245,10 +261,28 @@
     }
   }
 
+  /* A result shown beside inputs changed since it ran is marked stale until the next run. */
+  function markStale() {
+    if (results.hidden) return;
+    results.classList.add("is-stale");
+    document.getElementById("stale-note").hidden = false;
+  }
+
+  function describeSplit() {
+    const option = splitSelect.selectedOptions[0];
+    const detail = document.getElementById("split-detail");
+    detail.textContent = option && option.value ? option.dataset.describe || option.textContent : "";
+  }
+
   form.addEventListener("change", (event) => {
     if (event.target.name === "image_source") showImageSource();
     else if (event.target.id === "sample-select" || event.target.id === "image-file") updatePreview();
+    if (event.target.id === "split-select") describeSplit();
+    markStale();
   });
+  const askedMode = new URLSearchParams(window.location.search).get("mode");
+  const modeInput = askedMode && document.getElementById(`mode-${askedMode}`);
+  if (modeInput) modeInput.checked = true;
   async function nameActiveSplit() {
     const status = await UI.serviceStatus();
     const robot = status && status.robot;
@@ -265,5 +299,6 @@
 
   form.addEventListener("submit", run);
   showImageSource();
+  describeSplit();
   nameActiveSplit();
 })();

@@ -23,6 +23,11 @@ const Calibration = (() => {
   }
 
   async function loadCalibration() {
+    // The page says whether there is one: asking for a calibration that does not exist would be a 404 in the console.
+    if (!UI.pageData().calibrated && !state.calibration) {
+      renderCalibration();
+      return;
+    }
     try {
       state.calibration = await UI.api(`/api/models/${model.id}/calibration`);
     } catch (error) {

@@ -62,7 +62,9 @@ const ModelPage = (() => {
     model,
     points: model.split_points,
     splits: data.splits.slice(),
-    rawImageBytes: model.input_shape.slice(1).reduce((a, b) => a * b, 1),
+    // What all-edge sends: the camera's encoded image (the bundled sample photo), not its pixels.
+    rawImageBytes: data.sample_image.bytes,
+    sampleImageName: data.sample_image.name,
     state,
     wireBytes,
     fp32Bytes,

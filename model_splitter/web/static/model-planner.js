@@ -241,7 +241,11 @@ const Planner = (() => {
         ". The robot should run it in mode ",
         UI.el("strong", { class: "mono", "data-testid": "plan-mode" }, done.mode),
         ". ",
-        UI.el("a", { href: `/infer?split=${done.split_id}` }, "Run inference →")
+        UI.el(
+          "a",
+          { href: `/infer?split=${done.split_id}&mode=${encodeURIComponent(done.mode)}`, "data-testid": "plan-run-link" },
+          "Run inference →"
+        )
       );
       renderPlan(done);
     } catch (error) {

@@ -3,7 +3,7 @@
 "use strict";
 
 const SplitPoints = (() => {
-  const { points, rawImageBytes, state, wireBytes, fp32Bytes, calibrationAt, fmt } = ModelPage;
+  const { points, rawImageBytes, sampleImageName, state, wireBytes, fp32Bytes, calibrationAt, fmt } = ModelPage;
   const chartBox = document.getElementById("chart");
   const tableBody = document.getElementById("points-body");
   const selection = document.getElementById("selection");
@@ -80,7 +80,7 @@ const SplitPoints = (() => {
       UI.svg(
         "text",
         { x: margin.left + plotW - 6, y: rawY - 5, "text-anchor": "end", class: "raw-label" },
-        `raw image ${UI.humanBytes(rawImageBytes)}`
+        `all-edge: ${sampleImageName} ${UI.humanBytes(rawImageBytes)}`
       )
     );
 

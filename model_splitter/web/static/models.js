@@ -7,7 +7,7 @@
   const STAGE_WORDS = {
     queued: "Waiting for a free worker…",
     starting: "Starting…",
-    exporting: "Exporting to ONNX…",
+    exporting: "Exporting to ONNX…", // an ONNX upload: "Reading the ONNX file…" (stageWords)
     verifying: "Verifying the export…",
     "finding split points": "Finding split points…",
     saving: "Saving…",
@@ -22,6 +22,13 @@
   const progressElapsed = document.getElementById("progress-elapsed");
   const progressFill = document.getElementById("progress-fill");
   const done = document.getElementById("register-done");
+
+  /* The words for a stage: an ONNX upload is read and checked, not exported. */
+  function stageWords(stage) {
+    const file = selectedSource() === "file" && document.getElementById("model-file").files[0];
+    if (stage === "exporting" && file && file.name.toLowerCase().endsWith(".onnx")) return "Reading the ONNX file…";
+    return STAGE_WORDS[stage] || `${UI.sentence(stage).replace(/\.$/, "")}…`;
+  }
 
   function selectedSource() {
     return form.querySelector('input[name="source"]:checked').value;
@@ -70,6 +77,8 @@
   }
 
   function showStage(stage, elapsedS) {
+    const exporting = progress.querySelector('#progress-steps li[data-stage="exporting"]');
+    exporting.textContent = stageWords("exporting").replace(/…$/, "");
     const index = STAGES.indexOf(stage);
     for (const item of progress.querySelectorAll("#progress-steps li")) {
       const position = STAGES.indexOf(item.dataset.stage);
@@ -78,7 +87,7 @@
       if (position === index) item.setAttribute("aria-current", "step");
       else item.removeAttribute("aria-current");
     }
-    const words = STAGE_WORDS[stage] || `${UI.sentence(stage).replace(/\.$/, "")}…`;
+    const words = stageWords(stage);
     progressTitle.textContent = words;
     if (progressStatus.textContent !== words) progressStatus.textContent = words;
     progressStatus.dataset.stage = stage;

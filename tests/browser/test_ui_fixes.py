@@ -1,0 +1,128 @@
+"""Dead ends and wrong facts a new user met (issue 18), each held here: the docs render, the all-robot result says
+what ran, the split picker names its model, stale results are marked, untrained answers are called noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import Browser, Page, Response, expect
+
+from tests.browser.support import PHONE, SAMPLES, WIDE, DeployedSplit, is_post, no_horizontal_scroll, screenshot
+from tests.support import tiny_classifier
+from tools.local_stack import LocalStack
+
+
+def run(page: Page, mode: str = "split", sample: str = "chelsea.jpg") -> dict[str, object]:
+    page.locator('label[for="image-sample"]').click()
+    page.get_by_label("Photo", exact=True).select_option(sample)
+    page.locator(f"#mode-{mode}").check()
+    with page.expect_response(is_post("/api/infer"), timeout=120_000) as answered:
+        page.get_by_role("button", name="Run inference").click()
+    assert answered.value.status == 200, answered.value.text()
+    result: dict[str, object] = answered.value.json()
+    expect(page.get_by_test_id("results")).to_be_visible()
+    return result
+
+
+def watch_outside(page: Page, base_url: str) -> list[str]:
+    """The URLs ``page`` asks for outside ``base_url``, as it asks for them."""
+    outside: list[str] = []
+    page.on("request", lambda request: None if request.url.startswith(base_url) else outside.append(request.url))
+    return outside
+
+
+def test_the_api_docs_render_their_operations_on_every_service(browser: Browser, stack: LocalStack) -> None:
+    for name, url in (("splitter", stack.splitter_url), ("robot", stack.robot_url), ("edge", stack.edge_url)):
+        for size_name, size in (("wide", WIDE), ("phone", PHONE)):
+            context = browser.new_context(viewport=size)
+            page = context.new_page()
+            outside = watch_outside(page, url)
+            page.goto(f"{url}/docs")
+            expect(page.locator(".opblock").first).to_be_visible(timeout=30_000)
+            assert page.locator(".opblock").count() >= 3
+            expect(page.get_by_text("Unable to render this definition")).to_have_count(0)
+            expect(page.locator(".opblock-summary-path", has_text="/api/infer").first).to_be_visible()
+            assert not outside, f"the {name} docs asked for outside resources: {outside}"
+            screenshot(page, f"docs-{name}-{size_name}")
+            context.close()
+
+
+def test_all_robot_results_say_no_split_ran_and_the_bytes_fit(page: Page, deployed_split: DeployedSplit) -> None:
+    page.goto(f"/infer?split={deployed_split.split_id}")
+    run(page, "all-robot")
+    expect(page.get_by_test_id("result-point")).to_have_text("none: the whole model")
+    expect(page.get_by_test_id("result-bits")).to_have_text("—")
+    sent_row = page.locator(".bytes-sent")
+    expect(sent_row).to_contain_text("everything ran on the robot")
+    expect(page.locator(".bytes-received")).not_to_contain_text("0 B 0 B")
+    card = page.get_by_test_id("bytes").locator("xpath=ancestor::div[contains(@class,'card')][1]")
+    overflow = card.evaluate("(node) => node.scrollWidth - node.clientWidth")
+    assert overflow <= 0, f"the bytes card overflows by {overflow}px"
+    no_horizontal_scroll(page)
+    for size_name, size in (("wide", WIDE), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        page.wait_for_timeout(100)
+        no_horizontal_scroll(page)
+        screenshot(page, f"infer-all-robot-{size_name}")
+    page.set_viewport_size(WIDE)
+
+
+def test_the_split_picker_names_the_model_and_the_mode_comes_from_the_link(
+    page: Page, api: httpx.Client, deployed_split: DeployedSplit
+) -> None:
+    name = api.get(f"/api/models/{deployed_split.model_id}").json()["name"]
+    page.goto(f"/infer?split={deployed_split.split_id}&mode=all-edge")
+    expect(page.locator("#mode-all-edge")).to_be_checked()
+    selected = page.get_by_label("Split", exact=True).locator("option:checked")
+    expect(selected).to_contain_text(name)
+    expect(page.get_by_test_id("split-detail")).to_contain_text(f"{name}, cut at layer2, 4 bits")
+
+
+def test_a_result_beside_changed_inputs_is_marked_stale(page: Page, deployed_split: DeployedSplit) -> None:
+    page.goto(f"/infer?split={deployed_split.split_id}")
+    run(page, "split", "chelsea.jpg")
+    expect(page.get_by_test_id("stale")).to_be_hidden()
+    page.get_by_label("Photo", exact=True).select_option("coffee.jpg")
+    expect(page.get_by_test_id("stale")).to_be_visible()
+    run(page, "split", "coffee.jpg")
+    expect(page.get_by_test_id("stale")).to_be_hidden()
+
+
+def test_untrained_answers_are_called_noise_not_a_disagreement(page: Page, deployed_split: DeployedSplit) -> None:
+    page.goto(f"/infer?split={deployed_split.split_id}")
+    result = run(page)
+    assert result["weights_trained"] is False
+    expect(page.get_by_test_id("agreement")).to_have_text("noise")
+    expect(page.locator("#agreement-help")).to_contain_text("Untrained weights")
+
+
+def test_an_uncalibrated_model_page_asks_for_nothing_that_is_not_there(
+    page: Page, api: httpx.Client, deployed_split: DeployedSplit
+) -> None:
+    failures: list[str] = []
+
+    def note(response: Response) -> None:
+        if response.status >= 400:
+            failures.append(f"{response.status} {response.url}")
+
+    page.on("response", note)
+    assert api.get(f"/api/models/{deployed_split.model_id}/calibration").status_code == 404
+    page.goto(f"/models/{deployed_split.model_id}")
+    expect(page.get_by_test_id("split-chart")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    assert not failures, failures
+    sample = (SAMPLES / "chelsea.jpg").stat().st_size
+    expect(page.locator(".raw-label")).to_have_text(f"all-edge: chelsea.jpg {sample / 1000:.1f} kB")
+
+
+def test_an_onnx_upload_is_read_not_exported(page: Page, tmp_path: Path) -> None:
+    upload = tmp_path / "tiny-read.onnx"
+    upload.write_bytes(tiny_classifier(seed=5).SerializeToString())
+    page.goto("/")
+    page.locator('label[for="source-file"]').click()
+    page.get_by_label("Model file", exact=True).set_input_files(upload)
+    page.locator("#input-shape").fill("1,3,32,32")
+    page.get_by_role("button", name="Register", exact=True).click()
+    expect(page.get_by_test_id("register-done")).to_contain_text("Registered tiny-read", timeout=60_000)
+    expect(page.locator('#progress-steps li[data-stage="exporting"]')).to_have_text("Reading the ONNX file")
