@@ -88,8 +88,14 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         page.get_by_label("Bandwidth (Mbit/s)").fill(str(BANDWIDTH_MBPS))
         page.get_by_label("RTT (ms)").fill(str(RTT_MS))
         page.get_by_role("button", name="Recommend", exact=True).click()
-        expect(page.get_by_test_id("error")).to_contain_text("Not possible right now.")
-        expect(page.get_by_test_id("error")).to_contain_text("deploy any split of it first")
+        # beside the planner's button, in the page's words, not the page's top
+        expect(page.get_by_test_id("plan-error")).to_contain_text("Not possible right now.")
+        expect(page.get_by_test_id("plan-error")).to_contain_text("Deploy a split of this model first")
+        expect(page.get_by_test_id("error")).to_be_empty()
+        error_box = page.get_by_test_id("plan-error").bounding_box()
+        button_box = page.get_by_role("button", name="Recommend", exact=True).bounding_box()
+        assert error_box is not None and button_box is not None
+        assert 0 < error_box["y"] - button_box["y"] < 200  # just under the button
 
         # calibrate through the page
         page.get_by_label("Method", exact=True).select_option("mse")
@@ -101,7 +107,7 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         assert calibrated.value.status == 200, calibrated.value.text()
         expect(page.get_by_test_id("calibrated")).to_be_visible()
         expect(button).to_have_text("Calibrate")
-        expect(page.get_by_test_id("error")).to_be_empty()
+        expect(page.get_by_test_id("calibrate-error")).to_be_empty()
 
         calibration = api.get(f"/api/models/{model_id}/calibration").json()
         assert calibration["method"] == "mse"
@@ -139,11 +145,10 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         expect(page.get_by_test_id("deployed")).to_be_visible(timeout=60_000)
 
         # the plan at a given link, as the JSON API answers it
-        page.get_by_test_id("error").evaluate("node => node.textContent = ''")
         with page.expect_response(lambda r: "/plan/curve?" in r.url) as curve_response:
             page.get_by_role("button", name="Recommend", exact=True).click()
         expect(page.get_by_test_id("plan-table")).to_be_visible()
-        expect(page.get_by_test_id("error")).to_be_empty()
+        expect(page.get_by_test_id("plan-error")).to_be_empty()
         plan = api.get(f"/api/models/{model_id}/plan", params={"bandwidth_mbps": BANDWIDTH_MBPS, "rtt_ms": RTT_MS})
         assert plan.status_code == 200, plan.text
         answer = plan.json()

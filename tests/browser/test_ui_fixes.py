@@ -126,3 +126,26 @@ def test_an_onnx_upload_is_read_not_exported(page: Page, tmp_path: Path) -> None
     page.get_by_role("button", name="Register", exact=True).click()
     expect(page.get_by_test_id("register-done")).to_contain_text("Registered tiny-read", timeout=60_000)
     expect(page.locator('#progress-steps li[data-stage="exporting"]')).to_have_text("Reading the ONNX file")
+
+
+def test_a_bad_clip_range_is_refused_beside_the_button_with_the_fields_marked(
+    page: Page, deployed_split: DeployedSplit
+) -> None:
+    page.goto(f"/models/{deployed_split.model_id}")
+    page.get_by_label("layer2", exact=True).check()
+    page.locator("#clip-mode").select_option("custom")
+    page.locator("#clip-lo").fill("5")
+    page.locator("#clip-hi").fill("1")
+    page.get_by_role("button", name="Create split").click()
+    expect(page.get_by_test_id("split-error")).to_contain_text("low < high")
+    expect(page.get_by_test_id("error")).to_be_empty()
+    expect(page.locator("#clip-lo")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#clip-hi")).to_have_attribute("aria-invalid", "true")
+    page.locator("#clip-lo").fill("0")
+    page.locator("#clip-hi").fill("8")
+    with page.expect_response(is_post(f"/api/models/{deployed_split.model_id}/splits")) as created:
+        page.get_by_role("button", name="Create split").click()
+    assert created.value.status == 201, created.value.text()
+    expect(page.get_by_test_id("split-error")).to_be_empty()
+    expect(page.locator("#clip-lo")).not_to_have_attribute("aria-invalid", "true")
+    screenshot(page, "model-split-error-cleared")

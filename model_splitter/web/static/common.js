@@ -51,16 +51,30 @@ const UI = (() => {
     return body;
   }
 
+  /* Shows ``error`` in the alert ``regionId`` (the page's by default: use the one beside the control that failed)
+     and marks ``error.fields`` (element ids) invalid until the region is cleared. */
   function showError(error, regionId) {
     const region = document.getElementById(regionId || "page-error");
     if (!region) return;
     region.textContent = "";
+    for (const id of (region.dataset.fields || "").split(" ").filter(Boolean)) {
+      const field = document.getElementById(id);
+      if (field) field.removeAttribute("aria-invalid");
+    }
+    delete region.dataset.fields;
     if (!error) return;
+    const fields = (error && error.fields) || [];
+    for (const id of fields) {
+      const field = document.getElementById(id);
+      if (field) field.setAttribute("aria-invalid", "true");
+    }
+    if (fields.length) region.dataset.fields = fields.join(" ");
     const message = error instanceof Error ? error.message : String(error);
     const title = document.createElement("strong");
     title.textContent = titleFor(error);
     region.append(title, " ", message);
     if (!isVisible(region)) region.scrollIntoView({ block: "nearest", behavior: "smooth" });
+    if (fields.length) document.getElementById(fields[0])?.focus();
   }
 
   function clearError(regionId) {

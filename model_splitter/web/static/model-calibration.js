@@ -32,14 +32,14 @@ const Calibration = (() => {
       state.calibration = await UI.api(`/api/models/${model.id}/calibration`);
     } catch (error) {
       state.calibration = null;
-      if (!(error instanceof UI.ApiError && error.status === 404)) UI.showError(error);
+      if (!(error instanceof UI.ApiError && error.status === 404)) UI.showError(error, "calibrate-error");
     }
     renderCalibration();
   }
 
   async function calibrate(event) {
     event.preventDefault();
-    UI.clearError();
+    UI.clearError("calibrate-error");
     const form = new FormData();
     form.append("method", document.getElementById("calibrate-method").value);
     form.append("per_channel", document.getElementById("calibrate-per-channel").checked ? "true" : "false");
@@ -66,7 +66,7 @@ const Calibration = (() => {
       renderCalibration();
     } catch (error) {
       calibrateStatus.textContent = "";
-      UI.showError(error);
+      UI.showError(error, "calibrate-error");
     } finally {
       clearInterval(timer);
       calibrateButton.textContent = label;

@@ -31,7 +31,9 @@ const Planner = (() => {
       if (!text) continue;
       const value = Number(text);
       if (!Number.isFinite(value) || !input.checkValidity()) {
-        throw new UI.ApiError(`${input.labels[0].textContent} must be a number in range, got “${text}”.`, 0);
+        const error = new UI.ApiError(`${input.labels[0].textContent} must be a number in range, got “${text}”.`, 0);
+        error.fields = [id];
+        throw error;
       }
       params.set(name, String(value));
     }
@@ -179,12 +181,12 @@ const Planner = (() => {
 
   async function recommend(event) {
     event.preventDefault();
-    UI.clearError();
+    UI.clearError("plan-error");
     let params;
     try {
       params = planQuery();
     } catch (error) {
-      UI.showError(error);
+      UI.showError(error, "plan-error");
       return;
     }
     planStatus.textContent = params.has("bandwidth_mbps") && params.has("rtt_ms")
@@ -211,13 +213,23 @@ const Planner = (() => {
       planDeployButton.disabled = false;
     } catch (error) {
       planStatus.textContent = "";
-      UI.showError(error);
+      UI.showError(inPageWords(error), "plan-error");
     }
+  }
+
+  /* The API's words name endpoints; on this page, the buttons that do the same. */
+  function inPageWords(error) {
+    if (!(error instanceof UI.ApiError) || error.status !== 409) return error;
+    return new UI.ApiError(
+      "Deploy a split of this model first (Create split, then Deploy to edge and robot, in the Split card above): " +
+        "the planner measures the robot and the edge running it.",
+      409
+    );
   }
 
   async function deployPlan() {
     if (!state.plan) return;
-    UI.clearError();
+    UI.clearError("plan-error");
     planStatus.textContent = "Planning again, then creating and deploying the pick to the edge and the robot…";
     try {
       const done = await UI.busy(planDeployButton, "Deploying…", () =>
@@ -250,7 +262,7 @@ const Planner = (() => {
       renderPlan(done);
     } catch (error) {
       planStatus.textContent = "";
-      UI.showError(error);
+      UI.showError(error, "plan-error");
     }
     await Splits.refreshSides();
   }

@@ -207,7 +207,9 @@ const SplitPoints = (() => {
       const lo = Number(document.getElementById("clip-lo").value);
       const hi = Number(document.getElementById("clip-hi").value);
       if (!Number.isFinite(lo) || !Number.isFinite(hi) || !(lo < hi)) {
-        throw new UI.ApiError("The custom clip range needs two numbers with low < high.", 0);
+        const error = new UI.ApiError("The custom clip range needs two numbers with low < high.", 0);
+        error.fields = ["clip-lo", "clip-hi"];
+        throw error;
       }
       return [lo, hi];
     }

@@ -58,13 +58,13 @@ const Splits = (() => {
   }
 
   async function createSplit() {
-    UI.clearError();
+    UI.clearError("split-error");
     if (state.selected === null) return;
     let clip;
     try {
       clip = SplitPoints.clipRequest();
     } catch (error) {
-      UI.showError(error);
+      UI.showError(error, "split-error");
       return;
     }
     const point = points[state.selected];
@@ -93,12 +93,12 @@ const Splits = (() => {
       renderSplits();
     } catch (error) {
       splitStatus.textContent = "";
-      UI.showError(error);
+      UI.showError(error, "split-error");
     }
   }
 
   async function deploy(splitId, button) {
-    UI.clearError();
+    UI.clearError("split-error");
     const split = splits.find((s) => s.id === splitId);
     splitStatus.textContent = `Deploying ${split ? splitText(split) : UI.shortId(splitId)}: the edge pulls the tail, then the robot pulls the head…`;
     try {
@@ -113,7 +113,7 @@ const Splits = (() => {
       );
     } catch (error) {
       splitStatus.textContent = "";
-      UI.showError(error);
+      UI.showError(error, "split-error");
     }
     await refreshSides();
   }
