@@ -3,6 +3,7 @@ what ran, the split picker names its model, stale results are marked, untrained 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import httpx
@@ -149,3 +150,33 @@ def test_a_bad_clip_range_is_refused_beside_the_button_with_the_fields_marked(
     expect(page.get_by_test_id("split-error")).to_be_empty()
     expect(page.locator("#clip-lo")).not_to_have_attribute("aria-invalid", "true")
     screenshot(page, "model-split-error-cleared")
+
+
+def nearest_rank(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def test_compare_runs_each_plan_and_tabulates_what_the_api_answered(page: Page, deployed_split: DeployedSplit) -> None:
+    page.goto(f"/infer?split={deployed_split.split_id}")
+    answers: list[dict[str, object]] = []
+    page.on("response", lambda r: answers.append(r.json()) if is_post("/api/infer")(r) and r.ok else None)
+    page.locator("#compare-runs").fill("0")
+    page.get_by_role("button", name="Compare").click()
+    expect(page.get_by_test_id("error")).to_contain_text("1 to 100")
+    expect(page.locator("#compare-runs")).to_have_attribute("aria-invalid", "true")
+    page.locator("#compare-runs").fill("3")
+    page.get_by_role("button", name="Compare").click()
+    expect(page.get_by_test_id("compare-row")).to_have_count(3, timeout=120_000)
+    expect(page.get_by_test_id("compare-status")).to_contain_text("Compared 3 runs")
+    assert len(answers) == 9
+    for mode in ("split", "all-robot", "all-edge"):
+        mine = [a for a in answers if a["mode"] == mode]
+        assert len(mine) == 3
+        totals = [float(a["total_ms"]) for a in mine]  # type: ignore[arg-type]
+        row = page.locator(f'[data-testid="compare-row"][data-mode="{mode}"]')
+        expect(row.locator('[data-col="p50"]')).to_have_text(f"{nearest_rank(totals, 0.5):.2f}")
+        waterfall = page.locator(f'[data-testid="compare-waterfall"][data-mode="{mode}"]')
+        median = next(a for a in mine if float(a["total_ms"]) == nearest_rank(totals, 0.5))  # type: ignore[arg-type]
+        expect(waterfall.get_by_test_id("compare-stage")).to_have_count(len(median["stages"]))  # type: ignore[arg-type]
+    screenshot(page, "infer-compare")

@@ -131,29 +131,7 @@
   }
 
   function renderWaterfall(result) {
-    const list = document.getElementById("waterfall");
-    const total = result.stages.reduce((sum, stage) => sum + stage.ms, 0) || 1;
-    let start = 0;
-    list.replaceChildren(
-      ...result.stages.map((stage) => {
-        const bar = UI.el("span", { class: `wf-bar where-${stage.where}` });
-        bar.style.left = `${(start / total) * 100}%`;
-        bar.style.width = `${(stage.ms / total) * 100}%`;
-        start += stage.ms;
-        return UI.el(
-          "li",
-          { class: "wf-row", "data-testid": "stage", "data-stage": stage.name, "data-where": stage.where },
-          UI.el(
-            "span",
-            { class: "wf-name" },
-            UI.el("span", { "data-testid": "stage-name" }, stage.name),
-            UI.el("span", { class: `tag where-${stage.where}`, "data-testid": "stage-where" }, stage.where)
-          ),
-          UI.el("span", { class: "wf-track", "aria-hidden": "true" }, bar),
-          UI.el("span", { class: "wf-ms num" }, UI.el("span", { "data-testid": "stage-ms" }, UI.ms(stage.ms)), " ms")
-        );
-      })
-    );
+    document.getElementById("waterfall").replaceChildren(...Waterfall.rows(result.stages));
     document.getElementById("total-ms").textContent = UI.ms(result.total_ms);
   }
 
@@ -298,6 +276,9 @@
   }
 
   form.addEventListener("submit", run);
+  document.getElementById("compare-button").addEventListener("click", () =>
+    InferCompare.run({ form, imageBlob, splitSelect })
+  );
   showImageSource();
   describeSplit();
   nameActiveSplit();
