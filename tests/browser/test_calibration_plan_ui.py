@@ -131,6 +131,8 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         point = "features.3"
         page.get_by_label(point, exact=True).check()
         expect(page.locator("#clip-calibrated")).to_be_enabled()
+        # calibrating made the calibrated ranges the choice (nobody picked another one)
+        expect(page.get_by_label("Clip range")).to_have_value("calibrated")
         page.get_by_label("Clip range").select_option("calibrated")
         with page.expect_response(is_post(f"/api/models/{model_id}/splits")) as created:
             page.get_by_role("button", name="Create split").click()

@@ -13,6 +13,7 @@ const ModelPage = (() => {
     split: null, // the split created or picked on this page
     health: undefined,
     calibration: null, // GET /api/models/{id}/calibration, null when the model has none
+    clipChosen: false, // the person picked a clip range: calibrating does not change it then
     plan: null, // the last GET /api/models/{id}/plan answer
   };
 

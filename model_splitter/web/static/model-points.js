@@ -257,6 +257,12 @@ const SplitPoints = (() => {
       option.textContent = `Calibrated [${fmt.clip(measured.lo)}, ${fmt.clip(measured.hi)}]`;
     } else option.textContent = `Calibrated (${state.calibration.method})`;
     if (option.disabled && clipMode.value === "calibrated") clipMode.value = "default";
+    // Calibrated ranges keep the answer better than the default ones: once there are some, they are the choice,
+    // unless the person picked a clip range themselves.
+    if (!option.disabled && clipMode.value === "default" && !state.clipChosen) {
+      clipMode.value = "calibrated";
+      showClipFields();
+    }
   }
 
   function showClipFields() {

@@ -6,7 +6,10 @@
 
   document.getElementById("controls").addEventListener("change", (event) => {
     if (event.target.name === "bits") SplitPoints.setBits(Number(event.target.value));
-    else if (event.target === clipMode) SplitPoints.showClipFields();
+    else if (event.target === clipMode) {
+      ModelPage.state.clipChosen = true;
+      SplitPoints.showClipFields();
+    }
   });
   document.getElementById("controls").addEventListener("submit", (event) => event.preventDefault());
   Splits.wire();
