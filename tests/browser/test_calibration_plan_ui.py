@@ -157,6 +157,13 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         expect(page.get_by_test_id("plan-row")).to_have_count(len(answer["plans"]))
         assert shown_row(page, 0) == plan_row(answer["plans"][0], answer["pick"]["key"])
         expect(page.get_by_test_id("plan-pick")).to_have_text(plan_name(answer["pick"]))
+        # the chart marks the planner's pick when it is a split of this model
+        marker = page.get_by_test_id("recommended-point")
+        if answer["pick"]["mode"] == "split":
+            labels = [p["label"] for p in api.get(f"/api/models/{model_id}/split-points").json()]
+            expect(marker).to_have_attribute("data-index", str(labels.index(answer["pick"]["split_point"])))
+        else:
+            expect(marker).to_have_count(0)
         pick_rows = page.locator("tr.is-pick")
         expect(pick_rows).to_have_count(1)
         assert pick_rows.get_attribute("data-key") == answer["pick"]["key"]

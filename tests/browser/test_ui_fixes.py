@@ -180,3 +180,27 @@ def test_compare_runs_each_plan_and_tabulates_what_the_api_answered(page: Page, 
         median = next(a for a in mine if float(a["total_ms"]) == nearest_rank(totals, 0.5))  # type: ignore[arg-type]
         expect(waterfall.get_by_test_id("compare-stage")).to_have_count(len(median["stages"]))  # type: ignore[arg-type]
     screenshot(page, "infer-compare")
+
+
+def test_the_chart_marks_the_pareto_points_and_shows_a_points_values_on_hover(
+    page: Page, api: httpx.Client, deployed_split: DeployedSplit
+) -> None:
+    points = api.get(f"/api/models/{deployed_split.model_id}/split-points").json()
+    cost = [(p["wire_bytes"]["4"], p["head_flops_share"]) for p in points]
+    expected = [
+        i
+        for i, (b, f) in enumerate(cost)
+        if not any(j != i and bj <= b and fj <= f and (bj < b or fj < f) for j, (bj, fj) in enumerate(cost))
+    ]
+    page.goto(f"/models/{deployed_split.model_id}")
+    dots = page.get_by_test_id("pareto-dot")
+    expect(dots).to_have_count(len(expected))
+    assert [int(i) for i in dots.evaluate_all("nodes => nodes.map(n => n.dataset.index)")] == expected
+    middle = expected[len(expected) // 2]
+    page.locator(f'.hit[data-index="{middle}"]').hover()
+    readout = page.get_by_test_id("chart-readout")
+    expect(readout).to_have_attribute("data-index", str(middle))
+    expect(readout).to_contain_text(points[middle]["label"])
+    expect(readout).to_contain_text("(Pareto)")
+    expect(readout).to_contain_text(f"{round(points[middle]['head_flops_share'] * 100, 1)}% of compute in the head")
+    screenshot(page, "model-chart-hover")

@@ -210,6 +210,7 @@ const Planner = (() => {
       renderPlan(answer);
       renderCurveLegend();
       drawCurve();
+      SplitPoints.drawChart(); // marks the recommended point
       planDeployButton.disabled = false;
     } catch (error) {
       planStatus.textContent = "";

@@ -100,6 +100,8 @@ const SplitPoints = (() => {
     root.append(UI.svg("path", { d: bytesPath.join(""), class: "series-bytes" }));
 
     const radius = n > 80 ? 2 : n > 40 ? 3 : 4;
+    const pareto = paretoSet(values);
+    const recommended = recommendedIndex();
     const dots = UI.svg("g", { class: "dots" });
     const hits = UI.svg("g", { class: "hits" });
     const column = n === 1 ? plotW : plotW / (n - 1);
@@ -118,9 +120,22 @@ const SplitPoints = (() => {
           cx,
           cy: y(values[i]),
           r: selected ? radius + 3 : radius,
-          class: selected ? "dot-bytes is-selected" : "dot-bytes",
+          class: `dot-bytes${selected ? " is-selected" : ""}${pareto.has(i) ? " is-pareto" : ""}`,
+          "data-testid": pareto.has(i) ? "pareto-dot" : null,
+          "data-index": i,
         })
       );
+      if (i === recommended) {
+        const top = y(values[i]) - radius - 4;
+        dots.append(
+          UI.svg("path", {
+            d: `M${cx - 6},${top - 10}L${cx + 6},${top - 10}L${cx},${top}Z`,
+            class: "recommended-mark",
+            "data-testid": "recommended-point",
+            "data-index": i,
+          })
+        );
+      }
       const hit = UI.svg("rect", {
         x: cx - column / 2,
         y: margin.top,
@@ -139,12 +154,62 @@ const SplitPoints = (() => {
       );
       hits.append(hit);
     });
-    root.append(dots, hits);
+    const readout = UI.svg("g", { class: "readout", "data-testid": "chart-readout", visibility: "hidden" });
+    const readoutBox = UI.svg("rect", { rx: 4, class: "readout-box" });
+    const readoutLines = [0, 1, 2].map((k) => UI.svg("text", { x: 8, y: 16 + k * 15, class: "readout-text" }));
+    readout.append(readoutBox, ...readoutLines);
+    root.append(dots, hits, readout);
     hits.addEventListener("click", (event) => {
       const target = event.target.closest("[data-index]");
       if (target) select(Number(target.dataset.index), true);
     });
+    // The point's values beside it while the pointer is over its column (the native title is slow and small).
+    hits.addEventListener("pointerover", (event) => {
+      const target = event.target.closest("[data-index]");
+      if (!target) return;
+      const i = Number(target.dataset.index);
+      const point = points[i];
+      const lines = [
+        `${point.label}${pareto.has(i) ? "  (Pareto)" : ""}${i === recommended ? "  (recommended)" : ""}`,
+        `${UI.humanBytes(wireBytes(point, state.bits))} at ${state.bits} bits`,
+        `${UI.percent(point.head_flops_share)} of compute in the head`,
+      ];
+      lines.forEach((text, k) => (readoutLines[k].textContent = text));
+      const boxWidth = Math.max(...lines.map((text) => text.length)) * 6.6 + 16;
+      readoutBox.setAttribute("width", String(boxWidth));
+      readoutBox.setAttribute("height", "54");
+      const left = Math.min(Math.max(margin.left, x(i) + 10), margin.left + plotW - boxWidth);
+      const top = Math.min(Math.max(margin.top, y(values[i]) - 60), margin.top + plotH - 54);
+      readout.setAttribute("transform", `translate(${left.toFixed(1)},${top.toFixed(1)})`);
+      readout.setAttribute("visibility", "visible");
+      readout.dataset.index = String(i);
+    });
+    hits.addEventListener("pointerleave", () => readout.setAttribute("visibility", "hidden"));
     chartBox.replaceChildren(root);
+  }
+
+  /* The points no other point beats on both bytes on the wire and the head's share of compute: the good
+     trade-offs (a point with more bytes and more robot compute than another is never the better cut). */
+  function paretoSet(bytes) {
+    const set = new Set();
+    points.forEach((p, i) => {
+      const dominated = points.some(
+        (q, j) =>
+          j !== i &&
+          bytes[j] <= bytes[i] &&
+          q.head_flops_share <= p.head_flops_share &&
+          (bytes[j] < bytes[i] || q.head_flops_share < p.head_flops_share)
+      );
+      if (!dominated) set.add(i);
+    });
+    return set;
+  }
+
+  /* The split point the planner recommends, when its last answer picked a split of this model. */
+  function recommendedIndex() {
+    const pick = state.plan && state.plan.answer && state.plan.answer.pick;
+    if (!pick || pick.mode !== "split") return -1;
+    return points.findIndex((p) => p.label === pick.split_point);
   }
 
   /* ---------------------------------------------------------------------------------------------- table */
