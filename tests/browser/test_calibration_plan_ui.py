@@ -157,6 +157,13 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         expect(page.get_by_test_id("plan-row")).to_have_count(len(answer["plans"]))
         assert shown_row(page, 0) == plan_row(answer["plans"][0], answer["pick"]["key"])
         expect(page.get_by_test_id("plan-pick")).to_have_text(plan_name(answer["pick"]))
+        # every split point's predicted latency at the chosen bits, in the split-point table
+        predicted = {p["key"]: p["total_ms"] for p in answer["plans"]}
+        shown = page.locator("#points-body tr").evaluate_all(
+            "rows => rows.map(r => [r.dataset.label, r.querySelector('[data-col=predicted]').textContent])"
+        )
+        bits = int(page.locator('input[name="bits"]:checked').get_attribute("value") or "4")
+        assert shown == [[label, f"{predicted[f'{label}@{bits}b']:.2f}"] for label, _ in shown]
         # the chart marks the planner's pick when it is a split of this model
         marker = page.get_by_test_id("recommended-point")
         if answer["pick"]["mode"] == "split":

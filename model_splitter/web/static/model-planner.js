@@ -211,6 +211,7 @@ const Planner = (() => {
       renderCurveLegend();
       drawCurve();
       SplitPoints.drawChart(); // marks the recommended point
+      SplitPoints.updateTable(); // the predicted latency of every point
       planDeployButton.disabled = false;
     } catch (error) {
       planStatus.textContent = "";
@@ -222,7 +223,7 @@ const Planner = (() => {
   function inPageWords(error) {
     if (!(error instanceof UI.ApiError) || error.status !== 409) return error;
     return new UI.ApiError(
-      "Deploy a split of this model first (Create split, then Deploy to edge and robot, in the Split card above): " +
+      "Deploy a split of this model first (Create split, then Deploy to edge and robot, in the Split card below): " +
         "the planner measures the robot and the edge running it.",
       409
     );

@@ -226,6 +226,7 @@ const SplitPoints = (() => {
         UI.el("td", { class: "mono" }, UI.el("label", { for: id }, point.label)),
         UI.el("td", { class: "mono small hide-narrow" }, point.shape.join("×")),
         UI.el("td", { class: "num strong", "data-col": "bytes" }, ""),
+        UI.el("td", { class: "num", "data-col": "predicted", "data-plan-col": true, hidden: true }, ""),
         UI.el("td", { class: "num", "data-col": "top1", "data-cal-col": true, hidden: true }, ""),
         UI.el("td", { class: "num", "data-col": "cosine", "data-cal-col": true, hidden: true }, ""),
         UI.el("td", { class: "num hide-narrow", "data-col": "sqnr", "data-cal-col": true, hidden: true }, ""),
@@ -254,12 +255,24 @@ const SplitPoints = (() => {
       row.querySelector('[data-col="top1"]').textContent = fmt.top1(agreement);
       row.querySelector('[data-col="cosine"]').textContent = fmt.cosine(measured && measured.cosine);
       row.querySelector('[data-col="sqnr"]').textContent = fmt.sqnr(measured && measured.sqnr_db);
+      const predicted = plannedAt(point, state.bits);
+      const cell = row.querySelector('[data-col="predicted"]');
+      cell.textContent = predicted ? UI.ms(predicted.total_ms) : "—";
+      cell.classList.toggle("muted", Boolean(predicted) && !predicted.eligible);
+      cell.title = predicted && !predicted.eligible ? `below the fidelity floor: ${predicted.reason || ""}` : "";
       const selected = Number(row.dataset.index) === state.selected;
       row.classList.toggle("is-selected", selected);
       row.querySelector("input").checked = selected;
     }
     for (const node of document.querySelectorAll(".js-bits")) node.textContent = String(state.bits);
     for (const node of document.querySelectorAll("[data-cal-col]")) node.hidden = !state.calibration;
+    for (const node of document.querySelectorAll("[data-plan-col]")) node.hidden = !state.plan;
+  }
+
+  /* The planner's estimate for ``point`` at ``bits`` from its last answer, or null. */
+  function plannedAt(point, bits) {
+    const plans = state.plan && state.plan.answer && state.plan.answer.plans;
+    return (plans && plans.find((plan) => plan.key === `${point.label}@${bits}b`)) || null;
   }
 
   /* ---------------------------------------------------------------------------------------------- selection */
