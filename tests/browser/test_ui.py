@@ -57,7 +57,9 @@ def assert_result_shown(page: Page, result: dict[str, Any]) -> None:
 
     expect(page.get_by_test_id("reference-top1")).to_have_text(result["reference"][0]["label"])
     if result["weights_trained"]:
-        expect(page.get_by_test_id("agreement")).to_have_text("agrees" if result["agrees_with_reference"] else "differs")
+        expect(page.get_by_test_id("agreement")).to_have_text(
+            "agrees" if result["agrees_with_reference"] else "differs"
+        )
     else:  # untrained: two noisy answers compared say nothing
         expect(page.get_by_test_id("agreement")).to_have_text("noise")
 
