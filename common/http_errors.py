@@ -41,6 +41,15 @@ class ErrorBody(BaseModel):
     detail: str = Field(description="what went wrong and what to do, for a person")
 
 
+class ProtocolErrorBody(BaseModel):
+    """Errors on the Open Inference Protocol's routes (``/v2/...``), in that protocol's own form."""
+
+    error: str = Field(description="what went wrong, for a person")
+
+
+# The Open Inference Protocol's paths: their errors are ProtocolErrorBody, as OIP clients read them.
+PROTOCOL_PREFIX = "/v2"
+
 logger = logging.getLogger(__name__)
 
 
@@ -79,10 +88,12 @@ def document_errors(app: FastAPI) -> None:
         document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = document.setdefault("components", {}).setdefault("schemas", {})
         components["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        components["ProtocolErrorBody"] = ProtocolErrorBody.model_json_schema()
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
-        reference = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-        for path in document.get("paths", {}).values():
+        for route, path in document.get("paths", {}).items():
+            body = "ProtocolErrorBody" if route.startswith(PROTOCOL_PREFIX) else "ErrorBody"
+            reference = {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}
             for operation in path.values():
                 responses = operation.setdefault("responses", {})
                 for status, description in ERROR_STATUSES.items():

@@ -15,6 +15,7 @@ from common.runtime_app import create_runtime_app
 from common.service_api import DeploymentInfo, ServiceStatus, read_limited
 from common.sessions import options_in_force
 from edge_inference.frame_socket import frame_socket_router
+from edge_inference.oip import oip_router
 from edge_inference.pipeline import FrameLimits, infer_frame
 from edge_inference.settings import EdgeSettings
 
@@ -48,6 +49,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     limits = FrameLimits(max_bytes=settings.max_frame_bytes, max_batch=settings.max_batch)
     app.include_router(probe_router(settings.max_frame_bytes, writes))
     app.include_router(frame_socket_router(deployments, metrics, writes, limits))
+    app.include_router(oip_router(deployments, writes, settings.max_frame_bytes))
 
     @app.post(
         "/api/infer",

@@ -42,6 +42,9 @@ OPAQUE_CONTENT = {
     "GET /api/models/{model_id}/plan/curve",
     # a clip range needs lo < hi, which a JSON schema cannot state either
     "POST /api/models/{model_id}/splits",
+    # the Open Inference Protocol's JSON (+ binary) tensors, for a model whose inputs the schema cannot know
+    "POST /v2/models/{name}/infer",
+    "POST /v2/models/{name}/versions/{version}/infer",
 }
 REQUEST_TIMEOUT_S = 120.0
 

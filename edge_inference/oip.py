@@ -1,0 +1,230 @@
+"""The Open Inference Protocol (KServe v2) on the edge: any OIP client (``tritonclient``, KServe's) runs a tail.
+
+A model is a deployed tail, named by its split id or by a readable name (``<model>-<split point>-<bits>b``, with
+anything but letters, digits, ``.``, ``-`` and ``_`` made ``_``), version 1. Its inputs are the cut tensors as
+float32 (the features the edge would have dequantized from a frame), its outputs the tail's. Requests and
+answers in JSON tensors or the binary tensor data extension (``Inference-Header-Content-Length``,
+``binary_data_size``, ``binary_data`` / ``binary_data_output``). Errors on these routes are the protocol's
+``{"error": message}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from common.auth import Guard
+from common.deployments import Deployment, DeploymentSet
+from common.errors import BadRequest, FrameMismatch, NotFound, NotReady, SplitComputingError
+from common.postprocess.raw import BINARY_DTYPES, DATATYPES, HEADER_LENGTH
+from common.service_api import read_limited
+
+SERVER_NAME = "splitbot-edge"
+SERVER_VERSION = "1"
+MODEL_VERSION = "1"
+EXTENSIONS = ["binary_tensor_data"]
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def model_name(deployment: Deployment) -> str:
+    manifest = deployment.manifest
+    return _UNSAFE.sub("_", f"{manifest.model_name}-{manifest.split_point}-{manifest.quantization.bits}b")
+
+
+def oip_router(deployments: DeploymentSet, writes: Guard, max_body_bytes: int) -> APIRouter:
+    router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+
+    def find(name: str, version: str | None) -> Deployment:
+        if version is not None and version != MODEL_VERSION:
+            raise NotFound(f"model {name!r} has only version {MODEL_VERSION}")
+        for deployment in deployments.all():
+            if name in (deployment.manifest.id, model_name(deployment)):
+                return deployment
+        held = ", ".join(model_name(d) for d in deployments.all()) or "none"
+        raise NotFound(f"no model {name!r} here (by split id or name); deployed: {held}")
+
+    @router.get("/health/live", summary="The server is up")
+    async def live() -> Response:
+        return JSONResponse({"live": True})
+
+    @router.get("/health/ready", summary="Ready: at least one tail is loaded")
+    async def ready() -> Response:
+        return await protocol_errors(lambda: _ready(deployments))
+
+    @router.get("", summary="Server metadata")
+    async def server() -> Response:
+        return JSONResponse({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+
+    @router.get("/models/{name}", summary="Model metadata: a deployed tail's inputs (the cut) and outputs")
+    @router.get("/models/{name}/versions/{version}", summary="Model metadata of a version")
+    async def metadata(name: str, version: str | None = None) -> Response:
+        return await protocol_errors(lambda: _metadata(find(name, version)))
+
+    @router.get("/models/{name}/ready", summary="The model is loaded")
+    @router.get("/models/{name}/versions/{version}/ready", summary="The model version is loaded")
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        return await protocol_errors(lambda: _loaded(find(name, version)))
+
+    @router.post("/models/{name}/infer", summary="Run a tail on float32 cut tensors", dependencies=[Depends(writes)])
+    @router.post(
+        "/models/{name}/versions/{version}/infer", summary="Run a tail version", dependencies=[Depends(writes)]
+    )
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        async def answer() -> Response:
+            deployment = find(name, version)
+            body = await read_limited(request, max_body_bytes, "inference request")
+            parsed = _parse_request(body, request.headers.get(HEADER_LENGTH.lower()))
+            return await run_in_threadpool(_run, deployment, name, parsed)
+
+        return await protocol_errors(answer)
+
+    return router
+
+
+async def protocol_errors(work: Callable[[], Awaitable[Response] | Response]) -> Response:
+    """Our errors in the protocol's form: ``{"error": message}`` with the status of the error."""
+    try:
+        result = work()
+        return await result if not isinstance(result, Response) else result
+    except SplitComputingError as exc:
+        return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+
+
+def _ready(deployments: DeploymentSet) -> Response:
+    if not deployments.all():
+        raise NotReady("no tail is deployed on this edge yet")
+    return JSONResponse({"ready": True})
+
+
+def _loaded(deployment: Deployment) -> Response:
+    return JSONResponse({"name": model_name(deployment), "ready": True})
+
+
+def _metadata(deployment: Deployment) -> Response:
+    manifest = deployment.manifest
+    return JSONResponse(
+        {
+            "name": model_name(deployment),
+            "versions": [MODEL_VERSION],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": s.name, "datatype": "FP32", "shape": [-1, *s.shape[1:]]} for s in manifest.cut],
+            "outputs": [
+                {"name": s.name, "datatype": DATATYPES.get(s.dtype, "FP32"), "shape": [-1, *s.shape[1:]]}
+                for s in manifest.outputs
+            ],
+            "parameters": {"split_id": manifest.id, "split_point": manifest.split_point},
+        }
+    )
+
+
+def _parse_request(body: bytes, header_length: str | None) -> dict[str, Any]:
+    """The request's JSON with every input's data as a numpy array."""
+    length = len(body)
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise BadRequest(f"{HEADER_LENGTH} is {header_length!r}, the body has {len(body)} bytes")
+        length = int(header_length)
+    try:
+        request = json.loads(body[:length])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the inference request is not JSON: {exc}") from exc
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
+        raise BadRequest('an inference request is a JSON object with "inputs": [{"name", "shape", "datatype", ...}]')
+    offset = length
+    arrays: dict[str, np.ndarray] = {}
+    for tensor in request["inputs"]:
+        name, array, offset = _input_array(tensor, body, offset)
+        arrays[name] = array
+    if offset != len(body):
+        raise BadRequest(f"{len(body) - offset} bytes after the last binary input")
+    request["arrays"] = arrays
+    return request
+
+
+def _input_array(tensor: Any, body: bytes, offset: int) -> tuple[str, np.ndarray, int]:
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+        raise BadRequest("every input needs a name, a shape and a datatype")
+    name, shape, datatype = tensor["name"], tensor.get("shape"), tensor.get("datatype")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
+    if datatype != "FP32":
+        raise BadRequest(f"input {name!r} is {datatype}; the tail's inputs are FP32 (the dequantized cut tensors)")
+    dtype = np.dtype(BINARY_DTYPES[datatype]).newbyteorder("<")
+    count = int(np.prod(shape)) if shape else 1
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size != count * dtype.itemsize or offset + size > len(body):
+            raise BadRequest(f"input {name!r}: binary_data_size {size!r} does not fit its shape {shape} or the body")
+        array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).astype(np.float32)
+        return name, array.reshape(shape), offset + size
+    data = tensor.get("data")
+    try:
+        array = np.asarray(data, dtype=np.float32).reshape(shape)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"input {name!r}: data does not fill its shape {shape} with numbers") from exc
+    return name, array, offset
+
+
+def _run(deployment: Deployment, name: str, request: dict[str, Any]) -> Response:
+    manifest = deployment.manifest
+    arrays: dict[str, np.ndarray] = request["arrays"]
+    expected = {spec.name: spec for spec in manifest.cut}
+    if set(arrays) != set(expected):
+        raise FrameMismatch(f"model {name!r} takes the inputs {sorted(expected)}, the request gives {sorted(arrays)}")
+    batches = {array.shape[0] if array.ndim else -1 for array in arrays.values()}
+    for input_name, array in arrays.items():
+        if list(array.shape[1:]) != expected[input_name].shape[1:] or len(batches) != 1:
+            raise FrameMismatch(
+                f"input {input_name!r} has shape {list(array.shape)}; the model takes [batch, "
+                + ", ".join(str(d) for d in expected[input_name].shape[1:])
+                + "], one batch for all inputs"
+            )
+    outputs = deployment.part.run({key: np.ascontiguousarray(value) for key, value in arrays.items()})
+    names = [spec.name for spec in manifest.outputs] or list(deployment.part.output_names)
+    return _response(name, request, dict(zip(names, outputs, strict=False)))
+
+
+def _response(name: str, request: dict[str, Any], outputs: dict[str, np.ndarray]) -> Response:
+    wanted = request.get("outputs")
+    binary_default = bool((request.get("parameters") or {}).get("binary_data_output", False))
+    chosen: list[tuple[str, bool]] = []
+    if isinstance(wanted, list) and wanted:
+        for entry in wanted:
+            output = entry.get("name") if isinstance(entry, dict) else None
+            if output not in outputs:
+                raise BadRequest(f"no output {output!r}; the model's outputs are {sorted(outputs)}")
+            chosen.append((output, bool((entry.get("parameters") or {}).get("binary_data", binary_default))))
+    else:
+        chosen = [(output, binary_default) for output in outputs]
+    described: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for output, binary in chosen:
+        array = np.asarray(outputs[output])
+        tensor: dict[str, Any] = {
+            "name": output,
+            "shape": list(array.shape),
+            "datatype": DATATYPES.get(array.dtype.name, "BYTES"),
+        }
+        if binary:
+            data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(data)}
+            chunks.append(data)
+        else:
+            tensor["data"] = array.ravel().tolist()
+        described.append(tensor)
+    header = {"model_name": name, "model_version": MODEL_VERSION, "outputs": described}
+    if isinstance(request.get("id"), str):
+        header["id"] = request["id"]
+    text = json.dumps(header).encode()
+    if not chunks:
+        return Response(text, media_type="application/json")
+    return Response(
+        text + b"".join(chunks), media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(text))}
+    )
