@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
@@ -21,6 +22,7 @@ SPLIT_ID_HEX_LENGTH = 64
 # The wire frame names each tensor in at most this many UTF-8 bytes (docs/wire-format.md).
 MAX_TENSOR_NAME_BYTES = 255
 _HEX = frozenset("0123456789abcdef")
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def is_hex(text: str, length: int | None = None) -> bool:
@@ -297,6 +299,12 @@ class SplitManifest(_Frozen):
                     f"{shape}, got {len(entry.channel_lo)}"
                 )
         return self
+
+    @property
+    def readable_name(self) -> str:
+        """``<model>-<split point>-<bits>b``, anything but letters, digits, ``.``, ``-``, ``_`` made ``_``: the name
+        serving engines (Triton, the Open Inference Protocol) know the tail by, beside the split id."""
+        return _UNSAFE_NAME.sub("_", f"{self.model_name}-{self.split_point}-{self.quantization.bits}b")
 
     def content_id(self) -> str:
         return compute_split_id(self.model_dump(mode="json"))

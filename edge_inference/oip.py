@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2) on the edge: any OIP client (``tritonclient``, KServe's) runs a tail.
 
-A model is a deployed tail, named by its split id or by a readable name (``<model>-<split point>-<bits>b``, with
-anything but letters, digits, ``.``, ``-`` and ``_`` made ``_``), version 1. Its inputs are the cut tensors as
+A model is a deployed tail, named by its split id or by its readable name (``<model>-<split point>-<bits>b``,
+``SplitManifest.readable_name``), version 1. Its inputs are the cut tensors as
 float32 (the features the edge would have dequantized from a frame), its outputs the tail's. Requests and
 answers in JSON tensors or the binary tensor data extension (``Inference-Header-Content-Length``,
 ``binary_data_size``, ``binary_data`` / ``binary_data_output``). Errors on these routes are the protocol's
@@ -11,7 +11,6 @@ answers in JSON tensors or the binary tensor data extension (``Inference-Header-
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,12 +29,10 @@ SERVER_NAME = "splitbot-edge"
 SERVER_VERSION = "1"
 MODEL_VERSION = "1"
 EXTENSIONS = ["binary_tensor_data"]
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def model_name(deployment: Deployment) -> str:
-    manifest = deployment.manifest
-    return _UNSAFE.sub("_", f"{manifest.model_name}-{manifest.split_point}-{manifest.quantization.bits}b")
+    return deployment.manifest.readable_name
 
 
 def oip_router(deployments: DeploymentSet, writes: Guard, max_body_bytes: int) -> APIRouter:

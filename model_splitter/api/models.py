@@ -21,6 +21,7 @@ from model_splitter.services.models import RegistrationRequest, architecture_lis
 from model_splitter.services.peers import PeerDeployment
 from model_splitter.services.splits import create_split
 from model_splitter.store.bundle_zip import bundle_zip
+from model_splitter.store.triton_repository import TritonOptions, triton_repository_zip
 
 ONNX_MEDIA_TYPE = "application/octet-stream"
 
@@ -117,6 +118,24 @@ def api_router(context: SplitterContext) -> APIRouter:
         return FileResponse(
             registry.split_file(split_id, "tail.onnx"), media_type=ONNX_MEDIA_TYPE, filename="tail.onnx"
         )
+
+    @router.get(
+        "/splits/{split_id}/triton.zip",
+        tags=["splits"],
+        response_class=Response,
+        summary="The tail as a Triton model repository: <name>/1/model.onnx and <name>/config.pbtxt",
+    )
+    async def triton_zip(
+        split_id: str,
+        max_batch_size: int = Query(16, ge=1, le=1024, description="Triton's max_batch_size (batching tails)"),
+        max_queue_delay_us: int = Query(2000, ge=0, le=1_000_000, description="the dynamic batcher's wait"),
+        tensorrt: bool = Query(False, description="ONNX Runtime's TensorRT accelerator on Triton's GPU"),
+        fp16: bool = Query(True, description="with tensorrt: FP16 precision"),
+    ) -> Response:
+        options = TritonOptions(max_batch_size, max_queue_delay_us, tensorrt, fp16)
+        name, data = await run_in_threadpool(triton_repository_zip, registry, split_id, options)
+        headers = {"content-disposition": f'attachment; filename="{name}-triton.zip"'}
+        return Response(data, media_type="application/zip", headers=headers)
 
     @router.get("/splits/{split_id}/bundle.zip", tags=["splits"], response_class=Response)
     async def split_bundle(split_id: str) -> Response:

@@ -79,6 +79,15 @@ def test_split_creation_is_content_addressed(client: httpx.Client, model_id: str
     assert hashlib.sha256(tail).hexdigest() == manifest["tail_sha256"]
     bundle = zipfile.ZipFile(io.BytesIO(client.get(f"/api/splits/{manifest['id']}/bundle.zip").content))
     assert sorted(bundle.namelist()) == ["head.onnx", "manifest.json", "model.onnx", "tail.onnx"]
+    triton = client.get(f"/api/splits/{manifest['id']}/triton.zip", params={"max_batch_size": 4, "tensorrt": "true"})
+    assert triton.status_code == 200 and triton.headers["content-type"] == "application/zip"
+    repository = zipfile.ZipFile(io.BytesIO(triton.content))
+    config = next(n for n in repository.namelist() if n.endswith("/config.pbtxt"))
+    text = repository.read(config).decode()
+    assert "max_batch_size: 4" in text and 'name: "tensorrt"' in text
+    assert repository.read(config.replace("config.pbtxt", "1/model.onnx")) == tail
+    refused = client.get(f"/api/splits/{manifest['id']}/triton.zip", params={"max_batch_size": 0})
+    assert refused.status_code == 422 and "max_batch_size" in refused.json()["detail"]
 
 
 def test_signed_cut_gets_a_symmetric_default_range(client: httpx.Client, model_id: str) -> None:
