@@ -49,7 +49,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     limits = FrameLimits(max_bytes=settings.max_frame_bytes, max_batch=settings.max_batch)
     app.include_router(probe_router(settings.max_frame_bytes, writes))
     app.include_router(frame_socket_router(deployments, metrics, writes, limits))
-    app.include_router(oip_router(deployments, writes, settings.max_frame_bytes))
+    app.include_router(oip_router(deployments, runtime.reads, writes, settings.max_frame_bytes))
 
     @app.post(
         "/api/infer",

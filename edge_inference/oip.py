@@ -35,8 +35,11 @@ def model_name(deployment: Deployment) -> str:
     return deployment.manifest.readable_name
 
 
-def oip_router(deployments: DeploymentSet, writes: Guard, max_body_bytes: int) -> APIRouter:
+def oip_router(deployments: DeploymentSet, reads: Guard, writes: Guard, max_body_bytes: int) -> APIRouter:
+    """The protocol's routes. Its health routes are open (orchestrators probe them, as /health/live and
+    /health/ready); metadata needs a reader's token where reads are protected, inference a writer's."""
     router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+    read = [Depends(reads)]
 
     def find(name: str, version: str | None) -> Deployment:
         if version is not None and version != MODEL_VERSION:
@@ -55,17 +58,19 @@ def oip_router(deployments: DeploymentSet, writes: Guard, max_body_bytes: int) -
     async def ready() -> Response:
         return await protocol_errors(lambda: _ready(deployments))
 
-    @router.get("", summary="Server metadata")
+    @router.get("", summary="Server metadata", dependencies=read)
     async def server() -> Response:
         return JSONResponse({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
 
-    @router.get("/models/{name}", summary="Model metadata: a deployed tail's inputs (the cut) and outputs")
-    @router.get("/models/{name}/versions/{version}", summary="Model metadata of a version")
+    @router.get(
+        "/models/{name}", summary="Model metadata: a deployed tail's inputs (the cut) and outputs", dependencies=read
+    )
+    @router.get("/models/{name}/versions/{version}", summary="Model metadata of a version", dependencies=read)
     async def metadata(name: str, version: str | None = None) -> Response:
         return await protocol_errors(lambda: _metadata(find(name, version)))
 
-    @router.get("/models/{name}/ready", summary="The model is loaded")
-    @router.get("/models/{name}/versions/{version}/ready", summary="The model version is loaded")
+    @router.get("/models/{name}/ready", summary="The model is loaded", dependencies=read)
+    @router.get("/models/{name}/versions/{version}/ready", summary="The model version is loaded", dependencies=read)
     async def model_ready(name: str, version: str | None = None) -> Response:
         return await protocol_errors(lambda: _loaded(find(name, version)))
 

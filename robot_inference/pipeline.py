@@ -54,6 +54,23 @@ class _Request:
 
 
 @dataclass(frozen=True)
+class _Call:
+    """One request as it goes through the pipeline: what was asked, its id, its timings."""
+
+    request: _Request
+    request_id: str
+    timer: StageTimer
+
+
+@dataclass(frozen=True)
+class _Pixels:
+    """The preprocessed batch and where the photo's pixels went in it."""
+
+    batch: np.ndarray
+    geometry: Geometry
+
+
+@dataclass(frozen=True)
 class _Sizes:
     sent: int
     features: int
@@ -92,20 +109,14 @@ class RobotPipeline:
             batch = preprocess(decoded, spec)
             geometry = geometry_of(decoded.size, spec)
             release(decoded)
+        call, pixels = _Call(request, request_id, timer), _Pixels(batch, geometry)
         if mode == "all-robot":
-            return self._all_robot(deployment, batch, geometry, request, request_id, timer)
-        return self._split(deployment, batch, geometry, request, request_id, timer)
+            return self._all_robot(deployment, call, pixels)
+        return self._split(deployment, call, pixels)
 
-    def _split(
-        self,
-        deployment: Deployment,
-        batch: np.ndarray,
-        geometry: Geometry,
-        request: _Request,
-        request_id: str,
-        timer: StageTimer,
-    ) -> InferenceResult:
+    def _split(self, deployment: Deployment, call: _Call, pixels: _Pixels) -> InferenceResult:
         manifest = deployment.manifest
+        request, request_id, timer, batch = call.request, call.request_id, call.timer, pixels.batch
         with timer.stage("head"):
             features = deployment.part.run({deployment.part.input_names[0]: batch})
         with timer.stage("quantize"):
@@ -113,7 +124,7 @@ class RobotPipeline:
         reply = self.edge.infer(frame, request_id, request.options)
         feature_bytes = sum(int(np.asarray(t).size) * 4 for t in features)
         sizes = _Sizes(len(frame), feature_bytes, len(request.image))
-        return self._merge(deployment, "split", reply, geometry, timer, sizes, request_id)
+        return self._merge(deployment, "split", reply, pixels.geometry, timer, sizes, request_id)
 
     def _all_edge(
         self, deployment: Deployment, request: _Request, request_id: str, timer: StageTimer
@@ -130,23 +141,16 @@ class RobotPipeline:
         sizes = _Sizes(len(frame), feature_bytes, len(image))
         return self._merge(deployment, "all-edge", reply, geometry, timer, sizes, request_id)
 
-    def _all_robot(
-        self,
-        deployment: Deployment,
-        batch: np.ndarray,
-        geometry: Geometry,
-        request: _Request,
-        request_id: str,
-        timer: StageTimer,
-    ) -> InferenceResult:
+    def _all_robot(self, deployment: Deployment, call: _Call, pixels: _Pixels) -> InferenceResult:
         manifest = deployment.manifest
+        request, request_id, timer = call.request, call.request_id, call.timer
         if deployment.full is None:
             raise NotDeployed(f"the robot does not hold the full model of split {manifest.id}; redeploy it")
         with timer.stage("model"):
-            outputs = deployment.full.run({deployment.full.input_names[0]: batch})
+            outputs = deployment.full.run({deployment.full.input_names[0]: pixels.batch})
         with timer.stage("postprocess"):
             (found,) = answer_batch(outputs, manifest, 1, request.options)
-            answer = place(found, geometry, manifest.postprocessing.labels)
+            answer = place(found, pixels.geometry, manifest.postprocessing.labels)
         feature_bytes = sum(spec.elements * 4 for spec in manifest.cut)
         return _result(
             deployment,

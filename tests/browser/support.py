@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from playwright.sync_api import Page, ViewportSize
+from playwright.sync_api import Page, ViewportSize, expect
 
 from tests.support import REPO_ROOT, SAMPLES
 
@@ -18,6 +18,7 @@ __all__ = [
     "DeployedSplit",
     "is_post",
     "no_horizontal_scroll",
+    "run_sample",
     "screenshot",
 ]
 
@@ -39,6 +40,19 @@ def screenshot(page: Page, name: str) -> None:
 
 def is_post(path_end: str) -> Any:
     return lambda response: response.request.method == "POST" and response.url.split("?")[0].endswith(path_end)
+
+
+def run_sample(page: Page, sample: str = "chelsea.jpg", mode: str = "split") -> dict[str, Any]:
+    """Run a bundled sample photo from the inference page already open, in ``mode``; the JSON the page got."""
+    page.locator('label[for="image-sample"]').click()
+    page.get_by_label("Photo", exact=True).select_option(sample)
+    page.locator(f"#mode-{mode}").check()
+    with page.expect_response(is_post("/api/infer"), timeout=120_000) as answered:
+        page.get_by_role("button", name="Run inference").click()
+    assert answered.value.status == 200, answered.value.text()
+    result: dict[str, Any] = answered.value.json()
+    expect(page.get_by_test_id("answer")).to_have_attribute("data-task", result["answer"]["task"])
+    return result
 
 
 def no_horizontal_scroll(page: Page) -> None:

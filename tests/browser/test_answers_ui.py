@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.browser.support import SAMPLES, is_post, screenshot
+from tests.browser.support import SAMPLES, is_post, run_sample, screenshot
 from tests.support import tiny_classifier
 from tools.assets import ensure
 
@@ -25,17 +25,9 @@ def deploy(api: httpx.Client, model_id: str, point: str, bits: int) -> str:
     return split_id
 
 
-def run_sample(page: Page, split_id: str, sample: str, mode: str = "split") -> dict[str, Any]:
+def open_and_run(page: Page, split_id: str, sample: str, mode: str = "split") -> dict[str, Any]:
     page.goto(f"/infer?split={split_id}")
-    page.locator('label[for="image-sample"]').click()
-    page.get_by_label("Photo", exact=True).select_option(sample)
-    page.locator(f"#mode-{mode}").check()
-    with page.expect_response(is_post("/api/infer"), timeout=120_000) as answered:
-        page.get_by_role("button", name="Run inference").click()
-    assert answered.value.status == 200, answered.value.text()
-    result: dict[str, Any] = answered.value.json()
-    expect(page.get_by_test_id("answer")).to_have_attribute("data-task", result["answer"]["task"])
-    return result
+    return run_sample(page, sample, mode)
 
 
 def test_a_detector_registered_in_the_form_draws_its_boxes_where_the_json_puts_them(
@@ -59,7 +51,7 @@ def test_a_detector_registered_in_the_form_draws_its_boxes_where_the_json_puts_t
 
     split_id = deploy(api, model_id, "div#8", 8)
     for mode in ("split", "all-edge"):
-        result = run_sample(page, split_id, "page.png", mode)
+        result = open_and_run(page, split_id, "page.png", mode)
         detections = result["answer"]["detections"]
         assert detections, "the layout detector finds the page's title lines"
         drawn = page.get_by_test_id("box")
@@ -96,7 +88,7 @@ def test_a_segmenter_overlays_its_mask_with_a_legend(page: Page, api: httpx.Clie
     assert model.status_code == 201, model.text
     singles = [p["label"] for p in model.json()["split_points"] if len(p["tensors"]) == 1]
     split_id = deploy(api, model.json()["id"], singles[len(singles) // 2], 8)
-    result = run_sample(page, split_id, "chelsea.jpg", "all-edge")
+    result = open_and_run(page, split_id, "chelsea.jpg", "all-edge")
     segmentation = result["answer"]["segmentation"]
     mask = page.get_by_test_id("mask")
     expect(mask).to_be_visible()
@@ -113,7 +105,7 @@ def test_raw_tensors_are_listed(page: Page, api: httpx.Client) -> None:
     model = api.post("/api/models", files=upload, data={"input_shape": "1,3,32,32"})
     assert model.status_code == 201, model.text
     split_id = deploy(api, model.json()["id"], "block", 8)
-    result = run_sample(page, split_id, "coffee.jpg")
+    result = open_and_run(page, split_id, "coffee.jpg")
     (tensor,) = result["answer"]["tensors"]
     row = page.get_by_test_id("tensor")
     expect(row).to_have_count(1)

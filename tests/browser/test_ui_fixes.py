@@ -9,21 +9,18 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Browser, Page, Response, expect
 
-from tests.browser.support import PHONE, SAMPLES, WIDE, DeployedSplit, is_post, no_horizontal_scroll, screenshot
+from tests.browser.support import (
+    PHONE,
+    SAMPLES,
+    WIDE,
+    DeployedSplit,
+    is_post,
+    no_horizontal_scroll,
+    run_sample,
+    screenshot,
+)
 from tests.support import tiny_classifier
 from tools.local_stack import LocalStack
-
-
-def run(page: Page, mode: str = "split", sample: str = "chelsea.jpg") -> dict[str, object]:
-    page.locator('label[for="image-sample"]').click()
-    page.get_by_label("Photo", exact=True).select_option(sample)
-    page.locator(f"#mode-{mode}").check()
-    with page.expect_response(is_post("/api/infer"), timeout=120_000) as answered:
-        page.get_by_role("button", name="Run inference").click()
-    assert answered.value.status == 200, answered.value.text()
-    result: dict[str, object] = answered.value.json()
-    expect(page.get_by_test_id("results")).to_be_visible()
-    return result
 
 
 def watch_outside(page: Page, base_url: str) -> list[str]:
@@ -51,7 +48,7 @@ def test_the_api_docs_render_their_operations_on_every_service(browser: Browser,
 
 def test_all_robot_results_say_no_split_ran_and_the_bytes_fit(page: Page, deployed_split: DeployedSplit) -> None:
     page.goto(f"/infer?split={deployed_split.split_id}")
-    run(page, "all-robot")
+    run_sample(page, "chelsea.jpg", "all-robot")
     expect(page.get_by_test_id("result-point")).to_have_text("none: the whole model")
     expect(page.get_by_test_id("result-bits")).to_have_text("—")
     sent_row = page.locator(".bytes-sent")
@@ -82,17 +79,17 @@ def test_the_split_picker_names_the_model_and_the_mode_comes_from_the_link(
 
 def test_a_result_beside_changed_inputs_is_marked_stale(page: Page, deployed_split: DeployedSplit) -> None:
     page.goto(f"/infer?split={deployed_split.split_id}")
-    run(page, "split", "chelsea.jpg")
+    run_sample(page, "chelsea.jpg")
     expect(page.get_by_test_id("stale")).to_be_hidden()
     page.get_by_label("Photo", exact=True).select_option("coffee.jpg")
     expect(page.get_by_test_id("stale")).to_be_visible()
-    run(page, "split", "coffee.jpg")
+    run_sample(page, "coffee.jpg")
     expect(page.get_by_test_id("stale")).to_be_hidden()
 
 
 def test_untrained_answers_are_called_noise_not_a_disagreement(page: Page, deployed_split: DeployedSplit) -> None:
     page.goto(f"/infer?split={deployed_split.split_id}")
-    result = run(page)
+    result = run_sample(page)
     assert result["weights_trained"] is False
     expect(page.get_by_test_id("agreement")).to_have_text("noise")
     expect(page.locator("#agreement-help")).to_contain_text("Untrained weights")
