@@ -168,7 +168,9 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
             "rows => rows.map(r => [r.dataset.label, r.querySelector('[data-col=predicted]').textContent])"
         )
         bits = int(page.locator('input[name="bits"]:checked').get_attribute("value") or "4")
-        assert shown == [[label, f"{predicted[f'{label}@{bits}b']:.2f}"] for label, _ in shown]
+        # two decimals as JavaScript rounds them (a tie goes up, where Python's format rounds to even)
+        for label, text in shown:
+            assert abs(float(text) - predicted[f"{label}@{bits}b"]) <= 0.005 + 1e-9, (label, text)
         # the chart marks the planner's pick when it is a split of this model
         marker = page.get_by_test_id("recommended-point")
         if answer["pick"]["mode"] == "split":
