@@ -94,10 +94,37 @@ class TensorRange(_Frozen):
         return self.channel_lo is not None
 
 
+Scheme = Literal["clip", "affine"]
+SCHEMES: tuple[Scheme, ...] = ("clip", "affine")
+Entropy = Literal["none", "zstd"]
+
+
+def _is_clip(value: object) -> bool:
+    return value == "clip"
+
+
+def _is_none_coding(value: object) -> bool:
+    return value == "none"
+
+
 class Quantization(_Frozen):
-    bits: StrictInt = Field(description="1..8 = uniform clip quantization, 16 = float16, 32 = float32")
+    """How the cut tensors travel. Defaults that older manifests lack (clip codes, no coding) are left out of the
+    JSON, so those manifests keep their ids."""
+
+    bits: StrictInt = Field(description="1..8 = uniform quantization, 16 = float16, 32 = float32")
     method: Literal["fixed", "calibrated"] = "fixed"
     ranges: list[TensorRange]
+    scheme: Scheme = Field(
+        "clip",
+        exclude_if=_is_clip,
+        description="1..8 bits: 'affine' = zero-exact codes with a zero point (wire kinds 6, 7), "
+        "'clip' = codes spread over [lo, hi] (kinds 1, 5)",
+    )
+    entropy: Entropy = Field(
+        "none",
+        exclude_if=_is_none_coding,
+        description="'zstd': the robot Zstandard-codes a tensor's packed codes whenever that is shorter",
+    )
 
     def range_of(self, tensor: str) -> TensorRange:
         for entry in self.ranges:
@@ -219,7 +246,15 @@ class Fidelity(_Frozen):
     top1_agreement: float = Field(description="share of images whose top-1 class equals the float model's, 0..1")
     cosine: float = Field(description="mean cosine similarity of the output vectors with the float model's")
     sqnr_db: float = Field(description="signal to quantization noise of the cut features, dB (capped at 200)")
-    images: int = Field(description="how many calibration images were measured")
+    images: int = Field(description="how many images were measured (held out from the fitting of the ranges)")
+    fit_images: int | None = Field(
+        None, exclude_if=_is_none, description="how many other images the ranges were fitted on"
+    )
+    coded_bytes: int | None = Field(
+        None,
+        exclude_if=_is_none,
+        description="mean payload bytes per image of the cut tensors, Zstandard-coded where that is shorter",
+    )
     task: TaskFidelity | None = Field(
         None, exclude_if=_is_none, description="detectors, segmenters, raw outputs: their answers compared"
     )

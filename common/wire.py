@@ -15,7 +15,10 @@ Version 1, all integers and floats little-endian::
     last 4       CRC32 (zlib.crc32) of every byte before it
 
 Kinds: 1 quantized (lo/hi in the header), 2 float16, 3 float32, 4 encoded image, 5 quantized per channel (the
-per-channel ranges of axis 1 are not in the frame: they come from the split's manifest; lo = hi = 0 in the header).
+per-channel ranges of axis 1 are not in the frame: they come from the split's manifest; lo = hi = 0 in the header),
+6 affine (zero-exact codes, common/affine.py: scale and zero point in the lo/hi fields), 7 affine per channel
+(scales and zero points from the manifest's ranges; lo = hi = 0). The kind byte's high bit (0x80) says the payload
+of a code kind (1, 5, 6, 7) is coded with Zstandard (common/entropy.py) and is shorter than the packed codes.
 
 Decoding checks the structure before the CRC, so that a malformed frame gets a message naming the field at
 fault, and it never reads past the buffer or allocates from header values. Payloads of a decoded frame are
@@ -32,6 +35,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+from common.affine import validate_affine
+from common.entropy import coded_size_problem
 from common.errors import InvalidArgument, InvalidFrame, PayloadTooLarge
 from common.manifest import is_hex
 from common.quantization import byte_view, packed_size, validate_range
@@ -58,16 +63,22 @@ class TensorKind(IntEnum):
     FLOAT32 = 3
     ENCODED_IMAGE = 4
     QUANTIZED_PER_CHANNEL = 5
+    AFFINE = 6
+    AFFINE_PER_CHANNEL = 7
 
 
+CODED = 0x80  # on the kind byte: the payload is the Zstandard coding of the packed codes
 _KIND_BITS: dict[TensorKind, tuple[int, ...]] = {
     TensorKind.QUANTIZED: (1, 2, 3, 4, 5, 6, 7, 8),
     TensorKind.FLOAT16: (16,),
     TensorKind.FLOAT32: (32,),
     TensorKind.ENCODED_IMAGE: (8,),
     TensorKind.QUANTIZED_PER_CHANNEL: (1, 2, 3, 4, 5, 6, 7, 8),
+    TensorKind.AFFINE: (1, 2, 3, 4, 5, 6, 7, 8),
+    TensorKind.AFFINE_PER_CHANNEL: (1, 2, 3, 4, 5, 6, 7, 8),
 }
-_QUANTIZED_KINDS = (TensorKind.QUANTIZED, TensorKind.QUANTIZED_PER_CHANNEL)
+CODE_KINDS = (TensorKind.QUANTIZED, TensorKind.QUANTIZED_PER_CHANNEL, TensorKind.AFFINE, TensorKind.AFFINE_PER_CHANNEL)
+PER_CHANNEL_KINDS = (TensorKind.QUANTIZED_PER_CHANNEL, TensorKind.AFFINE_PER_CHANNEL)
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,8 @@ class TensorRecord:
     lo: float
     hi: float
     shape: tuple[int, ...]
-    payload: bytes | memoryview
+    payload: bytes | memoryview  # the packed codes, or their Zstandard coding when ``coded``
+    coded: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,7 @@ def encode_frame(split_id: str, tensors: Sequence[TensorRecord], request_id: str
     for r, name in zip(tensors, names, strict=True):
         payload_len = memoryview(r.payload).nbytes
         parts.append(
-            _TENSOR.pack(int(r.kind), r.bits, len(r.shape), len(name), r.lo, r.hi)
+            _TENSOR.pack(int(r.kind) | (CODED if r.coded else 0), r.bits, len(r.shape), len(name), r.lo, r.hi)
             + struct.pack(f"<{len(r.shape)}I", *r.shape)
             + _PAYLOAD_LEN.pack(payload_len)
             + name
@@ -146,14 +158,17 @@ def decode_frame(data: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_
 
     end = size - CRC_BYTES
     off = FIXED_HEADER_BYTES
-    headers: list[tuple[str, TensorKind, int, float, float, tuple[int, ...], int]] = []
+    headers: list[tuple[str, TensorKind, bool, int, float, float, tuple[int, ...], int]] = []
     for i in range(count):
         _need(off, _TENSOR.size, end, f"tensor {i} header")
         kind_raw, bits, ndim, name_len, lo, hi = _TENSOR.unpack_from(mv, off)
         off += _TENSOR.size
-        kind = _kind(kind_raw)
+        coded = bool(kind_raw & CODED)
+        kind = _kind(kind_raw & ~CODED)
         if isinstance(kind, str):
             raise InvalidFrame(f"tensor {i}: {kind}")
+        if coded and kind not in CODE_KINDS:
+            raise InvalidFrame(f"tensor {i}: only code kinds (1, 5, 6, 7) can be coded, got kind {int(kind)} coded")
         _refuse(_bits_problem(kind, bits), i)
         _refuse(_ndim_problem(kind, ndim), i)
         _need(off, 4 * ndim + _PAYLOAD_LEN.size + name_len, end, f"tensor {i} dims, payload length and name")
@@ -164,20 +179,23 @@ def decode_frame(data: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_
         name_raw = bytes(mv[off : off + name_len])
         off += name_len
         _refuse(_dims_problem(shape), i)
-        _refuse(_range_problem(kind, lo, hi), i)
-        _refuse(_payload_problem(kind, bits, shape, payload_len), i)
+        _refuse(_range_problem(kind, bits, lo, hi), i)
+        _refuse(_payload_problem(kind, bits, shape, payload_len, coded), i)
         try:
             name = name_raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise InvalidFrame(f"tensor {i}: name is not valid utf-8 ({e.reason} at byte {e.start})") from None
-        headers.append((name, kind, bits, lo, hi, shape, payload_len))
+        headers.append((name, kind, coded, bits, lo, hi, shape, payload_len))
     _refuse_duplicates([h[0] for h in headers], InvalidFrame)
 
     records = []
-    for i, (name, kind, bits, lo, hi, shape, payload_len) in enumerate(headers):
+    for i, (name, kind, coded, bits, lo, hi, shape, payload_len) in enumerate(headers):
         if payload_len > end - off:
             raise InvalidFrame(f"frame truncated: tensor {i} payload needs {payload_len} bytes, {end - off} remain")
-        records.append(TensorRecord(name, kind, bits, lo, hi, shape, mv[off : off + payload_len]))
+        payload = mv[off : off + payload_len]
+        if coded:
+            _refuse(coded_size_problem(payload, packed_size(math.prod(shape), bits)), i)
+        records.append(TensorRecord(name, kind, bits, lo, hi, shape, payload, coded))
         off += payload_len
     if off != end:
         raise InvalidFrame(f"frame has {end - off} trailing bytes between the last payload and the CRC")
@@ -199,6 +217,8 @@ def validate_record(r: object, i: int) -> bytes:
     kind = _kind(r.kind)
     if isinstance(kind, str):
         raise InvalidArgument(f"tensor {i} ({r.name!r}): {kind}")
+    if r.coded and kind not in CODE_KINDS:
+        raise InvalidArgument(f"tensor {i} ({r.name!r}): only code kinds (1, 5, 6, 7) can be coded")
     if not isinstance(r.name, str):
         raise InvalidArgument(f"tensor {i}: name must be a str, got {type(r.name).__name__}")
     try:
@@ -216,8 +236,9 @@ def validate_record(r: object, i: int) -> bytes:
         _bits_problem(kind, r.bits),
         _ndim_problem(kind, len(shape)),
         _dims_problem(shape),
-        _range_problem(kind, r.lo, r.hi),
-        _payload_problem(kind, r.bits, shape, memoryview(r.payload).nbytes),
+        _range_problem(kind, r.bits, r.lo, r.hi),
+        _payload_problem(kind, r.bits, shape, memoryview(r.payload).nbytes, r.coded),
+        coded_size_problem(r.payload, packed_size(math.prod(shape), r.bits)) if r.coded else None,
     ):
         if problem is not None:
             raise InvalidArgument(f"tensor {i} ({r.name!r}): {problem}")
@@ -228,21 +249,24 @@ def _kind(raw: object) -> TensorKind | str:
     try:
         return TensorKind(raw)  # type: ignore[arg-type]  # anything TensorKind() refuses is reported below
     except (ValueError, TypeError):
-        return f"unknown kind {raw!r} (1 quantized, 2 float16, 3 float32, 4 encoded image, 5 quantized per channel)"
+        return (
+            f"unknown kind {raw!r} (1 quantized, 2 float16, 3 float32, 4 encoded image, 5 quantized per channel, "
+            "6 affine, 7 affine per channel)"
+        )
 
 
 def _bits_problem(kind: TensorKind, bits: int) -> str | None:
     allowed = _KIND_BITS[kind]
     if bits in allowed:
         return None
-    want = "1..8" if kind in _QUANTIZED_KINDS else str(allowed[0])
+    want = "1..8" if kind in CODE_KINDS else str(allowed[0])
     return f"bits {bits} not valid for kind {kind.name.lower()} (must be {want})"
 
 
 def _ndim_problem(kind: TensorKind, ndim: int) -> str | None:
     if kind is TensorKind.ENCODED_IMAGE and ndim != 1:
         return f"an encoded image has ndim 1 (its byte length), got {ndim}"
-    if kind is TensorKind.QUANTIZED_PER_CHANNEL and ndim < 2:
+    if kind in PER_CHANNEL_KINDS and ndim < 2:
         return f"a per-channel quantized tensor needs ndim >= 2 (channels on axis 1), got {ndim}"
     if not 1 <= ndim <= MAX_NDIM:
         return f"ndim {ndim} out of range 1..{MAX_NDIM}"
@@ -256,7 +280,7 @@ def _dims_problem(shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def _range_problem(kind: TensorKind, lo: float, hi: float) -> str | None:
+def _range_problem(kind: TensorKind, bits: int, lo: float, hi: float) -> str | None:
     if kind is TensorKind.QUANTIZED:
         try:
             validate_range(lo, hi)
@@ -265,7 +289,9 @@ def _range_problem(kind: TensorKind, lo: float, hi: float) -> str | None:
         return None
     if kind is TensorKind.ENCODED_IMAGE:
         return None if lo == 0 and hi == 0 else f"an encoded image has lo = hi = 0, got lo={lo!r}, hi={hi!r}"
-    if kind is TensorKind.QUANTIZED_PER_CHANNEL:
+    if kind is TensorKind.AFFINE:
+        return validate_affine(lo, hi, bits) if bits in _KIND_BITS[kind] else None
+    if kind in PER_CHANNEL_KINDS:
         if lo == 0 and hi == 0:
             return None
         return f"a per-channel quantized tensor has lo = hi = 0 (ranges are in the manifest), got lo={lo!r}, hi={hi!r}"
@@ -274,14 +300,18 @@ def _range_problem(kind: TensorKind, lo: float, hi: float) -> str | None:
     return None
 
 
-def _payload_problem(kind: TensorKind, bits: int, shape: tuple[int, ...], payload_len: int) -> str | None:
+def _payload_problem(
+    kind: TensorKind, bits: int, shape: tuple[int, ...], payload_len: int, coded: bool = False
+) -> str | None:
     if kind is TensorKind.ENCODED_IMAGE:
         need = shape[0]
         if payload_len != need:
             return f"payload length {payload_len} does not match the image byte length {need} in dims"
         return None
     need = packed_size(math.prod(shape), bits)
-    if payload_len != need:
+    if coded and payload_len >= need:
+        return f"a coded payload must be shorter than the {need} bytes of packed codes it replaces, got {payload_len}"
+    if not coded and payload_len != need:
         return f"payload length {payload_len} does not match shape {shape} at {bits} bits ({need} bytes)"
     return None
 
@@ -313,12 +343,15 @@ def float32(v: float) -> float:
 
 
 __all__ = [
+    "CODED",
+    "CODE_KINDS",
     "CRC_BYTES",
     "DEFAULT_MAX_FRAME_BYTES",
     "FIXED_HEADER_BYTES",
     "MAGIC",
     "MAX_NDIM",
     "MAX_TENSORS",
+    "PER_CHANNEL_KINDS",
     "VERSION",
     "Frame",
     "TensorKind",

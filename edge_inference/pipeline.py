@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.affine import affine_params
 from common.deployments import Deployment, DeploymentSet
 from common.errors import FrameMismatch, NotDeployed, PayloadTooLarge
 from common.imaging import decode_image, preprocess, release
@@ -131,17 +132,30 @@ def _matching_records(manifest: SplitManifest, frame: Frame) -> list[TensorRecor
 
 
 def _check_range(manifest: SplitManifest, record: TensorRecord) -> None:
-    expected = manifest.quantization.range_of(record.name)
-    # Per-channel ranges travel in the manifest only: such a tensor must arrive as kind 5, any other as kind 1.
-    want = TensorKind.QUANTIZED_PER_CHANNEL if expected.channel_lo is not None else TensorKind.QUANTIZED
+    quantization = manifest.quantization
+    expected = quantization.range_of(record.name)
+    # Per-channel ranges travel in the manifest only: such a tensor must arrive as a per-channel kind.
+    per_channel = expected.channel_lo is not None
+    if quantization.scheme == "affine":
+        want = TensorKind.AFFINE_PER_CHANNEL if per_channel else TensorKind.AFFINE
+    else:
+        want = TensorKind.QUANTIZED_PER_CHANNEL if per_channel else TensorKind.QUANTIZED
     if record.kind is not want:
         raise FrameMismatch(
             f"tensor {record.name!r} arrives as {record.kind.name.lower()} (kind {int(record.kind)}), the split "
             f"quantizes it as {want.name.lower()} (kind {int(want)})"
         )
-    if want is TensorKind.QUANTIZED_PER_CHANNEL:
+    if per_channel:
         return
     # The frame carries float32; the manifest's values are compared at that precision.
+    if want is TensorKind.AFFINE:
+        scale, zero_point = affine_params(expected.lo, expected.hi, quantization.bits)
+        if np.float32(record.lo) != np.float32(scale) or record.hi != zero_point:
+            raise FrameMismatch(
+                f"tensor {record.name!r} arrives with scale {record.lo} and zero point {record.hi}, the split's "
+                f"range [{expected.lo}, {expected.hi}] at {quantization.bits} bits gives {scale} and {zero_point}"
+            )
+        return
     if np.float32(record.lo) != np.float32(expected.lo) or np.float32(record.hi) != np.float32(expected.hi):
         raise FrameMismatch(
             f"tensor {record.name!r} is quantized on [{record.lo}, {record.hi}], "

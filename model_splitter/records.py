@@ -8,7 +8,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator, model_validator
 
-from common.manifest import Fidelity, Postprocessing, Preprocessing, TaskFidelity, TensorRange, TensorSpec
+from common.manifest import (
+    Entropy,
+    Fidelity,
+    Postprocessing,
+    Preprocessing,
+    Scheme,
+    TaskFidelity,
+    TensorRange,
+    TensorSpec,
+)
 from common.quantization import FLOAT32_MAX, SUPPORTED_BITS
 
 
@@ -103,11 +112,19 @@ class SplitRequest(BaseModel):
     bits: StrictInt = Field(
         4, description="1..8 quantized, 16 float16, 32 float32", json_schema_extra={"enum": list(SUPPORTED_BITS)}
     )
-    clip: tuple[ClipBound, ClipBound] | Literal["calibrated"] | None = Field(
+    clip: tuple[ClipBound, ClipBound] | Literal["calibrated", "graph"] | None = Field(
         None,
-        description='[lo, hi]; "calibrated" for the ranges of POST /api/models/{id}/calibrate; '
-        "default: the bounds the graph proves (ReLU6 [0, 6], Sigmoid [0, 1], ReLU [0, ...)), 32 where it proves none",
+        description='[lo, hi]; "calibrated" for the ranges of POST /api/models/{id}/calibrate; "graph" for the '
+        "bounds the graph proves (ReLU6 [0, 6], Sigmoid [0, 1], ReLU [0, ...)), 32 where it proves none; default at "
+        "1..8 bits: the model's calibration when it covers the point and bits, else calibrated now on the bundled "
+        "photos (fidelity on held-out ones)",
     )
+    scheme: Scheme | None = Field(
+        None,
+        description="1..8 bits: 'affine' zero-exact codes or 'clip' codes; default: the scheme the calibration used "
+        "when the ranges come from it, else affine",
+    )
+    entropy: Entropy = Field("zstd", description="'zstd': Zstandard-code the packed codes when shorter; 'none'")
 
     @field_validator("clip")
     @classmethod
@@ -132,10 +149,17 @@ class BitsCalibration(BaseModel):
     cosine: float
     sqnr_db: float
     task: TaskFidelity | None = Field(None, description="detectors, segmenters, raw outputs: their answers compared")
+    coded_bytes: int | None = Field(None, description="mean Zstandard-coded payload bytes per held-out image")
 
-    def fidelity(self, images: int) -> Fidelity:
+    def fidelity(self, images: int, fit_images: int | None = None) -> Fidelity:
         return Fidelity(
-            top1_agreement=self.top1_agreement, cosine=self.cosine, sqnr_db=self.sqnr_db, images=images, task=self.task
+            top1_agreement=self.top1_agreement,
+            cosine=self.cosine,
+            sqnr_db=self.sqnr_db,
+            images=images,
+            fit_images=fit_images,
+            coded_bytes=self.coded_bytes,
+            task=self.task,
         )
 
 
@@ -153,7 +177,9 @@ class CalibrationResult(BaseModel):
     method: Literal["fixed", "percentile", "mse", "aciq"]
     per_channel: bool
     bits: list[int]
-    images: int = Field(description="calibration inputs measured")
+    images: int = Field(description="held-out inputs the fidelity was measured on")
+    fit_images: int | None = Field(None, description="other inputs the ranges were fitted on")
+    scheme: Scheme = Field("clip", description="the code scheme the ranges were measured with")
     image_source: Literal["uploaded", "bundled"]
     created_at: str
     seconds: float = Field(description="wall time of the calibration and fidelity runs")

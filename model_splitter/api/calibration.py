@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from common.errors import InvalidArgument, NotFound
+from common.manifest import Scheme
 from common.service_api import read_upload
 from model_splitter.context import SplitterContext
 from model_splitter.records import CalibrationResult
@@ -47,11 +48,14 @@ def calibration_router(context: SplitterContext) -> APIRouter:
     async def calibrate(
         model_id: str,
         images: list[UploadFile] | None = File(
-            None, description=f"calibration images (up to {MAX_CALIBRATION_IMAGES}); default: 16 bundled inputs"
+            None,
+            description=f"calibration images (up to {MAX_CALIBRATION_IMAGES}); every other one is held out; "
+            "default: 16 bundled inputs fit the ranges, 32 others measure them",
         ),
         method: str = Form(DEFAULT_METHOD, description="fixed, percentile, mse (default) or aciq"),
         per_channel: bool = Form(False, description="one range per channel (axis 1); not with fixed"),
         bits: list[str] | None = Form(None, description="bit widths, e.g. 2,4,8 (the default)"),
+        scheme: Scheme = Form("affine", description="affine (zero-exact codes, the default) or clip"),
     ) -> CalibrationResult:
         registry.get_model(model_id)
         files = [image for image in images or [] if image.filename]
@@ -59,7 +63,7 @@ def calibration_router(context: SplitterContext) -> APIRouter:
             raise InvalidArgument(f"at most {MAX_CALIBRATION_IMAGES} calibration images, got {len(files)}")
         uploads = [await read_upload(image, settings.max_image_bytes, "calibration image") for image in files]
         return await run_in_threadpool(
-            calibrate_model, registry, model_id, uploads or None, method, per_channel, parse_bits(bits)
+            calibrate_model, registry, model_id, uploads or None, method, per_channel, parse_bits(bits), scheme
         )
 
     @router.get("/models/{model_id}/calibration", summary="The model's stored calibration")

@@ -74,6 +74,11 @@ class FidelityLike(Protocol):
     @property
     def cosine(self) -> float: ...
 
+    @property
+    def coded_bytes(self) -> int | None:
+        """Mean payload per image after Zstandard coding, where calibration measured it."""
+        ...
+
 
 @dataclass(frozen=True)
 class SideProfile:
@@ -303,6 +308,9 @@ def estimate_plans(inputs: PlannerInputs, bandwidth_mbps: float, rtt_ms: float) 
         frame_extra = frame_overhead([(candidate.tensor, len(candidate.shape))])
         for bits in inputs.bits:
             payload = candidate.wire_bytes.get(bits, math.ceil(candidate.elements * bits / 8))
+            measured = inputs.fidelity.get((candidate.label, bits)) if inputs.fidelity is not None else None
+            if measured is not None and measured.coded_bytes is not None:
+                payload = min(payload, measured.coded_bytes)  # what the robot sends: coded where that is shorter
             sent = payload + frame_extra
             encode = robot.encode_ns_per_element.get(bits, 0.0) * candidate.elements / 1e6
             decode = edge.decode_ns_per_element.get(bits, 0.0) * candidate.elements / 1e6

@@ -1,9 +1,7 @@
 """Calibration: clip ranges for the cut tensors, estimated from the activations of real images.
 
-Images. Uploaded images, or the bundled photos ``model_splitter/data/samples/*.jpg`` (4 photos). Four photos are
-too few to estimate tails from, so each bundled photo also gives three deterministic variants: mirrored left to
-right, a centre crop and a corner crop (the central / one corner's 60 % of each side, the corner turning with the
-photo's index), 16 inputs in all. Every input goes through the model's own preprocessing (resize, crop, normalise).
+Images: a fitting set for the ranges and a held-out set for the fidelity, never sharing an input
+(``quantize.images``).
 
 Activations. One ONNX Runtime session of the full model, with every cut tensor of every split point added as an
 extra graph output, so one pass over the images yields every split point's activations and the float model's
@@ -33,18 +31,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import onnx
 import onnxruntime as ort
-from PIL import Image, ImageOps
 
 from common.errors import InvalidArgument
-from common.imaging import decode_image, preprocess
-from common.manifest import Preprocessing, TensorRange
+from common.manifest import TensorRange
 from common.quantization import QUANTIZED_BITS, SUPPORTED_BITS
 from model_splitter.graph.inputs import real_inputs
 from model_splitter.quantize.range_estimators import (
@@ -61,48 +56,10 @@ Method = Literal["fixed", "percentile", "mse", "aciq"]
 METHODS: tuple[Method, ...] = ("fixed", "percentile", "mse", "aciq")
 DEFAULT_METHOD: Method = "mse"
 
-MAX_CALIBRATION_IMAGES = 64
-CROP_SHARE = 0.6
 ACTIVATION_BUDGET_BYTES = 1 << 30
 RUN_BATCH = 16
 
 F32 = npt.NDArray[np.float32]
-
-
-# --- images ------------------------------------------------------------------------------------------------------
-
-
-def bundled_images(photos: Sequence[Path]) -> list[tuple[str, Image.Image]]:
-    """The bundled photos and their mirrored, centre-cropped and corner-cropped variants (16 from 4 photos)."""
-    out: list[tuple[str, Image.Image]] = []
-    for number, path in enumerate(photos):
-        with Image.open(path) as opened:
-            photo = ImageOps.exif_transpose(opened).convert("RGB")
-        width, height = photo.size
-        w, h = round(width * CROP_SHARE), round(height * CROP_SHARE)
-        left, top = (width - w) // 2, (height - h) // 2
-        corner_left = 0 if number % 2 == 0 else width - w
-        corner_top = 0 if number % 4 < 2 else height - h
-        out += [
-            (path.stem, photo),
-            (f"{path.stem}-mirrored", ImageOps.mirror(photo)),
-            (f"{path.stem}-centre", photo.crop((left, top, left + w, top + h))),
-            (f"{path.stem}-corner", photo.crop((corner_left, corner_top, corner_left + w, corner_top + h))),
-        ]
-    return out
-
-
-def calibration_batch(uploads: Sequence[bytes] | None, spec: Preprocessing, photos: Sequence[Path] = ()) -> F32:
-    """The calibration inputs as one float32 batch (N, C, H, W): the uploaded images, or the bundled ``photos``."""
-    if uploads:
-        if len(uploads) > MAX_CALIBRATION_IMAGES:
-            raise InvalidArgument(f"at most {MAX_CALIBRATION_IMAGES} calibration images, got {len(uploads)}")
-        images = [decode_image(data, spec.color) for data in uploads]
-    else:
-        images = [image.convert(spec.color) for _, image in bundled_images(photos)]
-    if not images:
-        raise InvalidArgument("no calibration images: upload some in the field 'images'")
-    return np.concatenate([preprocess(image, spec) for image in images]).astype(np.float32, copy=False)
 
 
 # --- activations -------------------------------------------------------------------------------------------------

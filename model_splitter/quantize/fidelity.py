@@ -1,6 +1,7 @@
 """Fidelity of a split: how close head -> quantize -> dequantize -> tail stays to the unsplit float model.
 
-Three numbers on the calibration images (``common.manifest.Fidelity``):
+Three numbers on the held-out images (``common.manifest.Fidelity``; the ranges were fitted on other images,
+``quantize.images``):
 
 * ``top1_agreement``: the share of images whose top-1 class (argmax of the first output) is the float model's;
 * ``cosine``: the mean, over images, of the cosine similarity between the split's and the float model's output
@@ -8,14 +9,16 @@ Three numbers on the calibration images (``common.manifest.Fidelity``):
 * ``sqnr_db``: the cut features' signal to quantization noise ratio, 10 log10(sum x^2 / sum (x - x_hat)^2) over all
   images and all cut tensors, capped at ``SQNR_CAP_DB`` (no noise at all, as at 32 bits).
 
-Quantization here is the wire's own arithmetic (``common.quantization``), so the numbers are those robot and edge
-will produce. ``measure_fidelity`` checks one cut from scratch; ``fidelity_table`` does every split point and bit
-width of a model at once: one pass of the full model yields the float outputs and every cut tensor's activations
-(``calibration.collect_activations``), the ranges are estimated from those activations, and for each split point
-only its tail runs, on the dequantized activations of every bit width in one batch. At 32 bits the tail receives
-the head's tensor bit for bit, so its output is the float model's up to the head/tail difference every split is
-verified against (``verification.check_head_tail``); the table reuses the float outputs there instead of
-running the tail.
+Quantization here is the wire's own records (``common.tensor_records``: the scheme, the ranges, the packing), so the
+numbers are those robot and edge will produce; the table also measures what Zstandard coding makes of each held-out
+image's codes (``coded_bytes``, the mean payload a frame carries). ``measure_fidelity`` checks one cut from
+scratch; ``fidelity_table`` does every split point and bit width of a model at once: one pass of the full model over
+the fitting and held-out images yields the float outputs and every cut tensor's activations
+(``calibration.collect_activations``), the ranges are estimated from the fitting set's, and for each split point
+only its tail runs, on the held-out set's dequantized activations of every bit width in one batch. At 32 bits the
+tail receives the head's tensor bit for bit, so its output is the float model's up to the head/tail difference
+every split is verified against (``verification.check_head_tail``); the table reuses the float outputs there
+instead of running the tail.
 """
 
 from __future__ import annotations
@@ -30,16 +33,10 @@ import onnx
 import onnxruntime as ort
 
 from common.errors import InvalidArgument
-from common.manifest import Fidelity, TaskFidelity, TensorRange
+from common.manifest import Fidelity, Scheme, TaskFidelity, TensorRange
 from common.postprocess import OutputLayout
-from common.quantization import (
-    QUANTIZED_BITS,
-    dequantize,
-    dequantize_per_channel,
-    quantize,
-    quantize_per_channel,
-    validate_bits,
-)
+from common.quantization import QUANTIZED_BITS, validate_bits
+from common.tensor_records import coded_record, decode_record, feature_record
 from model_splitter.graph.cutting import cut_model, tensor_value_infos
 from model_splitter.quantize.calibration import (
     DEFAULT_METHOD,
@@ -51,6 +48,7 @@ from model_splitter.quantize.calibration import (
     estimate_ranges,
     run_batched,
 )
+from model_splitter.quantize.images import CalibrationImages
 from model_splitter.quantize.task_fidelity import per_image, task_fidelity
 from model_splitter.records import ModelRecord, Progress, no_progress
 
@@ -74,21 +72,26 @@ class PointFidelity:
     by_bits: dict[int, BitsFidelity]
 
 
-def roundtrip(x: np.ndarray, bits: int, clip: TensorRange | None) -> F32:
-    """What the edge feeds the tail when the robot sends ``x`` at ``bits`` with ``clip``."""
+def roundtrip(x: np.ndarray, bits: int, clip: TensorRange | None, scheme: Scheme = "affine") -> F32:
+    """What the edge feeds the tail when the robot sends ``x`` at ``bits`` with ``clip`` in ``scheme``."""
     b = validate_bits(bits)
     array = np.ascontiguousarray(x, dtype=np.float32)
     if b == 32:
         return array
-    if b == 16:
-        with np.errstate(over="ignore"):
-            return array.astype(np.float16).astype(np.float32)
-    if clip is None:
+    if b <= 8 and clip is None:
         raise InvalidArgument(f"quantizing at {b} bits needs a clip range")
-    if clip.channel_lo is not None and clip.channel_hi is not None:
-        codes = quantize_per_channel(array, b, clip.channel_lo, clip.channel_hi)
-        return dequantize_per_channel(codes, b, clip.channel_lo, clip.channel_hi, array.shape)
-    return dequantize(quantize(array, b, clip.lo, clip.hi), b, clip.lo, clip.hi, array.shape)
+    record = feature_record("t", array, b, clip or TensorRange(name="t", lo=-1.0, hi=1.0), scheme)
+    ranges = (clip.channel_lo, clip.channel_hi) if clip is not None and clip.channel_lo and clip.channel_hi else None
+    return decode_record(record, ranges)
+
+
+def coded_bytes(x: np.ndarray, bits: int, clip: TensorRange, scheme: Scheme) -> int:
+    """The total payload of ``x``'s images (axis 0) sent one frame each, each Zstandard-coded when that is shorter."""
+    total = 0
+    for row in np.ascontiguousarray(x, dtype=np.float32):
+        record = coded_record(feature_record("t", row[None], bits, clip, scheme))
+        total += memoryview(record.payload).nbytes
+    return total
 
 
 def stack_images(images: Sequence[np.ndarray] | np.ndarray) -> F32:
@@ -185,6 +188,7 @@ def measure_fidelity(
     bits: int,
     ranges: list[TensorRange],
     images: Sequence[np.ndarray] | np.ndarray,
+    scheme: Scheme = "affine",
 ) -> Fidelity:
     """Run head -> quantize -> dequantize -> tail and the full model on ``images`` (preprocessed, each (1, C, H, W))
     and compare; ``ranges`` names one range per cut tensor (ignored at 16 and 32 bits)."""
@@ -201,7 +205,7 @@ def measure_fidelity(
     signal = noise = 0.0
     restored: dict[str, F32] = {}
     for name, value in zip((out.name for out in head_session.get_outputs()), cut, strict=True):
-        restored[name] = roundtrip(value, bits, by_name.get(name))
+        restored[name] = roundtrip(value, bits, by_name.get(name), scheme)
         s, n = _noise(value, restored[name])
         signal, noise = signal + s, noise + n
     outputs = run_batched(cpu_session(tail), restored)[0]
@@ -212,27 +216,36 @@ def measure_fidelity(
 def fidelity_table(
     model: onnx.ModelProto,
     record: ModelRecord,
-    images: Sequence[np.ndarray] | np.ndarray,
+    images: CalibrationImages,
     bits_list: Sequence[int] = DEFAULT_BITS,
     method: Method = DEFAULT_METHOD,
     per_channel: bool = False,
+    scheme: Scheme = "affine",
+    labels: Sequence[str] | None = None,
     progress: Progress = no_progress,
 ) -> list[PointFidelity]:
-    """Calibrated ranges and fidelity for every (floating-point) split point of ``record`` and every bit width."""
+    """Ranges fitted on ``images.fit`` and fidelity measured on ``images.held_out``, for every (floating-point)
+    split point of ``record`` (or those named in ``labels``) and every bit width."""
     bits_sorted = check_bits(bits_list)
     check_method(method, per_channel)
-    batch = stack_images(images)
-    points = [point for point in record.split_points if point.dtype == "float32"]
+    fit, held_out = stack_images(images.fit), stack_images(images.held_out)
+    points = [
+        point for point in record.split_points if point.dtype == "float32" and (labels is None or point.label in labels)
+    ]
     tensors = list(dict.fromkeys(name for point in points for name in point.tensors))
     progress("collecting activations")
-    outputs, activations = collect_activations(model, tensors, batch)
-    reference = outputs[0]
-    answers_of = _TaskAnswers(model, record, batch, outputs)
+    outputs, activations = collect_activations(model, tensors, np.concatenate([fit, held_out]))
+    fitted = len(fit)
+    reference = outputs[0][fitted:]
+    answers_of = _TaskAnswers(model, record, held_out, [out[fitted:] for out in outputs])
     progress("estimating ranges")
     ranges = {
-        name: estimate_ranges(model, name, activations[name], bits_sorted, method, per_channel) for name in tensors
+        name: estimate_ranges(model, name, activations[name][:fitted], bits_sorted, method, per_channel)
+        for name in tensors
     }
-    count = len(batch)
+    measured = {name: activations[name][fitted:] for name in tensors}
+    del activations
+    count = len(held_out)
     run_bits = [bits for bits in bits_sorted if bits != 32]
     value_infos = tensor_value_infos(model) if run_bits else {}
     table: list[PointFidelity] = []
@@ -240,14 +253,18 @@ def fidelity_table(
         progress(f"measuring {point.label} ({number + 1}/{len(points)})")
         feeds: dict[str, list[F32]] = {name: [] for name in point.tensors}
         noise = {bits: (0.0, 0.0) for bits in bits_sorted}
+        coded: dict[int, int] = {}
         for bits in run_bits:
             signal_sum, noise_sum = 0.0, 0.0
             for name in point.tensors:
-                restored = roundtrip(activations[name], bits, ranges[name][bits])
-                s, n = _noise(activations[name], restored)
+                restored = roundtrip(measured[name], bits, ranges[name][bits], scheme)
+                s, n = _noise(measured[name], restored)
                 signal_sum, noise_sum = signal_sum + s, noise_sum + n
                 feeds[name].append(restored)
             noise[bits] = (signal_sum, noise_sum)
+            if bits in QUANTIZED_BITS:
+                total = sum(coded_bytes(measured[name], bits, ranges[name][bits], scheme) for name in point.tensors)
+                coded[bits] = round(total / count)
         split_outputs: np.ndarray | None = None
         task_by_bits: dict[int, TaskFidelity | None] = {}
         if run_bits:
@@ -267,7 +284,13 @@ def fidelity_table(
                 top1, cosine = output_agreement(reference, split_outputs[at : at + count])
                 sqnr = sqnr_db(*noise[bits])
             fidelity = Fidelity(
-                top1_agreement=top1, cosine=cosine, sqnr_db=sqnr, images=count, task=task_by_bits.get(bits)
+                top1_agreement=top1,
+                cosine=cosine,
+                sqnr_db=sqnr,
+                images=count,
+                fit_images=fitted,
+                coded_bytes=coded.get(bits),
+                task=task_by_bits.get(bits),
             )
             by_bits[bits] = BitsFidelity(
                 bits=bits, ranges=[ranges[name][bits] for name in point.tensors], fidelity=fidelity

@@ -8,11 +8,12 @@ from datetime import datetime, timezone
 
 import onnx
 
-from common.manifest import Fidelity
+from common.manifest import Fidelity, Scheme
 from model_splitter.quantize.calibration import DEFAULT_METHOD as DEFAULT_METHOD
-from model_splitter.quantize.calibration import MAX_CALIBRATION_IMAGES as MAX_CALIBRATION_IMAGES
-from model_splitter.quantize.calibration import calibration_batch, check_bits, check_method
+from model_splitter.quantize.calibration import check_bits, check_method
 from model_splitter.quantize.fidelity import fidelity_table
+from model_splitter.quantize.images import MAX_CALIBRATION_IMAGES as MAX_CALIBRATION_IMAGES
+from model_splitter.quantize.images import calibration_sets
 from model_splitter.records import BitsCalibration, CalibrationResult, PointCalibration, Progress, no_progress
 from model_splitter.store.registry import Registry
 from model_splitter.store.samples import calibration_photos
@@ -27,18 +28,20 @@ def calibrate_model(
     method: str = DEFAULT_METHOD,
     per_channel: bool = False,
     bits: Sequence[int] = DEFAULT_CALIBRATION_BITS,
+    scheme: Scheme = "affine",
     progress: Progress = no_progress,
 ) -> CalibrationResult:
-    """Estimate the clip ranges of every split point at every bit width from the uploaded images (or the bundled
-    set), measure the fidelity of each, store the result as the model's calibration and return it."""
+    """Estimate the clip ranges of every split point at every bit width from half the uploaded images (or the
+    bundled fitting set), measure the fidelity of each on the other half (the bundled held-out set), store the
+    result as the model's calibration and return it."""
     known = check_method(method, per_channel)
     bits_list = check_bits(bits)
     record = registry.get_model(model_id)
     started = time.perf_counter()
     progress("preparing images")
-    batch = calibration_batch(uploads, record.preprocessing, calibration_photos())
+    images = calibration_sets(uploads, record.preprocessing, calibration_photos())
     model = onnx.load(str(registry.model_onnx_path(model_id)))
-    table = fidelity_table(model, record, batch, bits_list, known, per_channel, progress)
+    table = fidelity_table(model, record, images, bits_list, known, per_channel, scheme, progress=progress)
     points: dict[str, PointCalibration] = {}
     for row in table:
         entries: dict[int, BitsCalibration] = {}
@@ -54,6 +57,7 @@ def calibrate_model(
                 cosine=measured.fidelity.cosine,
                 sqnr_db=measured.fidelity.sqnr_db,
                 task=measured.fidelity.task,
+                coded_bytes=measured.fidelity.coded_bytes,
             )
         points[row.label] = PointCalibration(tensors=row.tensors, bits=entries)
     result = CalibrationResult(
@@ -61,8 +65,10 @@ def calibrate_model(
         method=known,
         per_channel=per_channel,
         bits=bits_list,
-        images=len(batch),
-        image_source="uploaded" if uploads else "bundled",
+        images=len(images.held_out),
+        fit_images=len(images.fit),
+        scheme=scheme,
+        image_source=images.source,
         created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         seconds=round(time.perf_counter() - started, 3),
         points=points,
@@ -77,7 +83,7 @@ def load_fidelity(registry: Registry, model_id: str) -> dict[tuple[str, int], Fi
     if result is None:
         return None
     return {
-        (label, bits): entry.fidelity(result.images)
+        (label, bits): entry.fidelity(result.images, result.fit_images)
         for label, point in result.points.items()
         for bits, entry in point.bits.items()
     }

@@ -1,8 +1,11 @@
 """Creating a split: cut the registered graph, verify head then tail equals the whole, write the bundle.
 
-The one place that makes manifests. A split point may send one tensor or two (a pair cut, ``point.tensors``); the
-clip ranges are the request's ``[lo, hi]``, the fixed defaults, or (``"clip": "calibrated"``) the ranges stored by
-``POST /api/models/{id}/calibrate`` for that point and bit width, with the fidelity measured there.
+The one place that makes manifests. A split point may send one tensor or two (a pair cut, ``point.tensors``). The
+clip ranges at 1..8 bits are, by default, calibrated: the model's stored calibration (``POST
+/api/models/{id}/calibrate``) when it covers the point and bit width, else a calibration of this point alone, made
+now on the bundled photos, with its fidelity measured on the held-out ones; ``"clip": "calibrated"`` insists on the
+stored one, ``"clip": "graph"`` takes the bounds the graph proves, ``[lo, hi]`` is taken as given. New splits use
+zero-exact affine codes and Zstandard coding of the codes unless the request says otherwise.
 """
 
 from __future__ import annotations
@@ -17,20 +20,25 @@ from common.manifest import (
     MAX_TENSOR_NAME_BYTES,
     Fidelity,
     Quantization,
+    Scheme,
     SplitManifest,
     TensorRange,
     TensorSpec,
     Verification,
     sha256_hex,
 )
-from common.quantization import SUPPORTED_BITS, validate_range
+from common.quantization import QUANTIZED_BITS, SUPPORTED_BITS, validate_range
 from model_splitter.graph.cutting import cut_model
 from model_splitter.graph.inputs import real_inputs
 from model_splitter.graph.labels import label_tensors
 from model_splitter.graph.verification import check_head_tail
+from model_splitter.quantize.calibration import DEFAULT_METHOD
 from model_splitter.quantize.default_ranges import default_clip
+from model_splitter.quantize.fidelity import fidelity_table
+from model_splitter.quantize.images import calibration_sets
 from model_splitter.records import ModelRecord, SplitPoint, SplitRequest
 from model_splitter.store.registry import Registry
+from model_splitter.store.samples import calibration_photos
 
 
 class NotCalibrated(UnprocessableModel):
@@ -54,7 +62,7 @@ def find_split_point(record: ModelRecord, name: str) -> SplitPoint:
 def check_request(request: SplitRequest) -> None:
     if request.bits not in SUPPORTED_BITS:
         raise InvalidArgument(f"bits must be one of {', '.join(map(str, SUPPORTED_BITS))}, got {request.bits}")
-    if request.clip is not None and request.clip != "calibrated":
+    if isinstance(request.clip, tuple):
         lo, hi = request.clip
         try:
             validate_range(lo, hi)  # as the frame carries it: float32, lo < hi also after rounding
@@ -79,15 +87,25 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
     difference, tolerance = check_head_tail(model, head, tail, tuple(record.input_shape), point.label)
     head_bytes = head.SerializeToString()
     tail_bytes = tail.SerializeToString()
+    quantized = request.bits in QUANTIZED_BITS
+    scheme: Scheme = "clip"  # 16 and 32 bits: no codes (and the manifests of such splits stay as they were)
     fidelity: Fidelity | None = None
+    measured: tuple[list[TensorRange], Fidelity, Scheme] | None = None
     if request.clip == "calibrated":
-        ranges, fidelity = calibrated_ranges(registry, record, point, request.bits)
+        measured = calibrated_ranges(registry, record, point, request.bits, request.scheme)
+    elif request.clip is None and quantized:
+        measured = stored_ranges(registry, record, point, request.bits, request.scheme)
+        if measured is None:
+            measured = calibrate_point(model, record, point, request.bits, request.scheme or "affine")
+    if measured is not None:
+        ranges, fidelity, scheme = measured
     else:
         ranges = [
             TensorRange(name=name, lo=clip[0], hi=clip[1])
             for name in tensors
-            for clip in [request.clip if request.clip is not None else default_clip(model, name)]
+            for clip in [request.clip if isinstance(request.clip, tuple) else default_clip(model, name)]
         ]
+        scheme = (request.scheme or "affine") if quantized else "clip"
     labels = {tensors[0]: point.label} if len(tensors) == 1 else label_tensors(model, tensors)
     shapes = point.shapes or [point.shape]
     output = model.graph.output[0].name
@@ -106,7 +124,11 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
                 for name, shape in zip(tensors, shapes, strict=True)
             ],
             quantization=Quantization(
-                bits=request.bits, method="calibrated" if fidelity is not None else "fixed", ranges=ranges
+                bits=request.bits,
+                method="calibrated" if fidelity is not None else "fixed",
+                ranges=ranges,
+                scheme=scheme,
+                entropy=request.entropy if quantized else "none",
             ),
             preprocessing=record.preprocessing,
             postprocessing=record.postprocessing.model_copy(update={"labels": registry.model_labels(record.id)}),
@@ -125,22 +147,54 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
 
 
 def calibrated_ranges(
-    registry: Registry, record: ModelRecord, point: SplitPoint, bits: int
-) -> tuple[list[TensorRange], Fidelity]:
-    """The stored calibrated ranges of ``point`` at ``bits`` and the fidelity measured with them."""
-    calibration = registry.get_calibration(record.id)
+    registry: Registry, record: ModelRecord, point: SplitPoint, bits: int, scheme: Scheme | None = None
+) -> tuple[list[TensorRange], Fidelity, Scheme]:
+    """The stored calibrated ranges of ``point`` at ``bits``, the fidelity measured with them and their scheme."""
     hint = f"calibrate first: POST /api/models/{record.id}/calibrate"
-    if calibration is None:
+    if registry.get_calibration(record.id) is None:
         raise NotCalibrated(f"model {record.id} has no calibrated ranges yet; {hint}")
-    entry = calibration.points.get(point.label)
-    if entry is None or bits not in entry.bits:
+    found = stored_ranges(registry, record, point, bits, scheme)
+    if found is None:
+        calibration = registry.get_calibration(record.id)
+        assert calibration is not None
+        if scheme is not None and scheme != calibration.scheme:
+            raise NotCalibrated(
+                f"the calibration of model {record.id} measured {calibration.scheme} codes, not {scheme}; {hint} "
+                f"with scheme={scheme}, or leave the scheme out"
+            )
         covered = ", ".join(map(str, calibration.bits))
         raise NotCalibrated(
             f"the calibration of model {record.id} has no range for {point.label} at {bits} bits (it covers bits "
             f"{covered}); {hint} with bits={bits}"
         )
+    return found
+
+
+def stored_ranges(
+    registry: Registry, record: ModelRecord, point: SplitPoint, bits: int, scheme: Scheme | None
+) -> tuple[list[TensorRange], Fidelity, Scheme] | None:
+    """The model's stored calibration of ``point`` at ``bits`` when it exists and used ``scheme`` (any if None)."""
+    calibration = registry.get_calibration(record.id)
+    if calibration is None or (scheme is not None and scheme != calibration.scheme):
+        return None
+    entry = calibration.points.get(point.label)
+    if entry is None or bits not in entry.bits:
+        return None
     measured = entry.bits[bits]
-    return list(measured.ranges), measured.fidelity(calibration.images)
+    return list(measured.ranges), measured.fidelity(calibration.images, calibration.fit_images), calibration.scheme
+
+
+def calibrate_point(
+    model: onnx.ModelProto, record: ModelRecord, point: SplitPoint, bits: int, scheme: Scheme
+) -> tuple[list[TensorRange], Fidelity, Scheme] | None:
+    """Ranges for ``point`` alone, fitted on the bundled photos and measured on the held-out ones (None for a cut
+    that is not floating point: nothing to calibrate)."""
+    images = calibration_sets(None, record.preprocessing, calibration_photos())
+    table = fidelity_table(model, record, images, [bits], DEFAULT_METHOD, scheme=scheme, labels=[point.label])
+    if not table:
+        return None
+    measured = table[0].by_bits[bits]
+    return list(measured.ranges), measured.fidelity, scheme
 
 
 def _input_name(model: onnx.ModelProto) -> str:

@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from common.errors import InvalidArgument, InvalidFrame, PayloadTooLarge
 from common.quantization import packed_size
-from common.tensor_records import decode_record, image_record, per_channel_record, quantized_record
+from common.tensor_records import coded_record, decode_record, image_record, per_channel_record, quantized_record
 from common.wire import (
+    CODE_KINDS,
+    PER_CHANNEL_KINDS,
     Frame,
     TensorKind,
     TensorRecord,
@@ -189,9 +191,14 @@ FIELD_CASES = [
     (
         KIND,
         b"\x00",
-        "tensor 0: unknown kind 0 (1 quantized, 2 float16, 3 float32, 4 encoded image, 5 quantized per channel)",
+        "tensor 0: unknown kind 0 (1 quantized, 2 float16, 3 float32, 4 encoded image, 5 quantized per channel, "
+        "6 affine, 7 affine per channel)",
     ),
-    (KIND, b"\x06", "tensor 0: unknown kind 6"),
+    (KIND, b"\x08", "tensor 0: unknown kind 8"),
+    (KIND, b"\x06", "tensor 0: an affine scale must be a positive finite float32 whose inverse is finite, got 0.0"),
+    (KIND, b"\x07", "tensor 0: a per-channel quantized tensor has lo = hi = 0 (ranges are in the manifest)"),
+    (KIND, b"\x82", "tensor 0: only code kinds (1, 5, 6, 7) can be coded, got kind 2 coded"),
+    (KIND, b"\x81", "tensor 0: a coded payload must be shorter than the 2 bytes of packed codes it replaces, got 2"),
     (
         KIND,
         b"\x05",
@@ -397,7 +404,8 @@ def _rec(**changes: object) -> TensorRecord:
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        (_rec(kind=7), "tensor 0 ('t'): unknown kind 7"),
+        (_rec(kind=8), "tensor 0 ('t'): unknown kind 8"),
+        (_rec(coded=True), "tensor 0 ('t'): a coded payload must be shorter than the 2 bytes of packed codes"),
         (_rec(bits=16), "tensor 0 ('t'): bits 16 not valid for kind quantized (must be 1..8)"),
         (_rec(bits=4.0), "tensor 0 ('t'): bits must be an int, got 4.0"),
         (_rec(kind=TensorKind.FLOAT32), "tensor 0 ('t'): bits 4 not valid for kind float32 (must be 32)"),
@@ -468,17 +476,25 @@ def records(draw: st.DrawFn, name: str) -> TensorRecord:
     if kind is TensorKind.ENCODED_IMAGE:
         return image_record(name, draw(st.binary(min_size=1, max_size=30)))
     shape = draw(shapes)
-    bits = draw(st.integers(1, 8)) if kind in (TensorKind.QUANTIZED, TensorKind.QUANTIZED_PER_CHANNEL) else 16
+    bits = draw(st.integers(1, 8)) if kind in CODE_KINDS else 16
     bits = 32 if kind is TensorKind.FLOAT32 else bits
     lo, hi = draw(f32), draw(f32)
-    if kind is TensorKind.QUANTIZED_PER_CHANNEL:
+    if kind in PER_CHANNEL_KINDS:
         lo = hi = 0.0
         shape = (*shape, 2) if len(shape) < 2 else shape
     if kind is TensorKind.QUANTIZED:
         lo, hi = min(lo, hi), max(lo, hi)
         assume(lo < hi)
+    if kind is TensorKind.AFFINE:
+        lo = draw(st.floats(2.0**-20, 2.0**20, width=32))
+        hi = float(draw(st.integers(0, (1 << bits) - 1)))
     n = packed_size(int(np.prod(shape)), bits)
-    return TensorRecord(name, kind, bits, lo, hi, shape, draw(st.binary(min_size=n, max_size=n)))
+    payload = draw(st.binary(min_size=n, max_size=n))
+    if kind in CODE_KINDS and draw(st.booleans()):
+        coded = coded_record(TensorRecord(name, kind, bits, lo, hi, shape, payload))
+        if coded.coded:
+            return coded
+    return TensorRecord(name, kind, bits, lo, hi, shape, payload)
 
 
 @st.composite

@@ -15,10 +15,11 @@ import pytest
 
 from common.errors import BadRequest, InvalidArgument, NotFound
 from common.imaging import decode_image, preprocess
-from common.manifest import SplitManifest, TensorRange, compute_split_id, parse_manifest
+from common.manifest import Quantization, SplitManifest, TensorRange, compute_split_id, parse_manifest
 from model_splitter.graph.cutting import cut_model
-from model_splitter.quantize.calibration import bundled_images, calibration_batch, estimate_ranges
+from model_splitter.quantize.calibration import estimate_ranges
 from model_splitter.quantize.fidelity import roundtrip
+from model_splitter.quantize.images import bundled_images, calibration_sets, held_out_images
 from model_splitter.quantize.range_estimators import aciq_alpha, aciq_range, mse_range, percentile_range, samples_of
 from model_splitter.records import CalibrationResult
 from model_splitter.services.calibration import load_fidelity
@@ -127,12 +128,18 @@ def test_fixed_and_wide_bits_use_the_defaults() -> None:
 
 def test_bundled_calibration_images() -> None:
     images = bundled_images(calibration_photos())
+    held_out = held_out_images(calibration_photos())
     assert len(images) == 16 and len({name for name, _ in images}) == 16
-    batch = calibration_batch(None, default_preprocessing((1, 3, 32, 32)), calibration_photos())
-    assert batch.shape == (16, 3, 32, 32) and batch.dtype == np.float32
-    assert len({batch[i].tobytes() for i in range(16)}) == 16
-    uploaded = calibration_batch([(SAMPLES / "coffee.jpg").read_bytes()], default_preprocessing((1, 1, 20, 24)))
-    assert uploaded.shape == (1, 1, 20, 24)
+    assert len(held_out) == 32 and not {name for name, _ in images} & {name for name, _ in held_out}
+    sets = calibration_sets(None, default_preprocessing((1, 3, 32, 32)), calibration_photos())
+    assert sets.fit.shape == (16, 3, 32, 32) and sets.held_out.shape == (32, 3, 32, 32) and sets.source == "bundled"
+    inputs = {row.tobytes() for row in np.concatenate([sets.fit, sets.held_out])}
+    assert len(inputs) == 48  # no input in both sets, none twice
+    photos = [(SAMPLES / name).read_bytes() for name in ("coffee.jpg", "chelsea.jpg", "rocket.jpg")]
+    uploaded = calibration_sets(photos, default_preprocessing((1, 1, 20, 24)))
+    assert (uploaded.fit.shape, uploaded.held_out.shape) == ((2, 1, 20, 24), (1, 1, 20, 24))
+    with pytest.raises(InvalidArgument, match="at least 2 calibration images"):
+        calibration_sets(photos[:1], default_preprocessing((1, 1, 20, 24)))
 
 
 def test_registry_keeps_the_latest_calibration(tiny_split: TinySplit) -> None:
@@ -226,14 +233,15 @@ def test_calibrate_then_split_through_the_services(
         two = [("images", ("a.jpg", image)), ("images", ("b.jpg", (SAMPLES / "coffee.jpg").read_bytes()))]
         uploaded = client.post(f"/api/models/{model_id}/calibrate", files=two, data={"method": "aciq", "bits": "2,8"})
         assert uploaded.status_code == 200, uploaded.text
-        assert uploaded.json()["images"] == 2 and uploaded.json()["image_source"] == "uploaded"
+        assert uploaded.json()["images"] == 1 and uploaded.json()["fit_images"] == 1
+        assert uploaded.json()["image_source"] == "uploaded" and uploaded.json()["scheme"] == "affine"
         response = client.post(
             f"/api/models/{model_id}/calibrate", data={"method": "mse", "per_channel": "true", "bits": ["4", "32"]}
         )
         assert response.status_code == 200, response.text
         result = response.json()
         assert client.get(f"/api/models/{model_id}/calibration").json() == result
-        assert (result["images"], result["bits"], result["per_channel"]) == (16, [4, 32], True)
+        assert (result["images"], result["fit_images"], result["bits"]) == (32, 16, [4, 32]) and result["per_channel"]
         assert list(result["points"]) == ["stem.conv", "stem", "block.conv", "block", "pool", "flatten"]
         block = result["points"]["block"]
         assert block["tensors"] == ["r2"] and len(block["bits"]["4"]["channel_hi"]) == 8
@@ -278,9 +286,21 @@ def test_calibrate_then_split_through_the_services(
 
 
 def test_manifest_channel_ranges(tiny_split: TinySplit) -> None:
-    manifest = tiny_split.manifest
+    made = tiny_split.manifest
+    assert (made.quantization.scheme, made.quantization.entropy, made.quantization.method) == (
+        "affine",
+        "zstd",
+        "calibrated",
+    )
+    # Manifests without the newer optional fields serialise exactly as before, so their ids do not change.
+    manifest = made.model_copy(
+        update={
+            "quantization": Quantization(bits=4, ranges=[TensorRange(name="r2", lo=0.0, hi=32.0)]),
+            "verification": made.verification.model_copy(update={"fidelity": None}),
+        }
+    )
     body = json.loads(manifest.to_json_bytes())
-    # Manifests without the new optional fields serialise exactly as before, so their ids do not change.
+    assert set(body["quantization"]) == {"bits", "method", "ranges"}
     assert set(body["quantization"]["ranges"][0]) == {"name", "lo", "hi"}
     assert "fidelity" not in body["verification"]
     ranges = [TensorRange(name="r2", lo=0.0, hi=2.0, channel_lo=[0.0] * 8, channel_hi=[1.0] * 7 + [2.0])]

@@ -7,7 +7,6 @@ import pytest
 
 from common.manifest import TensorRange
 from model_splitter.graph.analysis import analyse_split_points
-from model_splitter.quantize.calibration import calibration_batch
 from model_splitter.quantize.fidelity import (
     SQNR_CAP_DB,
     PointFidelity,
@@ -16,25 +15,27 @@ from model_splitter.quantize.fidelity import (
     output_agreement,
     roundtrip,
 )
+from model_splitter.quantize.images import calibration_sets
 from model_splitter.services.models import default_preprocessing
 from model_splitter.store.samples import calibration_photos
 from tests.support import record_of, tiny_classifier
 
 MODEL = tiny_classifier()
-IMAGES = calibration_batch(None, default_preprocessing((1, 3, 32, 32)), calibration_photos())
+SETS = calibration_sets(None, default_preprocessing((1, 3, 32, 32)), calibration_photos())
+IMAGES = SETS.held_out
+POINTS = analyse_split_points(MODEL, (1, 3, 32, 32))
 
 
 @pytest.fixture(scope="module")
 def table() -> list[PointFidelity]:
-    points = analyse_split_points(MODEL, (1, 3, 32, 32))
-    record = record_of(points, (1, 3, 32, 32), 10)
-    return fidelity_table(MODEL, record, IMAGES, (2, 4, 8, 16, 32), "mse")
+    record = record_of(POINTS, (1, 3, 32, 32), 10)
+    return fidelity_table(MODEL, record, SETS, (2, 4, 8, 16, 32), "mse")
 
 
 def test_32_bits_is_the_float_model() -> None:
     fidelity = measure_fidelity(MODEL, ["r2"], 32, [], list(IMAGES))
     assert fidelity.top1_agreement == 1.0 and fidelity.cosine == pytest.approx(1.0, abs=1e-6)
-    assert fidelity.sqnr_db == SQNR_CAP_DB and fidelity.images == 16
+    assert fidelity.sqnr_db == SQNR_CAP_DB and fidelity.images == 32
 
 
 def test_fewer_bits_lose_fidelity() -> None:
@@ -55,11 +56,17 @@ def test_table_covers_every_point_and_bit_width(table: list[PointFidelity]) -> N
         assert sqnr == sorted(sqnr), row.label
         assert all(0.0 <= row.by_bits[b].fidelity.top1_agreement <= 1.0 for b in row.by_bits)
         assert [r.name for r in row.by_bits[4].ranges] == row.tensors
+        assert (row.by_bits[4].fidelity.images, row.by_bits[4].fidelity.fit_images) == (32, 16)
+        # Coded payloads are never longer than the packed codes (a frame sends whichever is shorter).
+        packed = [-(-int(np.prod(p.shape)) * bits // 8) for p in POINTS if p.label == row.label for bits in (2, 4, 8)]
+        coded = [row.by_bits[bits].fidelity.coded_bytes for bits in (2, 4, 8)]
+        assert all(c is not None and 0 < c <= p for c, p in zip(coded, packed, strict=True)), row.label
+        assert row.by_bits[16].fidelity.coded_bytes is None
 
 
 def test_table_agrees_with_a_direct_measurement(table: list[PointFidelity]) -> None:
-    # The table quantizes stored activations and runs only the tail; measuring the cut from scratch with the same
-    # ranges must give the same numbers.
+    # The table quantizes stored activations of the held-out images and runs only the tail; measuring the cut from
+    # scratch on those images with the same ranges must give the same numbers.
     row = next(row for row in table if row.label == "block")
     for bits in (2, 4):
         direct = measure_fidelity(MODEL, row.tensors, bits, row.by_bits[bits].ranges, IMAGES)
