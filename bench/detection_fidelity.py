@@ -68,7 +68,7 @@ def run(out: Path) -> dict[str, object]:
     rows = []
     references: dict[str, Answer] = {}
     for point in POINTS:
-        for clip in (None, "calibrated"):
+        for clip in ("graph", "calibrated"):
             for bits in BITS:
                 manifest = create_split(registry, record.id, SplitRequest(split_point=point, bits=bits, clip=clip))
                 head = create_session(str(registry.split_file(manifest.id, "head.onnx")), CPU)
@@ -92,7 +92,7 @@ def run(out: Path) -> dict[str, object]:
                 rows.append(
                     {
                         "point": point,
-                        "clip": clip or "graph default",
+                        "clip": "graph bounds" if clip == "graph" else clip,
                         "bits": bits,
                         "frame_bytes": len(frame),
                         "recovery": round(float(np.mean(recoveries)), 4),
@@ -101,7 +101,7 @@ def run(out: Path) -> dict[str, object]:
                     }
                 )
                 print(
-                    f"{point:8} {clip or 'default':10} {bits} bits  {len(frame):7} B  "
+                    f"{point:8} {clip:10} {bits} bits  {len(frame):7} B  "
                     f"recovery {rows[-1]['recovery']:.3f}  mean IoU {rows[-1]['mean_iou']:.3f}",
                     flush=True,
                 )
