@@ -9,6 +9,8 @@ uncoded one would, and trailing bytes after the Zstandard frame are refused.
 
 from __future__ import annotations
 
+import threading
+
 import zstandard
 
 from common.errors import InvalidFrame
@@ -16,12 +18,21 @@ from common.quantization import byte_view
 
 LEVEL = 1
 
-_compressor = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True, write_checksum=False)
+# A Zstandard context must not be used by two threads at once (requests run in a thread pool): one per thread.
+_contexts = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    compressor: zstandard.ZstdCompressor | None = getattr(_contexts, "compressor", None)
+    if compressor is None:
+        compressor = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True, write_checksum=False)
+        _contexts.compressor = compressor
+    return compressor
 
 
 def code_payload(payload: bytes | memoryview) -> bytes:
     """The Zstandard frame of ``payload`` (callers keep the original when this is not smaller)."""
-    return _compressor.compress(byte_view(payload))
+    return _compressor().compress(byte_view(payload))
 
 
 def coded_size_problem(coded: bytes | memoryview, expected: int) -> str | None:

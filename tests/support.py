@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -96,13 +97,16 @@ class TinySplit:
         self.registry = registry
 
 
-def make_tiny_split(root: Path, bits: int = 4, split_point: str = "block") -> TinySplit:
+def make_tiny_split(root: Path, bits: int = 4, split_point: str = "block", **request: Any) -> TinySplit:
+    """``request``: further SplitRequest fields (clip, scheme, entropy); by default the split is made as the API
+    makes it (calibrated at creation, affine codes, Zstandard coding)."""
     registry = Registry(root / "registry")
     model = tiny_classifier()
     record = register_upload(
         registry, model.SerializeToString(), "tiny.onnx", (1, 3, 32, 32), "tiny", False, CLASSIFIER
     )
-    manifest = create_split(registry, record.id, SplitRequest(split_point=split_point, bits=bits))
+    fields = {"split_point": split_point, "bits": bits, **request}
+    manifest = create_split(registry, record.id, SplitRequest.model_validate(fields))
     return TinySplit(manifest, bundle_zip(registry, manifest.id), registry)
 
 

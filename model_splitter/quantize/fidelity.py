@@ -135,21 +135,36 @@ class _TaskAnswers:
         feeds: dict[str, F32],
         outputs: list[np.ndarray],
         run_bits: Sequence[int],
-    ) -> dict[int, TaskFidelity | None]:
-        """Per bit width: ``feeds``/``outputs`` hold the tail's inputs/outputs for every bit width, image-major
-        within each."""
+    ) -> tuple[dict[int, TaskFidelity | None], dict[int, float]]:
+        """Per bit width: the task's agreement, and (for outputs without a batch axis, whose rows do not line up
+        with images) the mean per-image cosine of the first output. ``feeds``/``outputs`` hold the tail's
+        inputs/outputs for every bit width, image-major within each."""
         if not self.reference:
-            return {}
+            return {}, {}
         rows = per_image(outputs, self.count * len(run_bits))
+        unbatched = rows is None
         if rows is None:
             rows = [
                 [np.asarray(o) for o in session.run(None, {n: f[i : i + 1] for n, f in feeds.items()})]
                 for i in range(self.count * len(run_bits))
             ]
-        return {
-            bits: task_fidelity(self.post, self.layout, self.reference, rows[k * self.count : (k + 1) * self.count])
-            for k, bits in enumerate(run_bits)
-        }
+        tasks, cosines = {}, {}
+        for k, bits in enumerate(run_bits):
+            mine = rows[k * self.count : (k + 1) * self.count]
+            tasks[bits] = task_fidelity(self.post, self.layout, self.reference, mine)
+            if unbatched:
+                pairs = zip(self.reference, mine, strict=True)
+                cosines[bits] = float(np.mean([_cosine(ref[0], out[0]) for ref, out in pairs]))
+        return tasks, cosines
+
+
+def _cosine(reference: np.ndarray, output: np.ndarray) -> float:
+    """One image's output cosine; outputs of different shapes (another number of boxes) count as orthogonal."""
+    if reference.shape != output.shape:
+        return 0.0
+    if reference.size == 0:
+        return 1.0
+    return output_agreement(reference.reshape(1, -1), output.reshape(1, -1))[1]
 
 
 def output_agreement(reference: np.ndarray, outputs: np.ndarray) -> tuple[float, float]:
@@ -267,6 +282,7 @@ def fidelity_table(
                 coded[bits] = round(total / count)
         split_outputs: np.ndarray | None = None
         task_by_bits: dict[int, TaskFidelity | None] = {}
+        unbatched_cosine: dict[int, float] = {}
         if run_bits:
             _, tail = cut_model(model, point.tensors, value_infos, tuple(record.input_shape))
             session = cpu_session(tail)
@@ -274,14 +290,18 @@ def fidelity_table(
             del feeds
             split_all = run_batched(session, stacked)
             split_outputs = split_all[0]
-            task_by_bits = answers_of.compare(session, stacked, split_all, run_bits)
+            task_by_bits, unbatched_cosine = answers_of.compare(session, stacked, split_all, run_bits)
         by_bits: dict[int, BitsFidelity] = {}
         for bits in bits_sorted:
             if bits == 32 or split_outputs is None:
                 top1, cosine, sqnr = 1.0, 1.0, SQNR_CAP_DB  # the float outputs themselves (module docstring)
             else:
                 at = run_bits.index(bits) * count
-                top1, cosine = output_agreement(reference, split_outputs[at : at + count])
+                if bits in unbatched_cosine:  # rows are boxes, not images: the task's answer is the agreement
+                    task = task_by_bits.get(bits)
+                    top1, cosine = (task.agreement if task else 0.0), unbatched_cosine[bits]
+                else:
+                    top1, cosine = output_agreement(reference, split_outputs[at : at + count])
                 sqnr = sqnr_db(*noise[bits])
             fidelity = Fidelity(
                 top1_agreement=top1,

@@ -74,3 +74,13 @@ def test_decode_payload_bounds_the_output() -> None:
     with pytest.raises(InvalidFrame, match="must decode to 10 bytes"):
         decode_payload(code_payload(b"\1" * 100), 10)
     assert decode_payload(code_payload(b"\1" * 100), 100) == b"\1" * 100
+
+
+def test_threads_code_at_the_same_time() -> None:
+    # Requests run in a thread pool: each thread codes with its own Zstandard context.
+    from concurrent.futures import ThreadPoolExecutor
+
+    payloads = [bytes([i % 7]) * 50_000 + bytes(range(256)) * i for i in range(64)]
+    with ThreadPoolExecutor(8) as pool:
+        coded = list(pool.map(code_payload, payloads))
+    assert [decode_payload(c, len(p)) for c, p in zip(coded, payloads, strict=True)] == payloads

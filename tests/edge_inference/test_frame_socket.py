@@ -26,11 +26,11 @@ def upload(service: ServiceProcess, split: TinySplit, token: str | None = None) 
 
 
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit) -> Iterator[ServiceProcess]:
+def edge(tmp_path_factory: pytest.TempPathFactory, clip_split: TinySplit) -> Iterator[ServiceProcess]:
     with running_service(
         "edge_inference", "EDGE", tmp_path_factory.mktemp("socket-edge"), max_frame_bytes=str(MAX_FRAME)
     ) as service:
-        upload(service, tiny_split)
+        upload(service, clip_split)
         yield service
 
 
@@ -51,9 +51,9 @@ def error_of(answer: str | bytes) -> dict[str, object]:
 
 
 def test_a_frame_gets_the_same_answer_as_a_post(
-    edge: ServiceProcess, socket: ClientConnection, tiny_split: TinySplit
+    edge: ServiceProcess, socket: ClientConnection, clip_split: TinySplit
 ) -> None:
-    frame = frame_for(tiny_split, features(tiny_split, batch=2, seed=3))
+    frame = frame_for(clip_split, features(clip_split, batch=2, seed=3))
     socket.send(frame)
     answer = socket.recv(timeout=30)
     assert isinstance(answer, bytes), "results come back as binary messages"
@@ -64,39 +64,39 @@ def test_a_frame_gets_the_same_answer_as_a_post(
     assert [s["name"] for s in over_socket["stages"]] == [s["name"] for s in over_http["stages"]]
 
 
-def test_errors_keep_the_connection_open(socket: ClientConnection, tiny_split: TinySplit) -> None:
+def test_errors_keep_the_connection_open(socket: ClientConnection, clip_split: TinySplit) -> None:
     socket.send("a text message")
     text = error_of(socket.recv(timeout=30))
     assert text["status"] == 400 and "binary" in str(text["detail"])
     socket.send(b"SPLT but not really a frame")
     assert error_of(socket.recv(timeout=30))["status"] == 400
-    record = decode_frame(frame_for(tiny_split, features(tiny_split))).tensors[0]
+    record = decode_frame(frame_for(clip_split, features(clip_split))).tensors[0]
     socket.send(encode_frame("0" * 64, [record]))
     refused = error_of(socket.recv(timeout=30))
     assert refused["status"] == 409 and "0" * 64 in str(refused["detail"])
     socket.send(b"\x00" * (MAX_FRAME + 1))
     too_large = error_of(socket.recv(timeout=30))
     assert too_large["status"] == 413 and f"{MAX_FRAME:,}" in str(too_large["detail"])
-    socket.send(frame_for(tiny_split, features(tiny_split)))
+    socket.send(frame_for(clip_split, features(clip_split)))
     assert isinstance(socket.recv(timeout=30), bytes)
 
 
-def test_frames_count_in_the_metrics(edge: ServiceProcess, socket: ClientConnection, tiny_split: TinySplit) -> None:
+def test_frames_count_in_the_metrics(edge: ServiceProcess, socket: ClientConnection, clip_split: TinySplit) -> None:
     def frames_answered() -> float:
         labels = {"service": "edge", "route": "/api/frames", "method": "WS", "status": "200"}
         return value(scrape(edge), "splitbot_requests_total", **labels)
 
     before = frames_answered()
     for seed in range(3):
-        socket.send(frame_for(tiny_split, features(tiny_split, seed=seed)))
+        socket.send(frame_for(clip_split, features(clip_split, seed=seed)))
         assert isinstance(socket.recv(timeout=30), bytes)
     assert frames_answered() - before == 3
 
 
-def test_the_handshake_needs_the_token(tmp_path: Path, tiny_split: TinySplit) -> None:
+def test_the_handshake_needs_the_token(tmp_path: Path, clip_split: TinySplit) -> None:
     token = "edge-socket-token"
     with running_service("edge_inference", "EDGE", tmp_path, token=token) as edge:
-        upload(edge, tiny_split, token)
+        upload(edge, clip_split, token)
         with pytest.raises(InvalidStatus) as refused:
             connect(ws_url(edge), open_timeout=10).close()
         assert refused.value.response.status_code == 401
@@ -104,5 +104,5 @@ def test_the_handshake_needs_the_token(tmp_path: Path, tiny_split: TinySplit) ->
         with pytest.raises(InvalidStatus):
             connect(ws_url(edge), additional_headers={"authorization": "Bearer not-it"}, open_timeout=10).close()
         with connect(ws_url(edge), additional_headers={"authorization": f"Bearer {token}"}) as connection:
-            connection.send(frame_for(tiny_split, features(tiny_split)))
+            connection.send(frame_for(clip_split, features(clip_split)))
             assert isinstance(connection.recv(timeout=30), bytes)

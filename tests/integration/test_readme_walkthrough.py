@@ -71,7 +71,8 @@ def test_readme_walkthrough_resnet18(stack: LocalStack) -> None:
     assert split["split_point"] == "layer2" and split["bits"] == 4
     wire = split["bytes"]
     assert isinstance(wire, dict)
-    assert LAYER2_4BIT_PAYLOAD < wire["sent"] <= LAYER2_4BIT_PAYLOAD + 256
+    # The packed codes are 50176 bytes; the robot sends their Zstandard coding, shorter after a ReLU.
+    assert 0 < wire["sent"] < LAYER2_4BIT_PAYLOAD
     assert wire["feature_fp32"] == 128 * 28 * 28 * 4
     stage_names = [s["name"] for s in split["stages"]]  # type: ignore[union-attr]
     for expected in ("decode", "preprocess", "head", "quantize", "network", "dequantize", "tail", "postprocess"):

@@ -70,7 +70,15 @@ def test_split_creation_is_content_addressed(client: httpx.Client, model_id: str
     assert by_tensor.json()["id"] == manifest["id"]
     other_bits = client.post(f"/api/models/{model_id}/splits", json={"split_point": "block", "bits": 2})
     assert other_bits.json()["id"] != manifest["id"]
-    assert manifest["quantization"]["ranges"] == [{"name": "r2", "lo": 0.0, "hi": 32.0}]
+    # Calibrated as it was made (on the bundled photos, judged on held-out ones), zero-exact codes, coded.
+    quantization = manifest["quantization"]
+    assert (quantization["method"], quantization["scheme"], quantization["entropy"]) == ("calibrated", "affine", "zstd")
+    assert quantization["ranges"][0]["lo"] == 0.0 and 0.0 < quantization["ranges"][0]["hi"] < 32.0
+    fidelity = manifest["verification"]["fidelity"]
+    assert (fidelity["images"], fidelity["fit_images"]) == (32, 16)
+    graph = client.post(f"/api/models/{model_id}/splits", json={**request, "clip": "graph"}).json()
+    assert graph["quantization"]["ranges"] == [{"name": "r2", "lo": 0.0, "hi": 32.0}]
+    assert graph["quantization"]["method"] == "fixed" and graph["id"] != manifest["id"]
     assert manifest["verification"]["head_tail_max_abs_diff"] <= 1e-4
     assert client.get(f"/api/splits/{manifest['id']}").json() == manifest
     head = client.get(f"/api/splits/{manifest['id']}/head.onnx").content

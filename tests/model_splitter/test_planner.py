@@ -34,6 +34,7 @@ class Fid:
     cosine: float
     sqnr_db: float = 30.0
     task_name: str | None = None  # a classifier's: its answer is its top-1
+    coded_bytes: int | None = None  # no coding measured: the packed size counts
 
     @property
     def answer_agreement(self) -> float:

@@ -48,7 +48,7 @@ def test_the_three_plans_agree_and_account_for_their_bytes(
     split = results["split"]
     cut = tiny_split.manifest.cut[0]
     # 4-bit codes of the cut tensor plus the frame header and CRC
-    assert cut.elements // 2 < split.bytes.sent < cut.elements // 2 + 1024
+    assert 60 < split.bytes.sent < cut.elements // 2 + 1024  # 4-bit codes, coded when that is shorter
     assert split.bytes.feature_fp32 == cut.elements * 4
     assert results["all-edge"].bytes.sent > len(CHELSEA)  # the encoded image, framed
     assert results["all-robot"].bytes.sent == 0 and results["all-robot"].providers.edge is None

@@ -38,7 +38,7 @@ def test_three_modes_answer(pair: Pair, tiny_split: TinySplit) -> None:
         assert response.json()["mode"] == mode
     split = results["split"].json()
     elements = tiny_split.manifest.cut[0].elements
-    assert elements // 2 < split["bytes"]["sent"] <= elements // 2 + 256
+    assert 60 < split["bytes"]["sent"] <= elements // 2 + 256  # 4-bit codes, Zstandard-coded when that is shorter
     assert split["bytes"]["feature_fp32"] == elements * 4
     assert results["all-robot"].json()["predictions"] == results["all-edge"].json()["predictions"]
 

@@ -12,10 +12,14 @@ const Calibration = (() => {
     const summary = document.getElementById("calibration-summary");
     const cal = state.calibration;
     if (cal) {
+      // Ranges are fitted on one set and judged on another: both counts, so that 97% on 32 images reads as one miss.
+      const fitted = cal.fit_images == null ? "" : `fitted on ${cal.fit_images}, `;
       summary.textContent =
-        `Calibrated with ${cal.method}${cal.per_channel ? " per channel" : ""} on ${cal.images} ` +
-        `${cal.image_source} image${cal.images === 1 ? "" : "s"} at ${cal.bits.join(", ")} bits ` +
-        `(${Number(cal.seconds).toFixed(1)} s, ${cal.created_at.slice(0, 19).replace("T", " ")} UTC). ` +
+        `Calibrated with ${cal.method}${cal.per_channel ? " per channel" : ""} (${cal.scheme} codes) on ` +
+        `${cal.image_source} images: ranges ${fitted}fidelity measured on ${cal.images} held-out ` +
+        `image${cal.images === 1 ? "" : "s"}, where one image is ${(100 / cal.images).toFixed(1)}%, at ` +
+        `${cal.bits.join(", ")} bits (${Number(cal.seconds).toFixed(1)} s, ` +
+        `${cal.created_at.slice(0, 19).replace("T", " ")} UTC). ` +
         "The split-point table shows the fidelity at the chosen bit width.";
     }
     SplitPoints.updateTable();

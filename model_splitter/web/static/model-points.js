@@ -280,7 +280,7 @@ const SplitPoints = (() => {
   function clipRequest() {
     if (state.bits >= 16) return null;
     const mode = clipMode.value;
-    if (mode === "calibrated") return "calibrated";
+    if (mode === "calibrated" || mode === "graph") return mode;
     if (mode === "custom") {
       const lo = Number(document.getElementById("clip-lo").value);
       const hi = Number(document.getElementById("clip-hi").value);
