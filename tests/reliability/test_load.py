@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 
 from common.manifest import parse_manifest
-from common.tensor_records import quantized_record
+from common.tensor_records import encode_features
 from common.wire import encode_frame
 from tests.reliability.harness import COFFEE, OpenStack, pid_of, vm_rss_bytes
 from tests.support import CHELSEA, HTTP_TIMEOUT_S, robot_infer
@@ -130,8 +130,8 @@ def test_edge_under_load(open_stack: OpenStack) -> None:
     frames = []
     for index in range(4):
         features = rng.uniform(clip.lo, clip.hi, size=[1, *cut.shape[1:]]).astype(np.float32)
-        record = quantized_record(cut.name, features, manifest.quantization.bits, clip.lo, clip.hi)
-        frames.append(encode_frame(manifest.id, [record], request_id=f"{index:032x}"))
+        records = encode_features(manifest, [features])  # as the robot encodes them
+        frames.append(encode_frame(manifest.id, records, request_id=f"{index:032x}"))
     headers = {"content-type": "application/octet-stream"}
 
     def post(client: httpx.Client, frame: bytes) -> httpx.Response:
