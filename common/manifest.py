@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from common.errors import BadRequest, InvalidArgument
-from common.quantization import validate_channel_ranges, validate_range
+from common.quantization import validate_bits, validate_channel_ranges, validate_range
 
 MANIFEST_FORMAT_VERSION = 1
 SPLIT_ID_HEX_LENGTH = 64
@@ -126,11 +126,42 @@ class Quantization(_Frozen):
         description="'zstd': the robot Zstandard-codes a tensor's packed codes whenever that is shorter",
     )
 
+    alternatives: list[BitsVariant] | None = Field(
+        None,
+        exclude_if=_is_none,
+        description="other bit widths a frame of this split may use, each with its ranges and fidelity: a stream "
+        "switches between them frame by frame, without a redeploy",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_widths(self) -> Quantization:
+        widths = self.widths()
+        if len(set(widths)) != len(widths):
+            raise ValueError(f"each bit width of a split appears once, got {widths}")
+        names = [entry.name for entry in self.ranges]
+        for variant in self.alternatives or []:
+            if [entry.name for entry in variant.ranges] != names:
+                raise ValueError(f"the {variant.bits}-bit alternative needs ranges for the tensors {names}")
+        return self
+
     def range_of(self, tensor: str) -> TensorRange:
         for entry in self.ranges:
             if entry.name == tensor:
                 return entry
         raise KeyError(tensor)
+
+    def widths(self) -> list[int]:
+        """Every bit width a frame may use: the split's own first, then the alternatives."""
+        return [self.bits, *(variant.bits for variant in self.alternatives or [])]
+
+    def at(self, bits: int) -> Quantization:
+        """This quantization at one of its widths (the split's own, or an alternative's bits and ranges)."""
+        if bits == self.bits:
+            return self
+        for variant in self.alternatives or []:
+            if variant.bits == bits:
+                return self.model_copy(update={"bits": bits, "ranges": variant.ranges, "alternatives": None})
+        raise KeyError(bits)
 
 
 ResizeMode = Literal["shorter_crop", "stretch", "letterbox"]
@@ -267,6 +298,25 @@ class Fidelity(_Frozen):
     @property
     def task_name(self) -> str | None:
         return self.task.task if self.task is not None else None
+
+
+class BitsVariant(_Frozen):
+    """One more bit width of a split: its ranges (as ``Quantization.ranges``) and the fidelity measured with them."""
+
+    bits: StrictInt
+    ranges: list[TensorRange]
+    fidelity: Fidelity | None = Field(None, exclude_if=_is_none)
+
+    @model_validator(mode="after")
+    def _supported(self) -> BitsVariant:
+        try:
+            validate_bits(self.bits)
+        except InvalidArgument as exc:
+            raise ValueError(exc.message) from None
+        return self
+
+
+Quantization.model_rebuild()
 
 
 class Verification(_Frozen):

@@ -32,10 +32,16 @@ from common.quantization import (
 from common.wire import CODE_KINDS, PER_CHANNEL_KINDS, TensorKind, TensorRecord, float32, validate_record
 
 
-def encode_features(manifest: SplitManifest, features: Sequence[npt.ArrayLike]) -> list[TensorRecord]:
-    """The head's outputs (in the manifest's cut order) as records at the split's bits, ranges and code scheme,
-    Zstandard-coded where the manifest asks for it and the coding is shorter."""
-    quantization = manifest.quantization
+def encode_features(
+    manifest: SplitManifest, features: Sequence[npt.ArrayLike], bits: int | None = None
+) -> list[TensorRecord]:
+    """The head's outputs (in the manifest's cut order) as records at the split's bits (or another of its widths),
+    ranges and code scheme, Zstandard-coded where the manifest asks for it and the coding is shorter."""
+    try:
+        quantization = manifest.quantization.at(bits if bits is not None else manifest.quantization.bits)
+    except KeyError:
+        widths = ", ".join(map(str, manifest.quantization.widths()))
+        raise InvalidArgument(f"split {manifest.id} has no {bits}-bit width (it has {widths})") from None
     records = []
     for spec, tensor in zip(manifest.cut, features, strict=True):
         clip = quantization.range_of(spec.name)
@@ -74,7 +80,7 @@ def decode_features(manifest: SplitManifest, records: Sequence[TensorRecord]) ->
 def _channel_ranges(manifest: SplitManifest, record: TensorRecord) -> tuple[list[float], list[float]] | None:
     if record.kind not in PER_CHANNEL_KINDS:
         return None
-    expected = manifest.quantization.range_of(record.name)
+    expected = manifest.quantization.at(record.bits).range_of(record.name)
     if expected.channel_lo is None or expected.channel_hi is None:
         return None  # a per-channel record without ranges: decode_record refuses it
     return expected.channel_lo, expected.channel_hi

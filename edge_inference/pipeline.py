@@ -110,13 +110,17 @@ def _matching_records(manifest: SplitManifest, frame: Frame) -> list[TensorRecor
         raise FrameMismatch(
             f"split {manifest.id} cuts {len(expected)} tensor(s), the frame carries {len(frame.tensors)}"
         )
-    bits = manifest.quantization.bits
+    widths = manifest.quantization.widths()
+    bits = frame.tensors[0].bits if frame.tensors else widths[0]
+    if bits not in widths:
+        shown = f"{widths[0]} bits" if len(widths) == 1 else f"one of {', '.join(map(str, widths))} bits"
+        raise FrameMismatch(f"tensor {frame.tensors[0].name!r} arrives at {bits} bits, the split uses {shown}")
     batch_size: int | None = None
     for record, spec in zip(frame.tensors, expected, strict=True):
         if record.name != spec.name:
             raise FrameMismatch(f"frame tensor {record.name!r} is not the cut tensor {spec.name!r} of the split")
         if record.bits != bits:
-            raise FrameMismatch(f"tensor {spec.name!r} arrives at {record.bits} bits, the split uses {bits} bits")
+            raise FrameMismatch(f"tensor {spec.name!r} arrives at {record.bits} bits, the frame's first at {bits}")
         if list(record.shape[1:]) != spec.shape[1:]:
             raise FrameMismatch(
                 f"tensor {spec.name!r} has shape {list(record.shape)}, the split expects [batch, "
@@ -132,7 +136,7 @@ def _matching_records(manifest: SplitManifest, frame: Frame) -> list[TensorRecor
 
 
 def _check_range(manifest: SplitManifest, record: TensorRecord) -> None:
-    quantization = manifest.quantization
+    quantization = manifest.quantization.at(record.bits)
     expected = quantization.range_of(record.name)
     # Per-channel ranges travel in the manifest only: such a tensor must arrive as a per-channel kind.
     per_channel = expected.channel_lo is not None

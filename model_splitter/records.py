@@ -125,6 +125,22 @@ class SplitRequest(BaseModel):
         "when the ranges come from it, else affine",
     )
     entropy: Entropy = Field("zstd", description="'zstd': Zstandard-code the packed codes when shorter; 'none'")
+    alternatives: list[StrictInt] = Field(
+        default_factory=list,
+        description="more bit widths the split carries, each with its own ranges and fidelity (e.g. [2, 8] beside "
+        "bits 4): a stream switches between them frame by frame as the link changes, without a redeploy",
+        json_schema_extra={"items": {"enum": list(SUPPORTED_BITS)}},
+    )
+
+    @field_validator("alternatives")
+    @classmethod
+    def _known_widths(cls, alternatives: list[int]) -> list[int]:
+        bad = [bits for bits in alternatives if bits not in SUPPORTED_BITS]
+        if bad:
+            raise ValueError(f"alternative bit widths must be among {', '.join(map(str, SUPPORTED_BITS))}, got {bad}")
+        if len(set(alternatives)) != len(alternatives):
+            raise ValueError(f"each alternative bit width once, got {alternatives}")
+        return alternatives
 
     @field_validator("clip")
     @classmethod

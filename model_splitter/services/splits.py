@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from common.errors import InvalidArgument, UnprocessableModel
 from common.manifest import (
     MAX_TENSOR_NAME_BYTES,
+    BitsVariant,
     Fidelity,
     Quantization,
     Scheme,
@@ -62,6 +63,8 @@ def find_split_point(record: ModelRecord, name: str) -> SplitPoint:
 def check_request(request: SplitRequest) -> None:
     if request.bits not in SUPPORTED_BITS:
         raise InvalidArgument(f"bits must be one of {', '.join(map(str, SUPPORTED_BITS))}, got {request.bits}")
+    if request.bits in request.alternatives:
+        raise InvalidArgument(f"bits {request.bits} is the split's own width: list only other widths in alternatives")
     if isinstance(request.clip, tuple):
         lo, hi = request.clip
         try:
@@ -87,25 +90,14 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
     difference, tolerance = check_head_tail(model, head, tail, tuple(record.input_shape), point.label)
     head_bytes = head.SerializeToString()
     tail_bytes = tail.SerializeToString()
-    quantized = request.bits in QUANTIZED_BITS
-    scheme: Scheme = "clip"  # 16 and 32 bits: no codes (and the manifests of such splits stay as they were)
-    fidelity: Fidelity | None = None
-    measured: tuple[list[TensorRange], Fidelity, Scheme] | None = None
-    if request.clip == "calibrated":
-        measured = calibrated_ranges(registry, record, point, request.bits, request.scheme)
-    elif request.clip is None and quantized:
-        measured = stored_ranges(registry, record, point, request.bits, request.scheme)
-        if measured is None:
-            measured = calibrate_point(model, record, point, request.bits, request.scheme or "affine")
-    if measured is not None:
-        ranges, fidelity, scheme = measured
-    else:
-        ranges = [
-            TensorRange(name=name, lo=clip[0], hi=clip[1])
-            for name in tensors
-            for clip in [request.clip if isinstance(request.clip, tuple) else default_clip(model, name)]
-        ]
-        scheme = (request.scheme or "affine") if quantized else "clip"
+    widths = [request.bits, *request.alternatives]
+    quantized = [bits for bits in widths if bits in QUANTIZED_BITS]
+    scheme = _scheme(registry, record, request) if quantized else "clip"  # no codes: as such manifests always were
+    by_bits = _ranges(registry, record, model, point, request, widths, scheme)
+    ranges, fidelity = by_bits[request.bits]
+    alternatives = [
+        BitsVariant(bits=bits, ranges=by_bits[bits][0], fidelity=by_bits[bits][1]) for bits in request.alternatives
+    ]
     labels = {tensors[0]: point.label} if len(tensors) == 1 else label_tensors(model, tensors)
     shapes = point.shapes or [point.shape]
     output = model.graph.output[0].name
@@ -129,6 +121,7 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
                 ranges=ranges,
                 scheme=scheme,
                 entropy=request.entropy if quantized else "none",
+                alternatives=alternatives or None,
             ),
             preprocessing=record.preprocessing,
             postprocessing=record.postprocessing.model_copy(update={"labels": registry.model_labels(record.id)}),
@@ -146,34 +139,81 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
     return registry.save_split(manifest, head_bytes, tail_bytes)
 
 
+Measured = tuple[list[TensorRange], Fidelity | None]
+
+
+def _scheme(registry: Registry, record: ModelRecord, request: SplitRequest) -> Scheme:
+    """The request's scheme; else that of the model's calibration when the ranges may come from it; else affine."""
+    if request.scheme is not None:
+        return request.scheme
+    calibration = registry.get_calibration(record.id) if request.clip in (None, "calibrated") else None
+    return calibration.scheme if calibration is not None else "affine"
+
+
+def _ranges(
+    registry: Registry,
+    record: ModelRecord,
+    model: onnx.ModelProto,
+    point: SplitPoint,
+    request: SplitRequest,
+    widths: list[int],
+    scheme: Scheme,
+) -> dict[int, Measured]:
+    """Ranges (and fidelity where measured) of every width of the split, as the module docstring says."""
+    tensors = point.tensors or [point.tensor]
+    out: dict[int, Measured] = {}
+    fresh: list[int] = []
+    clips = [request.clip if isinstance(request.clip, tuple) else default_clip(model, name) for name in tensors]
+    given: Measured = ([TensorRange(name=n, lo=c[0], hi=c[1]) for n, c in zip(tensors, clips, strict=True)], None)
+    for bits in widths:
+        # 16 and 32 bits use no range; a stored calibration still says what their fidelity is.
+        codes: Scheme | None = scheme if bits in QUANTIZED_BITS else None
+        if request.clip == "graph" or isinstance(request.clip, tuple):
+            out[bits] = given
+        elif request.clip == "calibrated":
+            out[bits] = calibrated_ranges(registry, record, point, bits, codes)
+        else:
+            stored = stored_ranges(registry, record, point, bits, codes)
+            if stored is not None:
+                out[bits] = stored
+            elif bits in QUANTIZED_BITS:
+                fresh.append(bits)
+            else:
+                out[bits] = given
+    if fresh:
+        measured = calibrate_point(model, record, point, fresh, scheme)
+        for bits in fresh:
+            out[bits] = measured.get(bits) or given
+    return out
+
+
 def calibrated_ranges(
-    registry: Registry, record: ModelRecord, point: SplitPoint, bits: int, scheme: Scheme | None = None
-) -> tuple[list[TensorRange], Fidelity, Scheme]:
-    """The stored calibrated ranges of ``point`` at ``bits``, the fidelity measured with them and their scheme."""
+    registry: Registry, record: ModelRecord, point: SplitPoint, bits: int, scheme: Scheme | None
+) -> Measured:
+    """The stored calibrated ranges of ``point`` at ``bits`` and the fidelity measured with them."""
     hint = f"calibrate first: POST /api/models/{record.id}/calibrate"
-    if registry.get_calibration(record.id) is None:
+    calibration = registry.get_calibration(record.id)
+    if calibration is None:
         raise NotCalibrated(f"model {record.id} has no calibrated ranges yet; {hint}")
     found = stored_ranges(registry, record, point, bits, scheme)
-    if found is None:
-        calibration = registry.get_calibration(record.id)
-        assert calibration is not None
-        if scheme is not None and scheme != calibration.scheme:
-            raise NotCalibrated(
-                f"the calibration of model {record.id} measured {calibration.scheme} codes, not {scheme}; {hint} "
-                f"with scheme={scheme}, or leave the scheme out"
-            )
-        covered = ", ".join(map(str, calibration.bits))
+    if found is not None:
+        return found
+    if scheme is not None and scheme != calibration.scheme:
         raise NotCalibrated(
-            f"the calibration of model {record.id} has no range for {point.label} at {bits} bits (it covers bits "
-            f"{covered}); {hint} with bits={bits}"
+            f"the calibration of model {record.id} measured {calibration.scheme} codes, not {scheme}; {hint} "
+            f"with scheme={scheme}, or leave the scheme out"
         )
-    return found
+    covered = ", ".join(map(str, calibration.bits))
+    raise NotCalibrated(
+        f"the calibration of model {record.id} has no range for {point.label} at {bits} bits (it covers bits "
+        f"{covered}); {hint} with bits={bits}"
+    )
 
 
 def stored_ranges(
     registry: Registry, record: ModelRecord, point: SplitPoint, bits: int, scheme: Scheme | None
-) -> tuple[list[TensorRange], Fidelity, Scheme] | None:
-    """The model's stored calibration of ``point`` at ``bits`` when it exists and used ``scheme`` (any if None)."""
+) -> Measured | None:
+    """The model's stored calibration of ``point`` at ``bits`` when it exists and used ``scheme`` (None: any)."""
     calibration = registry.get_calibration(record.id)
     if calibration is None or (scheme is not None and scheme != calibration.scheme):
         return None
@@ -181,20 +221,19 @@ def stored_ranges(
     if entry is None or bits not in entry.bits:
         return None
     measured = entry.bits[bits]
-    return list(measured.ranges), measured.fidelity(calibration.images, calibration.fit_images), calibration.scheme
+    return list(measured.ranges), measured.fidelity(calibration.images, calibration.fit_images)
 
 
 def calibrate_point(
-    model: onnx.ModelProto, record: ModelRecord, point: SplitPoint, bits: int, scheme: Scheme
-) -> tuple[list[TensorRange], Fidelity, Scheme] | None:
-    """Ranges for ``point`` alone, fitted on the bundled photos and measured on the held-out ones (None for a cut
-    that is not floating point: nothing to calibrate)."""
+    model: onnx.ModelProto, record: ModelRecord, point: SplitPoint, widths: list[int], scheme: Scheme
+) -> dict[int, Measured]:
+    """Ranges for ``point`` alone at each width, fitted on the bundled photos and measured on the held-out ones
+    (nothing for a cut that is not floating point: there is nothing to calibrate)."""
     images = calibration_sets(None, record.preprocessing, calibration_photos())
-    table = fidelity_table(model, record, images, [bits], DEFAULT_METHOD, scheme=scheme, labels=[point.label])
+    table = fidelity_table(model, record, images, widths, DEFAULT_METHOD, scheme=scheme, labels=[point.label])
     if not table:
-        return None
-    measured = table[0].by_bits[bits]
-    return list(measured.ranges), measured.fidelity, scheme
+        return {}
+    return {bits: (list(m.ranges), m.fidelity) for bits, m in table[0].by_bits.items()}
 
 
 def _input_name(model: onnx.ModelProto) -> str:
