@@ -1,9 +1,12 @@
-"""HTTP pieces that robot and edge share: bounded body reading and the deployment routes."""
+"""HTTP pieces that robot and edge share: bounded body reading, the deployment routes, WebSocket refusals."""
 
 from __future__ import annotations
 
+import logging
+
 import httpx
-from fastapi import APIRouter, Depends, File, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, WebSocket
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as AnyUploadFile
@@ -11,11 +14,12 @@ from starlette.datastructures import UploadFile as AnyUploadFile
 from common.auth import Guard
 from common.bundles import fetch_bundle, read_bundle_zip
 from common.deployments import Deployment, DeploymentSet
-from common.errors import NotAcceptable, PayloadTooLarge
+from common.errors import NotAcceptable, PayloadTooLarge, SplitComputingError
 from common.postprocess.raw import HEADER_LENGTH, binary_answer
 from common.results import InferenceResult
 
 MAX_BUNDLE_UPLOAD_BYTES = 2 * 1024**3
+logger = logging.getLogger(__name__)
 
 
 async def read_limited(request: Request, limit: int, what: str) -> bytes:
@@ -136,3 +140,13 @@ def binary_response(result: InferenceResult) -> Response:
         )
     body, header_length = binary_answer(result.model_dump(mode="json"))
     return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+
+
+async def refuse_handshake(websocket: WebSocket, exc: SplitComputingError) -> None:
+    """Refuse a WebSocket handshake with the error's status and its usual JSON body where the server can answer the
+    upgrade with HTTP (uvicorn's websockets implementation can), else close with 1008 and the message."""
+    logger.warning("WebSocket %s refused: %s", websocket.url.path, exc.message)
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse(exc.to_dict(), status_code=exc.status_code))
+    else:
+        await websocket.close(code=1008, reason=exc.message[:120])

@@ -18,7 +18,6 @@ import logging
 import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from common.auth import Guard
@@ -26,6 +25,7 @@ from common.deployments import DeploymentSet
 from common.errors import InvalidFrame, PayloadTooLarge, SplitComputingError, Unauthorized
 from common.observability import Metrics, request_id_var
 from common.results import EdgeResult
+from common.service_api import refuse_handshake
 from edge_inference.pipeline import FrameLimits, infer_frame
 
 FRAMES_PATH = "/api/frames"
@@ -41,7 +41,7 @@ def frame_socket_router(deployments: DeploymentSet, metrics: Metrics, writes: Gu
         try:
             await writes(websocket)
         except Unauthorized as exc:
-            await _refuse(websocket, exc)
+            await refuse_handshake(websocket, exc)
             return
         await websocket.accept()
         try:
@@ -85,12 +85,3 @@ async def _answer(
         metrics.record_request(METHOD, FRAMES_PATH, FRAMES_PATH, 200, start)
     finally:
         request_id_var.reset(token)
-
-
-async def _refuse(websocket: WebSocket, exc: Unauthorized) -> None:
-    """A 401 with the usual JSON body where the server can send one before the handshake, else close 1008."""
-    logger.warning("WebSocket %s refused: %s", FRAMES_PATH, exc.message)
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse(exc.to_dict(), status_code=exc.status_code))
-    else:
-        await websocket.close(code=1008, reason=exc.message[:120])

@@ -19,6 +19,8 @@ from robot_inference.edge_client import EdgeClient
 from robot_inference.link_probe import probe_link_router
 from robot_inference.pipeline import RobotPipeline, parse_mode
 from robot_inference.settings import EdgeChannel, RobotSettings
+from robot_inference.stream.metrics import StreamMetrics
+from robot_inference.stream.router import stream_router
 
 
 class RobotHealth(ServiceStatus):
@@ -47,6 +49,7 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
     app, deployments, metrics, writes = runtime.app, runtime.deployments, runtime.metrics, runtime.writes
     pipeline = RobotPipeline(deployments, edge, settings.fallback_to_robot)
     app.include_router(probe_link_router(edge, writes))
+    app.include_router(stream_router(deployments, pipeline, edge, writes, StreamMetrics(metrics)))
 
     @app.post(
         "/api/infer",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import uuid
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from common.deployments import Deployment, DeploymentSet
 from common.errors import BadGateway, InvalidArgument, InvalidImage, NotDeployed, UpstreamTimeout, UpstreamUnavailable
@@ -49,7 +51,7 @@ def frame_request_id() -> str:
 
 @dataclass(frozen=True)
 class _Request:
-    image: bytes
+    image: bytes | Image.Image  # an encoded file, or pixels a camera delivered (a stream's raw frames)
     options: DetectionOptions
 
 
@@ -63,18 +65,27 @@ class _Call:
 
 
 @dataclass(frozen=True)
-class _Pixels:
-    """The preprocessed batch and where the photo's pixels went in it."""
-
-    batch: np.ndarray
-    geometry: Geometry
-
-
-@dataclass(frozen=True)
 class _Sizes:
     sent: int
     features: int
     image: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The robot's part of one inference, done: for split and all-edge the frame to send, for all-robot the result.
+
+    ``RobotPipeline.complete`` does the rest (the edge, then placing the answer). A stream prepares frame n + 1 while
+    frame n is still with the edge."""
+
+    deployment: Deployment
+    call: _Call
+    mode: Mode
+    geometry: Geometry
+    frame: bytes | None = None
+    sizes: _Sizes | None = None
+    result: InferenceResult | None = None
+    bits: int | None = None  # split: the width the features travel at
 
 
 class RobotPipeline:
@@ -89,89 +100,104 @@ class RobotPipeline:
         deployment = self.deployments.get(split_id)
         request = _Request(image, options)
         if mode == "all-robot" or not self.fallback_to_robot or deployment.full is None:
-            return self._infer(deployment, request, mode)
+            return self.complete(self._prepare(deployment, request, mode))
         try:
-            return self._infer(deployment, request, mode)
+            return self.complete(self._prepare(deployment, request, mode))
         except (UpstreamUnavailable, UpstreamTimeout, BadGateway) as exc:
             logger.warning("edge failed (%s); answering on the robot", exc.message)
-            result = self._infer(deployment, request, "all-robot")
+            result = self.complete(self._prepare(deployment, request, "all-robot"))
             return result.model_copy(update={"fallback_reason": f"{mode} failed, answered on the robot: {exc.message}"})
 
-    def _infer(self, deployment: Deployment, request: _Request, mode: Mode) -> InferenceResult:
-        request_id = frame_request_id()
-        timer = StageTimer("robot")
+    def prepare(
+        self,
+        image: bytes | Image.Image,
+        mode: Mode,
+        split_id: str | None = None,
+        bits: int | None = None,
+        options: DetectionOptions = NO_OPTIONS,
+    ) -> Prepared:
+        """The robot's compute for one image (``bits``: one of the split's widths, its own by default)."""
+        return self._prepare(self.deployments.get(split_id), _Request(image, options), mode, bits)
+
+    def complete(self, prepared: Prepared) -> InferenceResult:
+        """Send the prepared frame and place the edge's answer (all-robot: the result is already there)."""
+        if prepared.result is not None:
+            return prepared.result
+        assert prepared.frame is not None and prepared.sizes is not None
+        call = prepared.call
+        reply = self.edge.infer(prepared.frame, call.request_id, call.request.options)
+        return self._merge(prepared, reply)
+
+    def _prepare(self, deployment: Deployment, request: _Request, mode: Mode, bits: int | None = None) -> Prepared:
+        call = _Call(request, frame_request_id(), StageTimer("robot"))
         if mode == "all-edge":
-            return self._all_edge(deployment, request, request_id, timer)
+            return self._all_edge(deployment, call)
         spec = deployment.manifest.preprocessing
-        with timer.stage("decode"):
-            decoded = decode_image(request.image, spec.color, spec.resize_shorter_to)
-        with timer.stage("preprocess"):
+        with call.timer.stage("decode"):
+            if isinstance(request.image, Image.Image):
+                decoded = request.image.convert(spec.color)
+            else:
+                decoded = decode_image(request.image, spec.color, spec.resize_shorter_to)
+        with call.timer.stage("preprocess"):
             batch = preprocess(decoded, spec)
             geometry = geometry_of(decoded.size, spec)
             release(decoded)
-        call, pixels = _Call(request, request_id, timer), _Pixels(batch, geometry)
         if mode == "all-robot":
-            return self._all_robot(deployment, call, pixels)
-        return self._split(deployment, call, pixels)
+            return self._all_robot(deployment, call, batch, geometry)
+        return self._split(deployment, call, batch, geometry, bits)
 
-    def _split(self, deployment: Deployment, call: _Call, pixels: _Pixels) -> InferenceResult:
+    def _split(
+        self, deployment: Deployment, call: _Call, batch: np.ndarray, geometry: Geometry, bits: int | None
+    ) -> Prepared:
         manifest = deployment.manifest
-        request, request_id, timer, batch = call.request, call.request_id, call.timer, pixels.batch
-        with timer.stage("head"):
+        with call.timer.stage("head"):
             features = deployment.part.run({deployment.part.input_names[0]: batch})
-        with timer.stage("quantize"):
-            frame = encode_frame(manifest.id, encode_features(manifest, features), request_id=request_id)
-        reply = self.edge.infer(frame, request_id, request.options)
+        with call.timer.stage("quantize"):
+            records = encode_features(manifest, features, bits)
+            frame = encode_frame(manifest.id, records, request_id=call.request_id)
         feature_bytes = sum(int(np.asarray(t).size) * 4 for t in features)
-        sizes = _Sizes(len(frame), feature_bytes, len(request.image))
-        return self._merge(deployment, "split", reply, pixels.geometry, timer, sizes, request_id)
+        sizes = _Sizes(len(frame), feature_bytes, _image_bytes(call.request.image))
+        travel = bits if bits is not None else manifest.quantization.bits
+        return Prepared(deployment, call, "split", geometry, frame=frame, sizes=sizes, bits=travel)
 
-    def _all_edge(
-        self, deployment: Deployment, request: _Request, request_id: str, timer: StageTimer
-    ) -> InferenceResult:
+    def _all_edge(self, deployment: Deployment, call: _Call) -> Prepared:
         manifest = deployment.manifest
-        image = request.image
-        if not image:  # the other plans say so when decoding; a zero-length tensor would be refused less clearly
-            raise InvalidImage("the image is empty: send a JPEG, PNG or WebP file")
-        with timer.stage("encode"):
+        image = call.request.image
+        with call.timer.stage("encode"):
+            if isinstance(image, Image.Image):  # a camera's pixels: the edge gets what a camera would send
+                image = encode_jpeg(image)
+            if not image:  # the other plans say so when decoding; a zero-length tensor would be refused less clearly
+                raise InvalidImage("the image is empty: send a JPEG, PNG or WebP file")
             geometry = geometry_of(image_size(image), manifest.preprocessing)
-            frame = encode_frame(manifest.id, [image_record(IMAGE_TENSOR_NAME, image)], request_id=request_id)
-        reply = self.edge.infer(frame, request_id, request.options)
+            frame = encode_frame(manifest.id, [image_record(IMAGE_TENSOR_NAME, image)], request_id=call.request_id)
         feature_bytes = sum(spec.elements * 4 for spec in manifest.cut)
         sizes = _Sizes(len(frame), feature_bytes, len(image))
-        return self._merge(deployment, "all-edge", reply, geometry, timer, sizes, request_id)
+        return Prepared(deployment, call, "all-edge", geometry, frame=frame, sizes=sizes)
 
-    def _all_robot(self, deployment: Deployment, call: _Call, pixels: _Pixels) -> InferenceResult:
+    def _all_robot(self, deployment: Deployment, call: _Call, batch: np.ndarray, geometry: Geometry) -> Prepared:
         manifest = deployment.manifest
-        request, request_id, timer = call.request, call.request_id, call.timer
         if deployment.full is None:
             raise NotDeployed(f"the robot does not hold the full model of split {manifest.id}; redeploy it")
-        with timer.stage("model"):
-            outputs = deployment.full.run({deployment.full.input_names[0]: pixels.batch})
-        with timer.stage("postprocess"):
-            (found,) = answer_batch(outputs, manifest, 1, request.options)
-            answer = place(found, pixels.geometry, manifest.postprocessing.labels)
+        with call.timer.stage("model"):
+            outputs = deployment.full.run({deployment.full.input_names[0]: batch})
+        with call.timer.stage("postprocess"):
+            (found,) = answer_batch(outputs, manifest, 1, call.request.options)
+            answer = place(found, geometry, manifest.postprocessing.labels)
         feature_bytes = sum(spec.elements * 4 for spec in manifest.cut)
-        return _result(
+        result = _result(
             deployment,
             "all-robot",
-            request_id,
+            call.request_id,
             answer,
-            timer,
-            WireBytes(sent=0, received=0, feature_fp32=feature_bytes, image=len(request.image)),
+            call.timer,
+            WireBytes(sent=0, received=0, feature_fp32=feature_bytes, image=_image_bytes(call.request.image)),
             Providers(robot=deployment.full.provider, edge=None),
         )
+        return Prepared(deployment, call, "all-robot", geometry, result=result)
 
-    def _merge(
-        self,
-        deployment: Deployment,
-        mode: Mode,
-        reply: EdgeReply,
-        geometry: Geometry,
-        timer: StageTimer,
-        sizes: _Sizes,
-        request_id: str,
-    ) -> InferenceResult:
+    def _merge(self, prepared: Prepared, reply: EdgeReply) -> InferenceResult:
+        deployment, mode, timer, sizes = prepared.deployment, prepared.mode, prepared.call.timer, prepared.sizes
+        assert sizes is not None
         edge_ms = sum(stage.ms for stage in reply.result.stages)
         # What the round trip cost beyond the edge's own work: transfer, HTTP and JSON on both sides.
         timer.add("network", max(reply.round_trip_ms - edge_ms, 0.0), where="link")
@@ -179,16 +205,30 @@ class RobotPipeline:
         if not reply.result.answers:
             raise BadGateway("the edge's answer has no result for the image")
         with timer.stage("place"):
-            answer = place(reply.result.answers[0], geometry, deployment.manifest.postprocessing.labels)
-        return _result(
+            answer = place(reply.result.answers[0], prepared.geometry, deployment.manifest.postprocessing.labels)
+        result = _result(
             deployment,
             mode,
-            request_id,
+            prepared.call.request_id,
             answer,
             timer,
             WireBytes(sent=sizes.sent, received=reply.received_bytes, feature_fp32=sizes.features, image=sizes.image),
             Providers(robot=deployment.part.provider if mode == "split" else None, edge=reply.result.provider),
         )
+        return result if prepared.bits is None else result.model_copy(update={"bits": prepared.bits})
+
+
+def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def _image_bytes(image: bytes | Image.Image) -> int:
+    """What the camera's image weighs: the file's bytes, or the raw pixels' (width x height x channels)."""
+    if isinstance(image, Image.Image):
+        return image.width * image.height * len(image.getbands())
+    return len(image)
 
 
 def _result(

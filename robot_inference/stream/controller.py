@@ -1,0 +1,207 @@
+"""Per frame, which way to answer: the best held-out fidelity whose predicted latency meets the deadline.
+
+Choices: every bit width of every split of the stream's model that the robot holds (``quantization.widths()``: a
+split made with alternatives switches width without a redeploy), and all-robot when the robot holds the full model.
+Each is judged by its held-out fidelity (the manifest's; 1.0 for all-robot, for 32 bits and, unmeasured, 16 bits;
+0 for an unmeasured quantized width, so it is a last resort) and by a predicted latency:
+
+    split:     robot compute (decode .. quantize, per split) + RTT + bytes * 8 / bandwidth + edge compute (per split)
+    all-robot: robot compute of the full model
+
+Compute times are smoothed from the frames themselves (an exponential average, ``COMPUTE_ALPHA``); bytes per
+(split, width) are the frames' own once one was sent, before that the calibration's coded size (or the packed
+size). The link (``LinkEstimate``) learns from every frame that crossed it: the time to the edge's answer minus
+the edge's own compute is the transfer, the round trip comes from an empty probe request when the stream starts;
+bandwidth follows ``bytes / (transfer - RTT)`` with a weight of one half
+per frame, so a rate that drops tenfold is followed within about three frames. A cost not yet seen counts as 0:
+the controller tries it once and learns (a new stream starts from the best fidelity and steps down).
+
+Hysteresis: the current choice is kept while its prediction meets the deadline; a choice with better fidelity
+takes over only after it has been the best for ``HOLD_FRAMES`` frames in a row, and only with ``MARGIN`` of the
+deadline to spare, so a link near the threshold does not flap. When nothing meets the deadline, the fastest
+prediction wins. While no frame uses the link (all-robot), every ``PROBE_EVERY`` th frame goes by the split with
+the fewest bytes, so the estimate follows a link that recovers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from common.deployments import Deployment
+from common.results import InferenceResult, Mode
+from common.wire import frame_overhead
+
+COMPUTE_ALPHA = 0.3
+LINK_ALPHA = 0.5
+HOLD_FRAMES = 3
+MARGIN = 0.85
+PROBE_EVERY = 10
+MIN_TRANSFER_MS = 0.05
+ROBOT_STAGES = frozenset({"decode", "preprocess", "head", "quantize", "encode", "model", "postprocess", "place"})
+
+
+@dataclass(frozen=True)
+class Choice:
+    mode: Mode
+    split_id: str
+    bits: int | None  # split: the width; all-robot: None
+    fidelity: float  # held-out agreement with the float model, 0..1
+    prior_bytes: int = 0  # split: what a frame is expected to weigh before one was sent
+
+    @property
+    def key(self) -> str:
+        return f"{self.split_id[:12]}@{self.bits}b" if self.mode == "split" else f"{self.split_id[:12]}:{self.mode}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    choice: Choice
+    predicted_ms: float
+    reason: str
+
+
+def choices_for(deployments: list[Deployment], model_id: str) -> list[Choice]:
+    """Every way the robot can answer for ``model_id`` with the splits it holds."""
+    out: list[Choice] = []
+    for deployment in deployments:
+        manifest = deployment.manifest
+        if manifest.model_id != model_id:
+            continue
+        quantization = manifest.quantization
+        overhead = frame_overhead([(spec.name, len(spec.shape)) for spec in manifest.cut])
+        fidelities = {quantization.bits: manifest.verification.fidelity}
+        fidelities.update({v.bits: v.fidelity for v in quantization.alternatives or []})
+        for bits in quantization.widths():
+            measured = fidelities.get(bits)
+            if measured is not None:
+                fidelity = measured.answer_agreement if bits < 32 else 1.0
+            else:
+                fidelity = 1.0 if bits >= 16 else 0.0
+            packed = sum(math.ceil(spec.elements * bits / 8) for spec in manifest.cut)
+            coded = measured.coded_bytes if measured is not None and measured.coded_bytes is not None else packed
+            out.append(Choice("split", manifest.id, bits, fidelity, min(coded, packed) + overhead))
+        if deployment.full is not None and not any(c.mode == "all-robot" for c in out):
+            out.append(Choice("all-robot", manifest.id, None, 1.0))
+    return out
+
+
+class LinkEstimate:
+    """Round trip and throughput to the edge, learnt from the frames that crossed the link."""
+
+    def __init__(self, rtt_ms: float | None = None, bandwidth_mbps: float | None = None) -> None:
+        self.rtt_ms = rtt_ms
+        self.bandwidth_mbps = bandwidth_mbps
+        self.samples = 0
+
+    def observe(self, sent_bytes: int, transfer_ms: float) -> None:
+        transfer_ms = max(transfer_ms, MIN_TRANSFER_MS)
+        # The round trip comes from probes (an empty request: ``EdgeClient.probe``); frames of one size cannot tell
+        # it from the time on the wire. A transfer quicker than the probe says the probe was slow.
+        if self.rtt_ms is None or transfer_ms < self.rtt_ms:
+            self.rtt_ms = min(transfer_ms, self.rtt_ms or transfer_ms) if self.rtt_ms is not None else 0.0
+        wire_ms = max(transfer_ms - self.rtt_ms, MIN_TRANSFER_MS)
+        sample = sent_bytes * 8 / (wire_ms * 1e3)
+        self.bandwidth_mbps = (
+            sample if self.bandwidth_mbps is None else LINK_ALPHA * sample + (1 - LINK_ALPHA) * self.bandwidth_mbps
+        )
+        self.samples += 1
+
+    def transfer_ms(self, nbytes: int) -> float:
+        rtt = self.rtt_ms or 0.0
+        if not self.bandwidth_mbps:
+            return rtt
+        return rtt + nbytes * 8 / (self.bandwidth_mbps * 1e3)
+
+
+def _smooth(old: float | None, new: float) -> float:
+    return new if old is None else COMPUTE_ALPHA * new + (1 - COMPUTE_ALPHA) * old
+
+
+@dataclass
+class _Costs:
+    robot_ms: dict[str, float] = field(default_factory=dict)  # by Choice key family: split id or split id:all-robot
+    edge_ms: dict[str, float] = field(default_factory=dict)  # by split id
+    bytes_sent: dict[str, float] = field(default_factory=dict)  # by Choice key
+
+
+class Controller:
+    def __init__(self, choices: list[Choice], deadline_ms: float, link: LinkEstimate | None = None) -> None:
+        if not choices:
+            raise ValueError("a controller needs at least one choice")
+        self.choices = choices
+        self.deadline_ms = deadline_ms
+        self.link = link or LinkEstimate()
+        self.costs = _Costs()
+        self.current: Choice | None = None
+        self._candidate: Choice | None = None
+        self._candidate_frames = 0
+        self._since_link = 0
+
+    def predict(self, choice: Choice) -> float:
+        costs = self.costs
+        if choice.mode == "all-robot":
+            return costs.robot_ms.get(choice.key, 0.0)
+        sent = costs.bytes_sent.get(choice.key, float(choice.prior_bytes))
+        robot = costs.robot_ms.get(choice.split_id, 0.0)
+        return robot + self.link.transfer_ms(round(sent)) + costs.edge_ms.get(choice.split_id, 0.0)
+
+    def choose(self) -> Decision:
+        predicted = {choice: self.predict(choice) for choice in self.choices}
+        uses_link = [c for c in self.choices if c.mode == "split"]
+        if self.current is not None and self.current.mode != "split" and uses_link:
+            self._since_link += 1
+            if self._since_link >= PROBE_EVERY:
+                self._since_link = 0
+                probe = min(uses_link, key=lambda c: (predicted[c], -c.fidelity))
+                return Decision(probe, predicted[probe], "probing the link with the split that sends the fewest bytes")
+        fitting = [c for c in self.choices if predicted[c] <= self.deadline_ms * MARGIN]
+        if not fitting:
+            fastest = min(self.choices, key=lambda c: (predicted[c], -c.fidelity))
+            self._switch(fastest)
+            reason = f"nothing is predicted to meet the {self.deadline_ms:g} ms deadline: the fastest"
+            return Decision(fastest, predicted[fastest], reason)
+        best = max(fitting, key=lambda c: (c.fidelity, -predicted[c]))
+        current = self.current
+        if current is None or current not in predicted or predicted[current] > self.deadline_ms:
+            self._switch(best)
+            return Decision(best, predicted[best], self._why(best, predicted[best]))
+        if best.fidelity > current.fidelity:
+            if self._candidate == best:
+                self._candidate_frames += 1
+            else:
+                self._candidate, self._candidate_frames = best, 1
+            if self._candidate_frames >= HOLD_FRAMES:
+                self._switch(best)
+                return Decision(best, predicted[best], self._why(best, predicted[best], f"after {HOLD_FRAMES} frames"))
+        else:
+            self._candidate, self._candidate_frames = None, 0
+        return Decision(current, predicted[current], self._why(current, predicted[current], "kept"))
+
+    def observe(self, choice: Choice, result: InferenceResult) -> None:
+        """Learn from one answered frame: compute on each side, bytes, and the link."""
+        robot = sum(s.ms for s in result.stages if s.where == "robot" and s.name in ROBOT_STAGES)
+        edge = sum(s.ms for s in result.stages if s.where == "edge")
+        costs = self.costs
+        if choice.mode == "all-robot":
+            costs.robot_ms[choice.key] = _smooth(costs.robot_ms.get(choice.key), robot)
+            return
+        costs.robot_ms[choice.split_id] = _smooth(costs.robot_ms.get(choice.split_id), robot)
+        costs.edge_ms[choice.split_id] = _smooth(costs.edge_ms.get(choice.split_id), edge)
+        costs.bytes_sent[choice.key] = float(result.bytes.sent)
+        network = sum(s.ms for s in result.stages if s.name == "network")
+        self.link.observe(result.bytes.sent + result.bytes.received, network)
+
+    def _switch(self, choice: Choice) -> None:
+        if choice != self.current:
+            self._candidate, self._candidate_frames = None, 0
+        self.current = choice
+        if choice.mode == "split":
+            self._since_link = 0
+
+    def _why(self, choice: Choice, predicted_ms: float, how: str = "") -> str:
+        prefix = f"{how}: " if how else ""
+        return (
+            f"{prefix}best held-out fidelity ({choice.fidelity:.1%}) predicted within the deadline: "
+            f"{predicted_ms:.1f} ms of {self.deadline_ms:g} ms"
+        )
