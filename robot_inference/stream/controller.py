@@ -12,9 +12,10 @@ Compute times are smoothed from the frames themselves (an exponential average, `
 (split, width) are the frames' own once one was sent, before that the calibration's coded size (or the packed
 size). The link (``LinkEstimate``) learns from every frame that crossed it: the time to the edge's answer minus
 the edge's own compute is the transfer, the round trip comes from an empty probe request when the stream starts;
-bandwidth follows ``bytes / (transfer - RTT)`` with a weight of one half
-per frame, so a rate that drops tenfold is followed within about three frames. A cost not yet seen counts as 0:
-the controller tries it once and learns (a new stream starts from the best fidelity and steps down).
+bandwidth follows ``bytes / (transfer - RTT)``, a drop with a weight of 0.8 per frame and a rise with 0.5, so a
+rate that drops tenfold is followed within about three frames and a brief recovery is not trusted at once. A cost
+not yet seen counts as 0: the controller tries it once and learns (a new stream starts from the best fidelity and
+steps down).
 
 Hysteresis: the current choice is kept while its prediction meets the deadline; a choice with better fidelity
 takes over only after it has been the best for ``HOLD_FRAMES`` frames in a row, and only with ``MARGIN`` of the
@@ -33,7 +34,8 @@ from common.results import InferenceResult, Mode
 from common.wire import frame_overhead
 
 COMPUTE_ALPHA = 0.3
-LINK_ALPHA = 0.5
+LINK_ALPHA_UP = 0.5  # a faster link is believed over two frames or so
+LINK_ALPHA_DOWN = 0.8  # a slower one at once: a missed deadline costs more than a frame sent at fewer bits
 HOLD_FRAMES = 3
 MARGIN = 0.85
 PROBE_EVERY = 10
@@ -102,9 +104,11 @@ class LinkEstimate:
             self.rtt_ms = min(transfer_ms, self.rtt_ms or transfer_ms) if self.rtt_ms is not None else 0.0
         wire_ms = max(transfer_ms - self.rtt_ms, MIN_TRANSFER_MS)
         sample = sent_bytes * 8 / (wire_ms * 1e3)
-        self.bandwidth_mbps = (
-            sample if self.bandwidth_mbps is None else LINK_ALPHA * sample + (1 - LINK_ALPHA) * self.bandwidth_mbps
-        )
+        if self.bandwidth_mbps is None:
+            self.bandwidth_mbps = sample
+        else:
+            alpha = LINK_ALPHA_DOWN if sample < self.bandwidth_mbps else LINK_ALPHA_UP
+            self.bandwidth_mbps = alpha * sample + (1 - alpha) * self.bandwidth_mbps
         self.samples += 1
 
     def transfer_ms(self, nbytes: int) -> float:
@@ -138,11 +142,14 @@ class Controller:
         self._candidate_frames = 0
         self._since_link = 0
 
+    def expected_bytes(self, choice: Choice) -> float:
+        return self.costs.bytes_sent.get(choice.key, float(choice.prior_bytes))
+
     def predict(self, choice: Choice) -> float:
         costs = self.costs
         if choice.mode == "all-robot":
             return costs.robot_ms.get(choice.key, 0.0)
-        sent = costs.bytes_sent.get(choice.key, float(choice.prior_bytes))
+        sent = self.expected_bytes(choice)
         robot = costs.robot_ms.get(choice.split_id, 0.0)
         return robot + self.link.transfer_ms(round(sent)) + costs.edge_ms.get(choice.split_id, 0.0)
 
@@ -153,7 +160,7 @@ class Controller:
             self._since_link += 1
             if self._since_link >= PROBE_EVERY:
                 self._since_link = 0
-                probe = min(uses_link, key=lambda c: (predicted[c], -c.fidelity))
+                probe = min(uses_link, key=lambda c: (self.expected_bytes(c), -c.fidelity))
                 return Decision(probe, predicted[probe], "probing the link with the split that sends the fewest bytes")
         fitting = [c for c in self.choices if predicted[c] <= self.deadline_ms * MARGIN]
         if not fitting:

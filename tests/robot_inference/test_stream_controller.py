@@ -1,0 +1,106 @@
+"""The stream controller on a simulated link: it follows a rate drop within three frames, does not flap near the
+threshold, falls back to the fastest when nothing fits, and probes the link while it answers on the robot.
+
+The link here is arithmetic (bytes / rate + RTT); the controller, its estimates and the results it learns from
+are the real classes the robot runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from common.postprocess.answers import Answer
+from common.results import InferenceResult, Providers, WireBytes
+from common.timing import Stage
+from robot_inference.stream.controller import Choice, Controller, LinkEstimate
+
+SPLIT = "a" * 64
+ROBOT_HEAD_MS = 8.0
+EDGE_TAIL_MS = 4.0
+FULL_MODEL_MS = 70.0
+RTT_MS = 2.0
+BYTES = {2: 4_000, 4: 8_000, 8: 16_000}
+FIDELITY = {2: 0.80, 4: 0.95, 8: 0.99}
+
+
+def choices(with_robot: bool = True) -> list[Choice]:
+    out = [Choice("split", SPLIT, bits, FIDELITY[bits], BYTES[bits]) for bits in (2, 4, 8)]
+    return [*out, Choice("all-robot", SPLIT, None, 1.0)] if with_robot else out
+
+
+def answered(choice: Choice, mbps: float) -> InferenceResult:
+    """What the robot measures for one frame of ``choice`` on a link of ``mbps``."""
+    if choice.mode == "all-robot":
+        stages = [Stage(name="model", where="robot", ms=FULL_MODEL_MS)]
+        sent = 0
+    else:
+        sent = BYTES[choice.bits or 8]
+        wire_ms = RTT_MS + (sent + 500) * 8 / (mbps * 1e3)
+        stages = [
+            Stage(name="head", where="robot", ms=ROBOT_HEAD_MS),
+            Stage(name="network", where="link", ms=wire_ms),
+            Stage(name="tail", where="edge", ms=EDGE_TAIL_MS),
+        ]
+    return InferenceResult(
+        mode=choice.mode,
+        split_id=SPLIT,
+        request_id="0" * 32,
+        model_id="m" * 16,
+        model_name="m",
+        split_point="p",
+        bits=choice.bits or 32,
+        weights_trained=True,
+        answer=Answer(task="classification"),
+        predictions=[],
+        stages=stages,
+        total_ms=sum(s.ms for s in stages),
+        bytes=WireBytes(sent=sent, received=500 if sent else 0, feature_fp32=0, image=0),
+        providers=Providers(robot="cpu", edge="cpu"),
+    )
+
+
+def run(controller: Controller, schedule: list[float]) -> list[Choice]:
+    picked = []
+    for mbps in schedule:
+        decision = controller.choose()
+        picked.append(decision.choice)
+        controller.observe(decision.choice, answered(decision.choice, mbps))
+    return picked
+
+
+def test_it_follows_a_rate_drop_within_three_frames() -> None:
+    controller = Controller(choices(with_robot=False), deadline_ms=40.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    # 50 Mbit/s: 8 bits costs about 8 + 2 + 2.7 + 4 ms. At 2 Mbit/s only 2 bits fits (4 kB: 18 ms on the wire).
+    picked = run(controller, [50.0] * 10 + [2.0] * 10)
+    assert {c.bits for c in picked[5:10]} == {8}
+    after_drop = [c.bits for c in picked[10:]]
+    assert after_drop.index(2) <= 3, after_drop
+    assert set(after_drop[4:]) == {2}
+    assert controller.link.bandwidth_mbps is not None and controller.link.bandwidth_mbps < 3.0
+
+
+def test_it_climbs_back_only_after_holding_and_does_not_flap() -> None:
+    controller = Controller(choices(with_robot=False), deadline_ms=40.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    picked = run(controller, [2.0] * 8 + [50.0] * 8)
+    bits = [c.bits for c in picked]
+    assert set(bits[4:8]) == {2}
+    recovered = bits[8:]
+    assert recovered[0] == 2 and recovered[-1] == 8, recovered
+    switches = sum(1 for a, b in itertools.pairwise(bits) if a != b)
+    assert switches <= 4, bits  # down once or twice at the start, up once (hysteresis), no back and forth
+
+
+def test_nothing_fits_means_the_fastest() -> None:
+    controller = Controller(choices(with_robot=False), deadline_ms=5.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    run(controller, [50.0] * 5)
+    decision = controller.choose()
+    assert decision.choice.bits == 2 and "nothing is predicted to meet" in decision.reason
+
+
+def test_the_robot_answers_when_it_fits_and_the_link_is_probed_meanwhile() -> None:
+    controller = Controller(choices(), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    picked = run(controller, [1.0] * 30)  # a link too thin for any split; the robot's 70 ms fits the deadline
+    modes = [c.mode for c in picked]
+    assert modes[0] == "all-robot" and modes.count("all-robot") >= 25
+    probes = [i for i, c in enumerate(picked) if c.mode == "split"]
+    assert probes and all(picked[i].bits == 2 for i in probes)  # the fewest bytes probe the link
