@@ -1,0 +1,329 @@
+"""A camera stream over a link whose rate changes: fixed plans against the adaptive controller (root: netns, tc).
+
+``python -m bench.stream`` builds the testbed (bench/testbed.py: robot and edge in two network namespaces, tc tbf
+on the veth, the robot capped at half a core), registers torchvision's ImageNet mobilenet_v2 with its real
+weights (tools/assets) and cuts it at ``--point`` at 8 bits with 4 and 2 bits beside it (one split, each width
+calibrated, held-out fidelity in the manifest). A camera client inside the robot's namespace streams the bundled
+photos' held-out variants (32 frames, cycled) at ``--fps`` over ``WS /api/stream`` while a schedule changes the
+link rate (default 50 -> 5 -> 1 -> 20 Mbit/s, 15 s each), once per policy: fixed 8 bits, fixed 2 bits, all-edge
+(the JPEG), all-robot, and adaptive (``mode=auto``). Per policy: frames answered per second, p50/p90/p99 latency,
+the share of frames that missed the deadline (dropped frames count as missed), dropped frames, and fidelity (top-1
+agreement with the float model, which is what all-robot answers). Then the pipelining gain: answered frames per
+second with 1, 2 and 4 frames in flight on the uncapped link at fixed 8 bits, with each stage's median time.
+Results: bench/results/stream-<date>-<host>.json and .png (``--quick``: a short schedule, two policies,
+bench/results/tmp/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from bench.netns import inside_netns
+from bench.testbed import Testbed, TestbedConfig
+from model_splitter.quantize.images import held_out_images
+from model_splitter.store.samples import calibration_photos
+from tools.assets import ensure
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+POLICIES: dict[str, dict[str, object]] = {
+    "fixed-8": {"mode": "split", "bits": 8},
+    "fixed-2": {"mode": "split", "bits": 2},
+    "all-edge": {"mode": "all-edge"},
+    "all-robot": {"mode": "all-robot"},
+    "adaptive": {"mode": "auto"},
+}
+
+
+@dataclass
+class FrameLog:
+    frame: int
+    sent_at: float  # seconds since the policy's start
+    status: str
+    latency_ms: float | None = None
+    deadline_met: bool | None = None
+    mode: str | None = None
+    bits: int | None = None
+    top1: int | None = None
+    image: int = 0
+    bandwidth_mbps: float | None = None
+    rate_mbit: float | None = None
+
+
+@dataclass
+class PolicyRun:
+    policy: str
+    frames: list[FrameLog] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def clip_frames() -> list[bytes]:
+    """The sample clip: the held-out variants of the bundled photos, as JPEGs."""
+    out = []
+    for _, image in held_out_images(calibration_photos()):
+        buffer = BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def stream_once(
+    bed: Testbed,
+    options: dict[str, object],
+    frames: Sequence[bytes],
+    fps: float,
+    schedule: Sequence[tuple[float, float | None]],
+) -> list[FrameLog]:
+    """Stream ``frames`` (cycled) at ``fps`` for the schedule's length, changing the link rate on the schedule."""
+    query = "&".join(f"{k}={v}" for k, v in options.items())
+    url = bed.robot_url.replace("http://", "ws://") + f"/api/stream?{query}"
+    total_s = sum(seconds for seconds, _ in schedule)
+    logs: dict[int, FrameLog] = {}
+    with connect(url, max_size=None, open_timeout=60) as ws:
+        start = time.perf_counter()
+        done = threading.Event()
+
+        def receive() -> None:
+            resolved = 0
+            while not (done.is_set() and resolved >= sent):
+                try:
+                    message = json.loads(ws.recv(timeout=1.0))
+                except TimeoutError:
+                    if done.is_set() and time.perf_counter() - start > total_s + 60:
+                        return
+                    continue
+                except ConnectionClosed:
+                    return
+                resolved += 1
+                log = logs[message["frame"]]
+                log.status = message["status"]
+                if message["status"] == "ok":
+                    log.latency_ms = message["latency_ms"]
+                    log.deadline_met = message["deadline_met"]
+                    log.mode = message["choice"]["mode"]
+                    log.bits = message["result"]["bits"] if log.mode == "split" else None
+                    predictions = message["result"]["predictions"]
+                    log.top1 = predictions[0]["index"] if predictions else None
+                    log.bandwidth_mbps = message["link"]["bandwidth_mbps"]
+
+        sent = 0
+        receiver = threading.Thread(target=receive, daemon=True)
+        receiver.start()
+        boundaries = []
+        elapsed = 0.0
+        for seconds, rate in schedule:
+            boundaries.append((elapsed, rate))
+            elapsed += seconds
+        current_rate: float | None = -1.0
+        while (now := time.perf_counter() - start) < total_s:
+            rate = [r for at, r in boundaries if at <= now][-1]
+            if rate != current_rate:
+                bed.set_rate(rate)
+                current_rate = rate
+            logs[sent] = FrameLog(sent, now, "pending", image=sent % len(frames), rate_mbit=rate)
+            ws.send(frames[sent % len(frames)])
+            sent += 1
+            next_at = sent / fps
+            time.sleep(max(0.0, next_at - (time.perf_counter() - start)))
+        done.set()
+        receiver.join(timeout=90)
+    bed.set_rate(None)
+    return [logs[i] for i in sorted(logs)]
+
+
+def summarise(frames: list[FrameLog], seconds: float, deadline_ms: float, reference: dict[int, int]) -> dict[str, Any]:
+    answered = [f for f in frames if f.status == "ok" and f.latency_ms is not None]
+    latencies = sorted(f.latency_ms for f in answered if f.latency_ms is not None)
+
+    def pct(q: float) -> float | None:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2) if latencies else None
+
+    missed = sum(1 for f in frames if f.status != "ok" or not f.deadline_met)
+    agree = [f.top1 == reference.get(f.image) for f in answered if f.image in reference]
+    return {
+        "frames_sent": len(frames),
+        "answered_per_s": round(len(answered) / seconds, 2),
+        "p50_ms": pct(0.5),
+        "p90_ms": pct(0.9),
+        "p99_ms": pct(0.99),
+        "deadline_miss_share": round(missed / max(len(frames), 1), 4),
+        "dropped": sum(1 for f in frames if f.status == "dropped"),
+        "errors": sum(1 for f in frames if f.status == "error"),
+        "fidelity_top1": round(sum(agree) / len(agree), 4) if agree else None,
+        "deadline_ms": deadline_ms,
+    }
+
+
+def frames_to_follow(frames: list[FrameLog]) -> list[dict[str, Any]]:
+    """After each rate drop: how many frames (by send order) until one travels with fewer bits or on the robot."""
+    out = []
+    for i in range(1, len(frames)):
+        before, now = frames[i - 1].rate_mbit, frames[i].rate_mbit
+        if before is None or now is None or now >= before:
+            continue
+        old_bits = next((f.bits for f in reversed(frames[:i]) if f.status == "ok"), None)
+        for k, later in enumerate(frames[i:]):
+            if later.status == "ok" and (later.mode != "split" or (later.bits or 0) < (old_bits or 99)):
+                out.append({"from_mbit": before, "to_mbit": now, "frames": k + 1})
+                break
+    return out
+
+
+def register_and_split(bed: Testbed, point: str, widths: tuple[int, ...]) -> str:
+    weights = ensure("mobilenet_v2").read_bytes()
+    with httpx.Client(base_url=bed.splitter_url, timeout=600) as client:
+        model = client.post(
+            "/api/models", data={"arch": "mobilenet_v2"}, files={"weights": ("mobilenet_v2.pth", weights)}
+        )
+        model.raise_for_status()
+        model_id = model.json()["id"]
+        request = {"split_point": point, "bits": widths[0], "alternatives": list(widths[1:])}
+        split = client.post(f"/api/models/{model_id}/splits", json=request)
+        split.raise_for_status()
+        split_id: str = split.json()["id"]
+        client.post(f"/api/splits/{split_id}/deploy").raise_for_status()
+    return split_id
+
+
+def pipelining(bed: Testbed, frames: Sequence[bytes], seconds: float) -> list[dict[str, Any]]:
+    out = []
+    for in_flight in (1, 2, 4):
+        logs = stream_once(
+            bed,
+            {"mode": "split", "bits": 8, "in_flight": in_flight, "deadline_ms": 10_000},
+            frames,
+            60.0,
+            [(seconds, None)],
+        )
+        answered = [f for f in logs if f.status == "ok"]
+        out.append(
+            {
+                "in_flight": in_flight,
+                "answered_per_s": round(len(answered) / seconds, 2),
+                "p50_ms": round(statistics.median(f.latency_ms or 0 for f in answered), 2) if answered else None,
+            }
+        )
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    frames = clip_frames()
+    schedule = [(args.seconds, rate) for rate in args.rates]
+    policies = args.policies
+    with Testbed(TestbedConfig(robot_cpu_percent=args.robot_cpu)) as bed, inside_netns(bed.names.robot_ns):
+        bed.set_rate(None)
+        split_id = register_and_split(bed, args.point, (8, 4, 2))
+        runs: dict[str, PolicyRun] = {}
+        for name in ["all-robot", *[p for p in policies if p != "all-robot"]]:
+            options = {**POLICIES[name], "deadline_ms": args.deadline_ms, "in_flight": 2, "queue": 1}
+            print(f"{name}: streaming {sum(s for s, _ in schedule):g} s at {args.fps:g} frames/s ...", flush=True)
+            runs[name] = PolicyRun(name, stream_once(bed, options, frames, args.fps, schedule))
+        reference = {}
+        for f in runs["all-robot"].frames:
+            if f.status == "ok" and f.top1 is not None:
+                reference.setdefault(f.image, f.top1)
+        total = sum(s for s, _ in schedule)
+        for run_ in runs.values():
+            run_.summary = summarise(run_.frames, total, args.deadline_ms, reference)
+            print(run_.policy, json.dumps(run_.summary), flush=True)
+        gain = pipelining(bed, frames, args.pipeline_seconds)
+        print("pipelining", json.dumps(gain), flush=True)
+    result = {
+        "started_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, robot at {args.robot_cpu:g}% of a core",
+        "model": "mobilenet_v2 (torchvision IMAGENET1K_V1 weights)",
+        "split": {"id": split_id, "point": args.point, "widths": [8, 4, 2]},
+        "fps": args.fps,
+        "deadline_ms": args.deadline_ms,
+        "schedule": [{"seconds": s, "rate_mbit": r} for s, r in schedule],
+        "policies": {name: r.summary for name, r in runs.items()},
+        "adaptive_follows_drops": frames_to_follow(runs["adaptive"].frames) if "adaptive" in runs else [],
+        "pipelining": gain,
+        "frames": {name: [asdict(f) for f in r.frames] for name, r in runs.items()},
+    }
+    stem = f"stream-{dt.date.today().isoformat()}-{socket.gethostname()}"
+    out_dir = RESULTS / "tmp" if args.quick else RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{'quick-' if args.quick else ''}{stem}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, path.with_suffix(".png"))
+    print(f"wrote {path}", flush=True)
+    return result
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["frames"])
+    figure, axes = plt.subplots(len(names), 1, figsize=(12, 2.6 * len(names)), sharex=True)
+    for ax, name in zip(axes if len(names) > 1 else [axes], names, strict=True):
+        frames = result["frames"][name]
+        ok = [f for f in frames if f["status"] == "ok"]
+        ax.plot([f["sent_at"] for f in ok], [f["latency_ms"] for f in ok], ".", markersize=3, label="latency ms")
+        ax.axhline(result["deadline_ms"], color="red", linewidth=0.8, label="deadline")
+        ax.set_ylabel(name)
+        ax.set_yscale("log")
+        right = ax.twinx()
+        right.step(
+            [f["sent_at"] for f in frames],
+            [f["rate_mbit"] or 1000 for f in frames],
+            color="grey",
+            where="post",
+            label="link Mbit/s",
+        )
+        if name == "adaptive":
+            right.plot(
+                [f["sent_at"] for f in ok], [f["bits"] or 0 for f in ok], "g.", markersize=3, label="bits (0: robot)"
+            )
+            right.plot(
+                [f["sent_at"] for f in ok],
+                [f["bandwidth_mbps"] or 0 for f in ok],
+                "m-",
+                linewidth=0.6,
+                label="estimate Mbit/s",
+            )
+        right.set_yscale("symlog")
+        ax.legend(loc="upper left", fontsize=7)
+        right.legend(loc="upper right", fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a 2 x 5 s schedule, fixed 8 bits and adaptive")
+    parser.add_argument("--rates", type=lambda s: [float(r) for r in s.split(",")], default=[50.0, 5.0, 1.0, 20.0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="per rate of the schedule")
+    parser.add_argument("--fps", type=float, default=15.0)
+    parser.add_argument("--deadline-ms", type=float, default=100.0)
+    parser.add_argument("--point", default="features.7")
+    parser.add_argument("--robot-cpu", type=float, default=50.0, help="percent of one core the robot may use")
+    parser.add_argument("--policies", type=lambda s: s.split(","), default=list(POLICIES))
+    parser.add_argument("--pipeline-seconds", type=float, default=8.0)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rates, args.seconds, args.policies, args.pipeline_seconds = [20.0, 2.0], 5.0, ["fixed-8", "adaptive"], 3.0
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
