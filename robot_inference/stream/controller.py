@@ -20,8 +20,9 @@ steps down).
 Hysteresis: the current choice is kept while its prediction meets the deadline; a choice with better fidelity
 takes over only after it has been the best for ``HOLD_FRAMES`` frames in a row, and only with ``MARGIN`` of the
 deadline to spare, so a link near the threshold does not flap. When nothing meets the deadline, the fastest
-prediction wins. While no frame uses the link (all-robot), every ``PROBE_EVERY`` th frame goes by the split with
-the fewest bytes, so the estimate follows a link that recovers.
+prediction wins. While no frame uses the link (all-robot) and the link could change that (all-robot misses the
+deadline, or a split is as faithful), every ``PROBE_EVERY`` th frame goes over the link, so the estimate follows a
+link that recovers.
 """
 
 from __future__ import annotations
@@ -155,13 +156,9 @@ class Controller:
 
     def choose(self) -> Decision:
         predicted = {choice: self.predict(choice) for choice in self.choices}
-        uses_link = [c for c in self.choices if c.mode == "split"]
-        if self.current is not None and self.current.mode != "split" and uses_link:
-            self._since_link += 1
-            if self._since_link >= PROBE_EVERY:
-                self._since_link = 0
-                probe = min(uses_link, key=lambda c: (self.expected_bytes(c), -c.fidelity))
-                return Decision(probe, predicted[probe], "probing the link with the split that sends the fewest bytes")
+        probe = self._probe(predicted)
+        if probe is not None:
+            return probe
         fitting = [c for c in self.choices if predicted[c] <= self.deadline_ms * MARGIN]
         if not fitting:
             fastest = min(self.choices, key=lambda c: (predicted[c], -c.fidelity))
@@ -184,6 +181,27 @@ class Controller:
         else:
             self._candidate, self._candidate_frames = None, 0
         return Decision(current, predicted[current], self._why(current, predicted[current], "kept"))
+
+    def _probe(self, predicted: dict[Choice, float]) -> Decision | None:
+        """Every PROBE_EVERY frames answered off the link, one over it, when the link could change the choice: a
+        split as faithful as the current choice (it might be quicker), or any split while the current one is
+        predicted to miss the deadline (the fewest bytes: a recovering link shows in them too)."""
+        current = self.current
+        uses_link = [c for c in self.choices if c.mode == "split"]
+        if current is None or current.mode == "split" or not uses_link:
+            return None
+        as_good = [c for c in uses_link if c.fidelity >= current.fidelity]
+        if not as_good and predicted[current] <= self.deadline_ms:
+            return None
+        self._since_link += 1
+        if self._since_link < PROBE_EVERY:
+            return None
+        self._since_link = 0
+        if as_good:
+            probe = max(as_good, key=lambda c: (c.fidelity, -self.expected_bytes(c)))
+            return Decision(probe, predicted[probe], "probing the link with a split as faithful as the robot")
+        probe = min(uses_link, key=lambda c: (self.expected_bytes(c), -c.fidelity))
+        return Decision(probe, predicted[probe], "probing the link with the split that sends the fewest bytes")
 
     def observe(self, choice: Choice, result: InferenceResult) -> None:
         """Learn from one answered frame: compute on each side, bytes, and the link."""

@@ -97,10 +97,18 @@ def test_nothing_fits_means_the_fastest() -> None:
     assert decision.choice.bits == 2 and "nothing is predicted to meet" in decision.reason
 
 
-def test_the_robot_answers_when_it_fits_and_the_link_is_probed_meanwhile() -> None:
+def test_the_robot_answers_when_it_fits_and_nothing_over_the_link_could_beat_it() -> None:
     controller = Controller(choices(), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
-    picked = run(controller, [1.0] * 30)  # a link too thin for any split; the robot's 70 ms fits the deadline
-    modes = [c.mode for c in picked]
-    assert modes[0] == "all-robot" and modes.count("all-robot") >= 25
-    probes = [i for i, c in enumerate(picked) if c.mode == "split"]
-    assert probes and all(picked[i].bits == 2 for i in probes)  # the fewest bytes probe the link
+    picked = run(controller, [1.0] * 30)  # the robot's 70 ms fits the deadline, and no split is as faithful
+    assert {c.mode for c in picked} == {"all-robot"}
+
+
+def test_while_the_robot_misses_the_deadline_the_link_is_probed_and_recovery_is_seen() -> None:
+    controller = Controller(choices(), deadline_ms=50.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    # 0.3 Mbit/s: every split is slower than the robot's 70 ms, which misses the deadline too: the fastest, the robot.
+    picked = run(controller, [0.3] * 30 + [50.0] * 30)
+    thin = picked[:30]
+    assert [c.mode for c in thin[-15:]].count("all-robot") >= 13
+    probes = [c for c in thin[5:] if c.mode == "split"]
+    assert probes and {c.bits for c in probes} == {2}  # the fewest bytes probe the link
+    assert {c.bits for c in picked[-5:]} == {8}  # the link came back: the best split that fits
