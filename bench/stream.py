@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="per rate of the schedule")
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--deadline-ms", type=float, default=100.0)
-    parser.add_argument("--point", default="features.7")
+    parser.add_argument("--point", default="features.4")
     # At 10 % of a core the whole mobilenet_v2 takes about the deadline on the robot: the choice is a real one.
     parser.add_argument("--robot-cpu", type=float, default=10.0, help="percent of one core the robot may use")
     parser.add_argument("--policies", type=lambda s: s.split(","), default=list(POLICIES))

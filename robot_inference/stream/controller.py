@@ -1,11 +1,13 @@
 """Per frame, which way to answer: the best held-out fidelity whose predicted latency meets the deadline.
 
 Choices: every bit width of every split of the stream's model that the robot holds (``quantization.widths()``: a
-split made with alternatives switches width without a redeploy), and all-robot when the robot holds the full model.
+split made with alternatives switches width without a redeploy), all-edge (the camera's JPEG to the whole model
+on the edge), and all-robot when the robot holds the full model.
 Each is judged by its held-out fidelity (the manifest's; 1.0 for all-robot, for 32 bits and, unmeasured, 16 bits;
 0 for an unmeasured quantized width, so it is a last resort) and by a predicted latency:
 
     split:     robot compute (decode .. quantize, per split) + RTT + bytes * 8 / bandwidth + edge compute (per split)
+    all-edge:  RTT + image bytes * 8 / bandwidth + the edge's compute of the whole model
     all-robot: robot compute of the full model
 
 Compute times are smoothed from the frames themselves (an exponential average, ``COMPUTE_ALPHA``); bytes per
@@ -48,7 +50,7 @@ ROBOT_STAGES = frozenset({"decode", "preprocess", "head", "quantize", "encode", 
 class Choice:
     mode: Mode
     split_id: str
-    bits: int | None  # split: the width; all-robot: None
+    bits: int | None  # split: the width; all-edge, all-robot: None
     fidelity: float  # held-out agreement with the float model, 0..1
     prior_bytes: int = 0  # split: what a frame is expected to weigh before one was sent
 
@@ -84,6 +86,8 @@ def choices_for(deployments: list[Deployment], model_id: str) -> list[Choice]:
             packed = sum(math.ceil(spec.elements * bits / 8) for spec in manifest.cut)
             coded = measured.coded_bytes if measured is not None and measured.coded_bytes is not None else packed
             out.append(Choice("split", manifest.id, bits, fidelity, min(coded, packed) + overhead))
+        if not any(c.mode == "all-edge" for c in out):
+            out.append(Choice("all-edge", manifest.id, None, 1.0))
         if deployment.full is not None and not any(c.mode == "all-robot" for c in out):
             out.append(Choice("all-robot", manifest.id, None, 1.0))
     return out
@@ -119,14 +123,19 @@ class LinkEstimate:
         return rtt + nbytes * 8 / (self.bandwidth_mbps * 1e3)
 
 
+def _compute_key(choice: Choice) -> str:
+    return choice.split_id if choice.mode == "split" else choice.key
+
+
 def _smooth(old: float | None, new: float) -> float:
     return new if old is None else COMPUTE_ALPHA * new + (1 - COMPUTE_ALPHA) * old
 
 
 @dataclass
 class _Costs:
-    robot_ms: dict[str, float] = field(default_factory=dict)  # by Choice key family: split id or split id:all-robot
-    edge_ms: dict[str, float] = field(default_factory=dict)  # by split id
+    # Compute by _compute_key: a split's widths share their head and tail, the other plans have their own.
+    robot_ms: dict[str, float] = field(default_factory=dict)
+    edge_ms: dict[str, float] = field(default_factory=dict)
     bytes_sent: dict[str, float] = field(default_factory=dict)  # by Choice key
 
 
@@ -147,12 +156,11 @@ class Controller:
         return self.costs.bytes_sent.get(choice.key, float(choice.prior_bytes))
 
     def predict(self, choice: Choice) -> float:
-        costs = self.costs
+        costs, key = self.costs, _compute_key(choice)
         if choice.mode == "all-robot":
-            return costs.robot_ms.get(choice.key, 0.0)
+            return costs.robot_ms.get(key, 0.0)
         sent = self.expected_bytes(choice)
-        robot = costs.robot_ms.get(choice.split_id, 0.0)
-        return robot + self.link.transfer_ms(round(sent)) + costs.edge_ms.get(choice.split_id, 0.0)
+        return costs.robot_ms.get(key, 0.0) + self.link.transfer_ms(round(sent)) + costs.edge_ms.get(key, 0.0)
 
     def choose(self) -> Decision:
         predicted = {choice: self.predict(choice) for choice in self.choices}
@@ -187,8 +195,8 @@ class Controller:
         split as faithful as the current choice (it might be quicker), or any split while the current one is
         predicted to miss the deadline (the fewest bytes: a recovering link shows in them too)."""
         current = self.current
-        uses_link = [c for c in self.choices if c.mode == "split"]
-        if current is None or current.mode == "split" or not uses_link:
+        uses_link = [c for c in self.choices if c.mode != "all-robot"]
+        if current is None or current.mode != "all-robot" or not uses_link:
             return None
         as_good = [c for c in uses_link if c.fidelity >= current.fidelity]
         if not as_good and predicted[current] <= self.deadline_ms:
@@ -207,12 +215,11 @@ class Controller:
         """Learn from one answered frame: compute on each side, bytes, and the link."""
         robot = sum(s.ms for s in result.stages if s.where == "robot" and s.name in ROBOT_STAGES)
         edge = sum(s.ms for s in result.stages if s.where == "edge")
-        costs = self.costs
+        costs, key = self.costs, _compute_key(choice)
+        costs.robot_ms[key] = _smooth(costs.robot_ms.get(key), robot)
         if choice.mode == "all-robot":
-            costs.robot_ms[choice.key] = _smooth(costs.robot_ms.get(choice.key), robot)
             return
-        costs.robot_ms[choice.split_id] = _smooth(costs.robot_ms.get(choice.split_id), robot)
-        costs.edge_ms[choice.split_id] = _smooth(costs.edge_ms.get(choice.split_id), edge)
+        costs.edge_ms[key] = _smooth(costs.edge_ms.get(key), edge)
         costs.bytes_sent[choice.key] = float(result.bytes.sent)
         network = sum(s.ms for s in result.stages if s.name == "network")
         self.link.observe(result.bytes.sent + result.bytes.received, network)
@@ -221,7 +228,7 @@ class Controller:
         if choice != self.current:
             self._candidate, self._candidate_frames = None, 0
         self.current = choice
-        if choice.mode == "split":
+        if choice.mode != "all-robot":
             self._since_link = 0
 
     def _why(self, choice: Choice, predicted_ms: float, how: str = "") -> str:

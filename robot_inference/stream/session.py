@@ -164,14 +164,12 @@ class StreamSession:
         options = self.options
         if options.mode == "auto":
             return self.controller.choose()
-        wanted = [c for c in self.controller.choices if c.mode == options.mode or options.mode == "all-edge"]
+        wanted = [c for c in self.controller.choices if c.mode == options.mode]
         if options.mode == "split" and options.bits is not None:
             wanted = [c for c in wanted if c.bits == options.bits]
-        if options.split_id is not None:
-            wanted = [c for c in wanted if c.split_id == options.split_id] or wanted
-        choice = wanted[0] if wanted else self.controller.choices[0]
-        if options.mode == "all-edge":
-            choice = Choice("all-edge", choice.split_id, None, 1.0)
+        wanted = [c for c in wanted if c.split_id == options.split_id] or wanted
+        # Nothing listed (all-robot without the full model here): the pipeline says why in the frame's answer.
+        choice = wanted[0] if wanted else Choice(options.mode, options.split_id or "", options.bits, 0.0)
         return Decision(choice, self.controller.predict(choice), f"fixed by the stream's options: mode {options.mode}")
 
     def _prepare(self, frame: _Frame, choice: Choice) -> Prepared:
@@ -185,8 +183,7 @@ class StreamSession:
             self._fail(frame, exc)
             return
         self._slots.release()
-        if decision.choice.mode in ("split", "all-robot"):
-            self.controller.observe(decision.choice, result)
+        self.controller.observe(decision.choice, result)
         latency_ms = (time.perf_counter() - frame.arrived) * 1e3
         met = latency_ms <= self.options.deadline_ms
         link = self.controller.link
