@@ -52,12 +52,14 @@ clean:
 
 .PHONY: bench bench-quick
 ## Benchmarks on an emulated robot-edge link (root: netns, tc, cgroups; ~45 min); see README "Benchmarks".
-bench: install
+bench: install assets
 	$(PY) -m bench.run
+	$(PY) -m bench.stream
 
-## The reduced benchmark CI runs (resnet18, 2 rates, 3 points; a few minutes); results in bench/results/quick-*.
-bench-quick: install
+## The reduced benchmark CI runs (resnet18, 2 rates, 3 points; a 10 s stream; a few minutes); bench/results/tmp/.
+bench-quick: install assets
 	$(PY) -m bench.run --quick
+	$(PY) -m bench.stream --quick
 
 .PHONY: bench-planner
 ## The auto-split planner's predictions against measurements on the emulated link (root); bench/results/planner-*.

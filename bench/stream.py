@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,7 @@ from websockets.sync.client import connect
 
 from bench.netns import inside_netns
 from bench.testbed import Testbed, TestbedConfig
-from model_splitter.quantize.images import held_out_images
-from model_splitter.store.samples import calibration_photos
+from model_splitter.services.sample_stream import sample_clip
 from tools.assets import ensure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,16 +72,6 @@ class PolicyRun:
     policy: str
     frames: list[FrameLog] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def clip_frames() -> list[bytes]:
-    """The sample clip: the held-out variants of the bundled photos, as JPEGs."""
-    out = []
-    for _, image in held_out_images(calibration_photos()):
-        buffer = BytesIO()
-        image.convert("RGB").save(buffer, format="JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out
 
 
 def stream_once(
@@ -231,7 +219,7 @@ def pipelining(bed: Testbed, frames: Sequence[bytes], seconds: float, rate: floa
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    frames = clip_frames()
+    frames = list(sample_clip())
     schedule = [(args.seconds, rate) for rate in args.rates]
     policies = args.policies
     with Testbed(TestbedConfig(robot_cpu_percent=args.robot_cpu)) as bed, inside_netns(bed.names.robot_ns):

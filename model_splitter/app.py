@@ -20,6 +20,7 @@ from model_splitter.api.calibration import calibration_router
 from model_splitter.api.jobs import job_router
 from model_splitter.api.models import api_router
 from model_splitter.api.plans import plan_router
+from model_splitter.api.stream import stream_router
 from model_splitter.context import SplitterContext
 from model_splitter.intake.torch_formats import refuse_code_in_torch_loads
 from model_splitter.settings import SplitterSettings
@@ -54,6 +55,7 @@ def create_app(settings: SplitterSettings | None = None) -> FastAPI:
     app.include_router(calibration_router(context))
     app.include_router(job_router(context, jobs))
     app.include_router(plan_router(context))
+    app.include_router(stream_router(context))
     app.include_router(ui_router(context))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -179,6 +179,12 @@ def ui_router(context: SplitterContext) -> APIRouter:
         }
         return render(request, "infer.html", "infer", data)
 
+    @router.get("/stream", response_class=HTMLResponse)
+    async def stream_page(request: Request) -> HTMLResponse:
+        if (login_page_response := await signed_out(request)) is not None:
+            return login_page_response
+        return render(request, "stream.html", "stream", {})
+
     @router.get("/samples/{name}", response_class=FileResponse, dependencies=[Depends(context.read_guard)])
     async def sample(name: str) -> FileResponse:
         path = sample_path(name)
