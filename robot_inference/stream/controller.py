@@ -9,6 +9,8 @@ Each is judged by its held-out fidelity (the manifest's; 1.0 for all-robot, for 
     split:     robot compute (decode .. quantize, per split) + RTT + bytes * 8 / bandwidth + edge compute (per split)
     all-edge:  RTT + image bytes * 8 / bandwidth + the edge's compute of the whole model
     all-robot: robot compute of the full model
+    each:      + the waiting seen with it: a frame's latency (arrival to answer) beyond the above, smoothed; a
+               robot slower than the camera queues frames, which no stage time shows
 
 Compute times are smoothed from the frames themselves (an exponential average, ``COMPUTE_ALPHA``); bytes per
 (split, width) are the frames' own once one was sent, before that the calibration's coded size (or the packed
@@ -137,6 +139,7 @@ class _Costs:
     robot_ms: dict[str, float] = field(default_factory=dict)
     edge_ms: dict[str, float] = field(default_factory=dict)
     bytes_sent: dict[str, float] = field(default_factory=dict)  # by Choice key
+    waiting_ms: dict[str, float] = field(default_factory=dict)  # by Choice key: latency beyond compute and link
 
 
 class Controller:
@@ -156,6 +159,9 @@ class Controller:
         return self.costs.bytes_sent.get(choice.key, float(choice.prior_bytes))
 
     def predict(self, choice: Choice) -> float:
+        return self._compute_and_link(choice) + self.costs.waiting_ms.get(choice.key, 0.0)
+
+    def _compute_and_link(self, choice: Choice) -> float:
         costs, key = self.costs, _compute_key(choice)
         if choice.mode == "all-robot":
             return costs.robot_ms.get(key, 0.0)
@@ -211,8 +217,16 @@ class Controller:
         probe = min(uses_link, key=lambda c: (self.expected_bytes(c), -c.fidelity))
         return Decision(probe, predicted[probe], "probing the link with the split that sends the fewest bytes")
 
-    def observe(self, choice: Choice, result: InferenceResult) -> None:
-        """Learn from one answered frame: compute on each side, bytes, and the link."""
+    def observe(self, choice: Choice, result: InferenceResult, latency_ms: float | None = None) -> None:
+        """Learn from one answered frame: compute on each side, bytes, the link, and (``latency_ms``: from the
+        frame's arrival to its answer) the waiting the stages do not show: a robot that cannot keep up with the
+        camera queues frames, whatever its compute per frame says."""
+        self._learn(choice, result)
+        if latency_ms is not None:
+            waited = max(latency_ms - self._compute_and_link(choice), 0.0)
+            self.costs.waiting_ms[choice.key] = _smooth(self.costs.waiting_ms.get(choice.key), waited)
+
+    def _learn(self, choice: Choice, result: InferenceResult) -> None:
         robot = sum(s.ms for s in result.stages if s.where == "robot" and s.name in ROBOT_STAGES)
         edge = sum(s.ms for s in result.stages if s.where == "edge")
         costs, key = self.costs, _compute_key(choice)

@@ -183,8 +183,8 @@ class StreamSession:
             self._fail(frame, exc)
             return
         self._slots.release()
-        self.controller.observe(decision.choice, result)
         latency_ms = (time.perf_counter() - frame.arrived) * 1e3
+        self.controller.observe(decision.choice, result, latency_ms)
         met = latency_ms <= self.options.deadline_ms
         link = self.controller.link
         self.metrics.answered(result, latency_ms, met, link)

@@ -112,3 +112,17 @@ def test_while_the_robot_misses_the_deadline_the_link_is_probed_and_recovery_is_
     probes = [c for c in thin[5:] if c.mode == "split"]
     assert probes and {c.bits for c in probes} == {2}  # the fewest bytes probe the link
     assert {c.bits for c in picked[-5:]} == {8}  # the link came back: the best split that fits
+
+
+def test_frames_that_queue_behind_a_busy_robot_count_against_its_plan() -> None:
+    # The robot's 70 ms of compute fits a 100 ms deadline, but frames come faster than that: each waits ~80 ms.
+    controller = Controller(choices(), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    picked = []
+    for _ in range(12):
+        decision = controller.choose()
+        picked.append(decision.choice)
+        result = answered(decision.choice, 50.0)
+        latency = result.total_ms + (80.0 if decision.choice.mode == "all-robot" else 0.0)
+        controller.observe(decision.choice, result, latency)
+    assert picked[0].mode == "all-robot"
+    assert {c.mode for c in picked[-5:]} == {"split"}, [c.key for c in picked]
