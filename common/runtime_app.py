@@ -3,9 +3,12 @@ guards, offline docs, error mapping, logs and metrics. Each service adds only it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -42,7 +45,10 @@ def create_runtime_app(
     title: str,
     description: str,
     on_shutdown: Callable[[], None] = lambda: None,
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> RuntimeApp:
+    """``background``: work that runs for the service's lifetime once its bundles are restored (the robot's camera
+    source), cancelled at shutdown."""
     store = BundleStore(settings.data_dir, part)
     session_options = settings.session_options()
     deployments = DeploymentSet(store, session_options)
@@ -55,7 +61,12 @@ def create_runtime_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(deployments.restore)
+        task = asyncio.create_task(background()) if background is not None else None
         yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         on_shutdown()
         fetch_client.close()
 

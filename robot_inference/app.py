@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import onnxruntime as ort
@@ -20,7 +21,8 @@ from robot_inference.link_probe import probe_link_router
 from robot_inference.pipeline import RobotPipeline, parse_mode
 from robot_inference.settings import EdgeChannel, RobotSettings
 from robot_inference.stream.metrics import StreamMetrics
-from robot_inference.stream.router import stream_router
+from robot_inference.stream.router import results_router, source_runner, stream_router
+from robot_inference.stream.source import ResultHub
 
 
 class RobotHealth(ServiceStatus):
@@ -33,11 +35,20 @@ class RobotHealth(ServiceStatus):
     edge_url: str
     edge_channel: EdgeChannel
     edge: dict[str, Any] | None
+    source: str | None = Field(None, description="ROBOT_SOURCE: the camera this robot streams by itself, if any")
+    source_error: str | None = Field(None, description="why that camera is not streaming now")
 
 
 def create_app(settings: RobotSettings | None = None) -> FastAPI:
     settings = settings or RobotSettings()
     edge = EdgeClient(settings.edge_url, settings.edge_timeout_s, settings.edge_token, settings.edge_channel)
+    hub = ResultHub()
+    camera: Callable[[], Coroutine[Any, Any, None]] | None = None  # set below, once the pipeline exists
+
+    async def run_camera() -> None:
+        if camera is not None:
+            await camera()
+
     runtime = create_runtime_app(
         settings,
         service="robot",
@@ -45,11 +56,25 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
         title="Robot inference",
         description="Runs the head of a split, quantizes the features and sends them to the edge.",
         on_shutdown=edge.close,
+        background=run_camera,
     )
     app, deployments, metrics, writes = runtime.app, runtime.deployments, runtime.metrics, runtime.writes
     pipeline = RobotPipeline(deployments, edge, settings.fallback_to_robot)
+    stream_metrics = StreamMetrics(metrics)
     app.include_router(probe_link_router(edge, writes))
-    app.include_router(stream_router(deployments, pipeline, edge, writes, StreamMetrics(metrics)))
+    app.include_router(stream_router(deployments, pipeline, edge, writes, stream_metrics))
+    app.include_router(results_router(hub, settings.source, runtime.reads))
+    if settings.source is not None:
+        camera = source_runner(
+            settings.source,
+            settings.source_fps,
+            settings.source_options,
+            deployments,
+            pipeline,
+            edge,
+            stream_metrics,
+            hub,
+        )
 
     @app.post(
         "/api/infer",
@@ -103,6 +128,8 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
             edge_url=edge.base_url,
             edge_channel=edge.channel,
             edge=await run_in_threadpool(edge.health),
+            source=settings.source,
+            source_error=hub.error,
         )
 
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import RuntimeSettings
@@ -28,3 +28,9 @@ class RobotSettings(RuntimeSettings):
     edge_channel: EdgeChannel = "websocket"
     # When the edge is down or too slow, answer with the full model on the robot (if it holds it) and say so.
     fallback_to_robot: bool = False
+    # A camera on the robot itself (robot_inference/stream/source.py): a directory of images, an image, a video
+    # file, /dev/videoN or an rtsp:// URL. Its answers go to WS /api/stream/results and /metrics.
+    source: str | None = None
+    source_fps: float = Field(15.0, gt=0, le=120)
+    # The stream's options as a query string, as WS /api/stream takes them: "mode=auto&deadline_ms=100".
+    source_options: str = ""

@@ -1,10 +1,16 @@
-"""``WS /api/stream``: a camera stream through the robot (protocol in docs/streams.md)."""
+"""``WS /api/stream``: a camera stream through the robot (protocol in docs/streams.md); the robot's own camera
+(``ROBOT_SOURCE``) and ``WS /api/stream/results``, where its answers go."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from common.auth import Guard
@@ -15,11 +21,15 @@ from robot_inference.edge_client import EdgeClient
 from robot_inference.pipeline import RobotPipeline
 from robot_inference.stream.controller import Controller, LinkEstimate, choices_for
 from robot_inference.stream.metrics import StreamMetrics
-from robot_inference.stream.options import parse_options
-from robot_inference.stream.session import StreamSession
+from robot_inference.stream.options import StreamOptions, parse_options
+from robot_inference.stream.session import FrameLink, StreamSession
+from robot_inference.stream.source import ResultHub, SourceLink, frames_of
 
 STREAM_PATH = "/api/stream"
+RESULTS_PATH = "/api/stream/results"
 RTT_PINGS = 3
+SOURCE_RETRY_S = 5.0
+logger = logging.getLogger(__name__)
 
 
 def _round_trip_ms(edge: EdgeClient) -> float | None:
@@ -52,11 +62,77 @@ def stream_router(
         except SplitComputingError as exc:
             await refuse_handshake(websocket, exc)
             return
-        options = options.model_copy(update={"split_id": deployment.manifest.id})
-        choices = choices_for(deployments.all(), deployment.manifest.model_id)
-        link = LinkEstimate(rtt_ms=await run_in_threadpool(_round_trip_ms, edge))
-        controller = Controller(choices, options.deadline_ms, link)
         await websocket.accept()
-        await StreamSession(websocket, pipeline, controller, options, metrics).run()
+        await run_stream(websocket, options, deployments, pipeline, edge, metrics)
 
     return router
+
+
+async def run_stream(
+    link: FrameLink,
+    options: StreamOptions,
+    deployments: DeploymentSet,
+    pipeline: RobotPipeline,
+    edge: EdgeClient,
+    metrics: StreamMetrics,
+) -> None:
+    deployment = deployments.get(options.split_id)
+    options = options.model_copy(update={"split_id": deployment.manifest.id})
+    choices = choices_for(deployments.all(), deployment.manifest.model_id)
+    estimate = LinkEstimate(rtt_ms=await run_in_threadpool(_round_trip_ms, edge))
+    controller = Controller(choices, options.deadline_ms, estimate)
+    await StreamSession(link, pipeline, controller, options, metrics).run()
+
+
+def results_router(hub: ResultHub, source: str | None, reads: Guard) -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket(RESULTS_PATH)
+    async def results(websocket: WebSocket) -> None:
+        try:
+            await reads(websocket)
+        except SplitComputingError as exc:
+            await refuse_handshake(websocket, exc)
+            return
+        await websocket.accept()
+        queue = hub.subscribe()
+        try:
+            await websocket.send_json({"status": "subscribed", "source": source, "error": hub.error})
+            while True:
+                await websocket.send_text(await queue.get())
+        except (WebSocketDisconnect, RuntimeError):  # the subscriber left
+            return
+        finally:
+            hub.unsubscribe(queue)
+
+    return router
+
+
+def source_runner(
+    source: str,
+    fps: float,
+    options_text: str,
+    deployments: DeploymentSet,
+    pipeline: RobotPipeline,
+    edge: EdgeClient,
+    metrics: StreamMetrics,
+    hub: ResultHub,
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """The robot's own camera, streamed for as long as the service runs (waiting for a split, retrying a source
+    that fails, with the reason in ``/health``)."""
+
+    async def run() -> None:
+        while True:
+            if deployments.active_id is None:
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                options = parse_options(dict(parse_qsl(options_text, keep_blank_values=True)))
+                await run_stream(SourceLink(frames_of(source), fps, hub), options, deployments, pipeline, edge, metrics)
+                hub.error = None
+            except SplitComputingError as exc:
+                hub.error = exc.message
+                logger.error("ROBOT_SOURCE %s: %s", source, exc.message)
+            await asyncio.sleep(SOURCE_RETRY_S)
+
+    return run

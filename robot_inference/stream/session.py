@@ -1,4 +1,5 @@
-"""One camera stream on one WebSocket: frames pipelined through head, link and tail, answered in order.
+"""One camera stream (a client's WebSocket, or the robot's own camera): frames pipelined through head, link and
+tail, answered in order.
 
 Three tasks share the session. The receiver numbers each arriving frame (from 0) and queues it; a full queue
 drops its oldest frame (a robot wants the newest answer) or the arriving one, as the options say, and the frame's
@@ -18,11 +19,12 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from fastapi import WebSocket, WebSocketDisconnect
+from fastapi import WebSocketDisconnect
 
 from common.errors import InvalidArgument, SplitComputingError
 from common.observability import request_id_var
@@ -35,6 +37,16 @@ from robot_inference.stream.options import StreamOptions, parse_options
 logger = logging.getLogger(__name__)
 
 
+class FrameLink(Protocol):
+    """Where frames come from and answers go: a client's WebSocket, or the robot's own camera (``source.py``)."""
+
+    async def receive(self) -> MutableMapping[str, Any]: ...
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
 @dataclass(frozen=True)
 class _Frame:
     number: int
@@ -45,13 +57,13 @@ class _Frame:
 class StreamSession:
     def __init__(
         self,
-        websocket: WebSocket,
+        link: FrameLink,
         pipeline: RobotPipeline,
         controller: Controller,
         options: StreamOptions,
         metrics: StreamMetrics,
     ) -> None:
-        self.websocket = websocket
+        self.link = link
         self.pipeline = pipeline
         self.controller = controller
         self.options = options
@@ -66,7 +78,7 @@ class StreamSession:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        first = await self.websocket.receive()
+        first = await self.link.receive()
         if first["type"] == "websocket.disconnect":
             return
         pending: bytes | None = first.get("bytes")
@@ -74,8 +86,8 @@ class StreamSession:
             try:
                 self.options = parse_options(first.get("text") or "")
             except InvalidArgument as exc:
-                await self.websocket.send_text(json.dumps({"status": "error", "http_status": 400, **exc.to_dict()}))
-                await self.websocket.close(code=1008, reason=exc.message[:120])
+                await self.link.send_text(json.dumps({"status": "error", "http_status": 400, **exc.to_dict()}))
+                await self.link.close(code=1008, reason=exc.message[:120])
                 return
             self.controller.deadline_ms = self.options.deadline_ms
         self._slots = asyncio.Semaphore(self.options.in_flight)
@@ -99,7 +111,7 @@ class StreamSession:
     async def _receive(self) -> None:
         while True:
             try:
-                message = await self.websocket.receive()
+                message = await self.link.receive()
             except WebSocketDisconnect:
                 return
             if message["type"] == "websocket.disconnect":
@@ -228,7 +240,7 @@ class StreamSession:
                 await self._outbox_changed.wait()
             message = await self._outbox[number]
             del self._outbox[number]
-            await self.websocket.send_text(json.dumps(message))
+            await self.link.send_text(json.dumps(message))
             number += 1
 
 

@@ -5,18 +5,13 @@
   const form = document.getElementById("stream-form");
   const button = document.getElementById("stream-start");
   const chart = document.getElementById("stream-chart");
-  const SVG = "http://www.w3.org/2000/svg";
   const W = 640;
   const H = 260;
   const PAD = { left: 44, right: 36, top: 12, bottom: 24 };
   let frames = [];
   let socket = null;
 
-  function svg(tag, attributes) {
-    const node = document.createElementNS(SVG, tag);
-    for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
-    return node;
-  }
+  const svg = (tag, attributes) => UI.svg(tag, attributes);
 
   function text(id, value) {
     document.getElementById(id).textContent = value;
