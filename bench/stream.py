@@ -288,7 +288,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
         )
         if name == "adaptive":
             right.plot(
-                [f["sent_at"] for f in ok], [f["bits"] or 0 for f in ok], "g.", markersize=3, label="bits (0: robot)"
+                [f["sent_at"] for f in ok],
+                [f["bits"] or 0 for f in ok],
+                "g.",
+                markersize=3,
+                label="bits (0: off the split)",
             )
             right.plot(
                 [f["sent_at"] for f in ok],

@@ -10,7 +10,8 @@ Each is judged by its held-out fidelity (the manifest's; 1.0 for all-robot, for 
     all-edge:  RTT + image bytes * 8 / bandwidth + the edge's compute of the whole model
     all-robot: robot compute of the full model
     each:      + the waiting seen with it: a frame's latency (arrival to answer) beyond the above, smoothed; a
-               robot slower than the camera queues frames, which no stage time shows
+               robot slower than the camera queues frames, which no stage time shows. The waiting of a plan
+               not in use fades, so it is tried again once the load that caused it may have passed
 
 Compute times are smoothed from the frames themselves (an exponential average, ``COMPUTE_ALPHA``); bytes per
 (split, width) are the frames' own once one was sent, before that the calibration's coded size (or the packed
@@ -44,6 +45,7 @@ LINK_ALPHA_DOWN = 0.8  # a slower one at once: a missed deadline costs more than
 HOLD_FRAMES = 3
 MARGIN = 0.85
 PROBE_EVERY = 10
+WAITING_FADE = 0.95
 MIN_TRANSFER_MS = 0.05
 ROBOT_STAGES = frozenset({"decode", "preprocess", "head", "quantize", "encode", "model", "postprocess", "place"})
 
@@ -169,6 +171,7 @@ class Controller:
         return costs.robot_ms.get(key, 0.0) + self.link.transfer_ms(round(sent)) + costs.edge_ms.get(key, 0.0)
 
     def choose(self) -> Decision:
+        self._forget_waiting()
         predicted = {choice: self.predict(choice) for choice in self.choices}
         probe = self._probe(predicted)
         if probe is not None:
@@ -195,6 +198,14 @@ class Controller:
         else:
             self._candidate, self._candidate_frames = None, 0
         return Decision(current, predicted[current], self._why(current, predicted[current], "kept"))
+
+    def _forget_waiting(self) -> None:
+        """Waiting seen with a plan that is not in use fades (it halves in about 14 frames): it was the load of its
+        time, and a plan judged on it alone would never get another try."""
+        waiting = self.costs.waiting_ms
+        for key in list(waiting):
+            if self.current is None or key != self.current.key:
+                waiting[key] *= WAITING_FADE
 
     def _probe(self, predicted: dict[Choice, float]) -> Decision | None:
         """Every PROBE_EVERY frames answered off the link, one over it, when the link could change the choice: a
