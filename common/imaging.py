@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from common.errors import InvalidImage
-from common.manifest import Preprocessing
+from common.model_io import Preprocessing
 
 # Decoding, EXIF rotation and colour conversion hold about two full copies of the pixels at 4 bytes each (Pillow
 # stores RGB as RGBX): 8 bytes per pixel at the peak, measured on a 64 Mpx PNG. The pixel limit follows from a

@@ -8,16 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator, model_validator
 
-from common.manifest import (
-    Entropy,
-    Fidelity,
-    Postprocessing,
-    Preprocessing,
-    Scheme,
-    TaskFidelity,
-    TensorRange,
-    TensorSpec,
-)
+from common.manifest import Entropy, Fidelity, Scheme, TaskFidelity, TensorRange, TensorSpec
+from common.model_io import Postprocessing, Preprocessing
 from common.quantization import FLOAT32_MAX, SUPPORTED_BITS
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.manifest import Postprocessing, SplitManifest
+from common.manifest import SplitManifest
+from common.model_io import Postprocessing
 from common.postprocess.answers import NO_OPTIONS, Answer, DetectionOptions, Prediction
 from common.postprocess.classification import top_k
 from common.postprocess.detection import detect

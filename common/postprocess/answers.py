@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import InvalidArgument
-from common.manifest import Task
+from common.model_io import Task
 
 
 class Prediction(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.manifest import Postprocessing
+from common.model_io import Postprocessing
 from common.postprocess.answers import Prediction
 
 

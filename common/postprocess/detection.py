@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.errors import UnprocessableModel
-from common.manifest import DetectionSpec
+from common.model_io import DetectionSpec
 from common.postprocess.answers import Detection, DetectionOptions
 from common.postprocess.classification import label_of
 

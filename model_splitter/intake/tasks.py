@@ -16,7 +16,8 @@ import onnx
 import onnxruntime as ort
 
 from common.errors import InvalidArgument, UnprocessableModel
-from common.manifest import (
+from common.manifest import TensorSpec
+from common.model_io import (
     DETECTION_DECODERS,
     RESIZE_MODES,
     TASKS,
@@ -26,7 +27,6 @@ from common.manifest import (
     Preprocessing,
     ResizeMode,
     Task,
-    TensorSpec,
 )
 from common.postprocess import OutputLayout, answers
 from model_splitter.intake.class_names import metadata_class_names, torchvision_class_names, uploaded_class_names

@@ -29,7 +29,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from common.errors import InvalidArgument
 from common.imaging import decode_image, preprocess
-from common.manifest import Preprocessing
+from common.model_io import Preprocessing
 
 MAX_CALIBRATION_IMAGES = 64
 CROP_SHARE = 0.6

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from common.manifest import Postprocessing, TaskFidelity
+from common.manifest import TaskFidelity
+from common.model_io import Postprocessing
 from common.postprocess import OutputLayout, answers
 from common.postprocess.agreement import agrees, detection_recovery, mask_agreement, tensor_agreement
 from common.postprocess.segmentation import class_maps

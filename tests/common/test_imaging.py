@@ -8,7 +8,7 @@ from PIL import Image
 
 from common.errors import InvalidImage
 from common.imaging import decode_image, preprocess, release
-from common.manifest import Preprocessing
+from common.model_io import Preprocessing
 from tests.support import SAMPLES
 
 SPEC = Preprocessing(resize_shorter_to=256, crop=[224, 224], mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])

@@ -12,7 +12,7 @@ from PIL import Image
 
 from common.errors import InvalidArgument, UnprocessableModel
 from common.imaging import decode_image, geometry_of, image_size, preprocess
-from common.manifest import DetectionSpec, Postprocessing, Preprocessing
+from common.model_io import DetectionSpec, Postprocessing, Preprocessing
 from common.postprocess import OutputLayout, answers
 from common.postprocess.agreement import agrees, detection_recovery, mask_agreement, tensor_agreement
 from common.postprocess.answers import Answer, Detection, DetectionOptions, parse_detection_options
