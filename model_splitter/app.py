@@ -24,7 +24,6 @@ from model_splitter.api.stream import stream_router
 from model_splitter.context import SplitterContext
 from model_splitter.intake.torch_formats import refuse_code_in_torch_loads
 from model_splitter.settings import SplitterSettings
-from model_splitter.store.jobs import JobTable
 from model_splitter.web.routes import STATIC_DIR, ui_router
 
 
@@ -32,12 +31,11 @@ def create_app(settings: SplitterSettings | None = None) -> FastAPI:
     context = SplitterContext.build(settings or SplitterSettings())
     if not context.settings.allow_pickle:
         refuse_code_in_torch_loads()
-    jobs = JobTable()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        jobs.close()
+        context.jobs.close()
         context.peers.close()
 
     app = FastAPI(
@@ -53,7 +51,7 @@ def create_app(settings: SplitterSettings | None = None) -> FastAPI:
     install_observability(app, Metrics("splitter"), context.read_guard)
     app.include_router(api_router(context))
     app.include_router(calibration_router(context))
-    app.include_router(job_router(context, jobs))
+    app.include_router(job_router(context))
     app.include_router(plan_router(context))
     app.include_router(stream_router(context))
     app.include_router(ui_router(context))

@@ -8,6 +8,7 @@ from common.auth import Guard, SessionSigner, read_guard, token_guard
 from model_splitter.services.peers import Peers
 from model_splitter.services.reference import ReferenceRunner
 from model_splitter.settings import SplitterSettings
+from model_splitter.store.jobs import JobTable
 from model_splitter.store.registry import Registry
 
 SIGN_IN_HINT = "; in the web UI, sign in at /login"
@@ -22,6 +23,7 @@ class SplitterContext:
     write_guard: Guard
     read_guard: Guard
     sessions: SessionSigner | None
+    jobs: JobTable
 
     @classmethod
     def build(cls, settings: SplitterSettings) -> SplitterContext:
@@ -35,4 +37,5 @@ class SplitterContext:
             write_guard=token_guard(settings.token, "SPLITTER_TOKEN", SIGN_IN_HINT, sessions),
             read_guard=read_guard(settings.token, "SPLITTER_TOKEN", settings.protect_reads, SIGN_IN_HINT, sessions),
             sessions=sessions,
+            jobs=JobTable(),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
@@ -14,7 +16,7 @@ from model_splitter.services.calibration import (
     DEFAULT_CALIBRATION_BITS,
     DEFAULT_METHOD,
     MAX_CALIBRATION_IMAGES,
-    calibrate_model,
+    CalibrationRequest,
 )
 
 
@@ -35,18 +37,13 @@ def parse_bits(values: list[str] | None) -> list[int]:
     return out
 
 
-def calibration_router(context: SplitterContext) -> APIRouter:
-    router = APIRouter(prefix="/api", dependencies=[Depends(context.read_guard)], tags=["calibration"])
-    registry = context.registry
-    settings = context.settings
+CalibrationForm = Callable[..., Awaitable[CalibrationRequest]]
 
-    @router.post(
-        "/models/{model_id}/calibrate",
-        summary="Calibrate clip ranges and measure fidelity for every split point and bit width",
-        dependencies=[Depends(context.write_guard)],
-    )
-    async def calibrate(
-        model_id: str,
+
+def calibration_form(max_image_bytes: int) -> CalibrationForm:
+    """A FastAPI dependency: the calibration form, checked, its images read within ``max_image_bytes`` each."""
+
+    async def read_form(
         images: list[UploadFile] | None = File(
             None,
             description=f"calibration images (up to {MAX_CALIBRATION_IMAGES}); every other one is held out; "
@@ -56,15 +53,33 @@ def calibration_router(context: SplitterContext) -> APIRouter:
         per_channel: bool = Form(False, description="one range per channel (axis 1); not with fixed"),
         bits: list[str] | None = Form(None, description="bit widths, e.g. 2,4,8 (the default)"),
         scheme: Scheme = Form("affine", description="affine (zero-exact codes, the default) or clip"),
-    ) -> CalibrationResult:
-        registry.get_model(model_id)
+    ) -> CalibrationRequest:
         files = [image for image in images or [] if image.filename]
         if len(files) > MAX_CALIBRATION_IMAGES:
             raise InvalidArgument(f"at most {MAX_CALIBRATION_IMAGES} calibration images, got {len(files)}")
-        uploads = [await read_upload(image, settings.max_image_bytes, "calibration image") for image in files]
-        return await run_in_threadpool(
-            calibrate_model, registry, model_id, uploads or None, method, per_channel, parse_bits(bits), scheme
-        )
+        uploads = [await read_upload(image, max_image_bytes, "calibration image") for image in files]
+        request = CalibrationRequest(uploads, method, per_channel, tuple(parse_bits(bits)), scheme)
+        request.check()
+        return request
+
+    return read_form
+
+
+def calibration_router(context: SplitterContext) -> APIRouter:
+    router = APIRouter(prefix="/api", dependencies=[Depends(context.read_guard)], tags=["calibration"])
+    registry = context.registry
+
+    @router.post(
+        "/models/{model_id}/calibrate",
+        summary="Calibrate clip ranges and measure fidelity for every split point and bit width",
+        description="Waits for the answer (seconds to minutes); POST .../calibration-jobs runs it in the background.",
+        dependencies=[Depends(context.write_guard)],
+    )
+    async def calibrate(
+        model_id: str, request: CalibrationRequest = Depends(calibration_form(context.settings.max_image_bytes))
+    ) -> CalibrationResult:
+        registry.get_model(model_id)
+        return await run_in_threadpool(request.run, registry, model_id)
 
     @router.get("/models/{model_id}/calibration", summary="The model's stored calibration")
     async def calibration(model_id: str) -> CalibrationResult:

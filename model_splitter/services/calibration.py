@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import onnx
@@ -19,6 +20,34 @@ from model_splitter.store.registry import Registry
 from model_splitter.store.samples import calibration_photos
 
 DEFAULT_CALIBRATION_BITS: tuple[int, ...] = (2, 4, 8)
+
+
+@dataclass(frozen=True)
+class CalibrationRequest:
+    """What a person asks to calibrate with; ``uploads`` empty: the bundled photos."""
+
+    uploads: list[bytes] = field(default_factory=list)
+    method: str = DEFAULT_METHOD
+    per_channel: bool = False
+    bits: tuple[int, ...] = DEFAULT_CALIBRATION_BITS
+    scheme: Scheme = "affine"
+
+    def check(self) -> None:
+        """Refuse a bad method or width now, before a background job would find it minutes later."""
+        check_method(self.method, self.per_channel)
+        check_bits(self.bits)
+
+    def run(self, registry: Registry, model_id: str, progress: Progress = no_progress) -> CalibrationResult:
+        return calibrate_model(
+            registry,
+            model_id,
+            self.uploads or None,
+            self.method,
+            self.per_channel,
+            self.bits,
+            self.scheme,
+            progress,
+        )
 
 
 def calibrate_model(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
@@ -20,7 +21,6 @@ from model_splitter.intake.tasks import choose_task
 from model_splitter.intake.tasks import default_preprocessing as default_preprocessing
 from model_splitter.intake.torchvision_models import Architecture, architectures, family_of
 from model_splitter.records import ModelRecord, Progress, no_progress
-from model_splitter.store.jobs import Registration
 from model_splitter.store.registry import MODEL_ID_HEX_LENGTH, Registry
 
 NO_TASK_REQUEST = TaskRequest()
@@ -42,6 +42,10 @@ class RegistrationRequest:
     input_shape: str | None
     name: str | None
     task: TaskRequest = NO_TASK_REQUEST
+
+
+# A registration waiting to run, now or as a background job.
+Registration = Callable[[Progress], ModelRecord]
 
 
 def registration_of(registry: Registry, request: RegistrationRequest, allow_pickle: bool) -> Registration:

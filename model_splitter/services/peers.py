@@ -16,6 +16,7 @@ from common.postprocess.answers import NO_OPTIONS, DetectionOptions
 from common.profiling import LinkProbeResult, ProfileResult
 from common.results import InferenceResult
 from common.service_api import DeploymentInfo
+from model_splitter.records import Progress, no_progress
 
 
 class PeerTokens(Protocol):
@@ -43,9 +44,11 @@ class Peers:
         self._headers = {"robot": bearer_header(tokens.robot_token), "edge": bearer_header(tokens.edge_token)}
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s))
 
-    def deploy(self, split_id: str) -> PeerDeployment:
+    def deploy(self, split_id: str, progress: Progress = no_progress) -> PeerDeployment:
         # The edge first: a robot must never send frames of a split its edge does not hold yet.
+        progress("the edge loads the tail")
         edge = self._call("edge", "POST", "/api/deploy", json={"split_id": split_id})
+        progress("the robot loads the head")
         robot = self._call("robot", "POST", "/api/deploy", json={"split_id": split_id})
         return PeerDeployment(
             edge=self._answer(DeploymentInfo, edge, "edge"), robot=self._answer(DeploymentInfo, robot, "robot")

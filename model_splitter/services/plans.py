@@ -31,7 +31,7 @@ from model_splitter.planning.planner import (
     head_node_sets,
     plan,
 )
-from model_splitter.records import ModelRecord, SplitRequest
+from model_splitter.records import ModelRecord, Progress, SplitRequest, no_progress
 from model_splitter.services.calibration import load_fidelity
 from model_splitter.services.peers import PeerDeployment, Peers
 from model_splitter.services.splits import create_split
@@ -188,12 +188,15 @@ class PlanService:
             probe=probe,
         )
 
-    def inputs(self, model_id: str, params: PlanParams) -> GatheredInputs:
+    def inputs(self, model_id: str, params: PlanParams, progress: Progress = no_progress) -> GatheredInputs:
         registry = self.registry
         record = registry.get_model(model_id)
+        progress("finding a split both robot and edge hold")
         split_id = self.deployed_split(model_id)
         image = sample_path(DEFAULT_SAMPLE).read_bytes()
+        progress("the robot times the model (cached after the first time)")
         robot = self.peers.profile("robot", split_id, image)
+        progress("the edge times the model (cached after the first time)")
         edge = self.peers.profile("edge", split_id, image)
         graph_nodes, heads = self._graph(record)
         candidates = [
@@ -235,10 +238,13 @@ class PlanService:
 
     # --- the three operations -------------------------------------------------------------------------------------
 
-    def plan(self, model_id: str, params: PlanParams) -> PlanResponse:
-        gathered = self.inputs(model_id, params)
+    def plan(self, model_id: str, params: PlanParams, progress: Progress = no_progress) -> PlanResponse:
+        gathered = self.inputs(model_id, params, progress)
         record, inputs = gathered.record, gathered.planner
+        if params.bandwidth_mbps is None or params.rtt_ms is None:
+            progress("the robot measures its link to the edge")
         link = self.link(params)
+        progress("ranking the plans")
         ranked, pick = plan(inputs, link.bandwidth_mbps, link.rtt_ms)
         return PlanResponse(
             model_id=record.id,
@@ -256,9 +262,9 @@ class PlanService:
             plans=ranked,
         )
 
-    def deploy(self, model_id: str, params: PlanParams) -> PlanDeployment:
+    def deploy(self, model_id: str, params: PlanParams, progress: Progress = no_progress) -> PlanDeployment:
         """Plan, then create and deploy the pick (all-robot / all-edge: make the profiled split the active one)."""
-        planned = self.plan(model_id, params)
+        planned = self.plan(model_id, params, progress)
         pick = planned.pick
         created = False
         if pick.mode == "split":
@@ -266,12 +272,12 @@ class PlanService:
             fields: dict[str, Any] = {"split_point": pick.tensor, "bits": pick.bits}
             if planned.calibrated and pick.bits <= 8:
                 fields["clip"] = "calibrated"
-            manifest = create_split(self.registry, model_id, SplitRequest.model_validate(fields))
+            manifest = create_split(self.registry, model_id, SplitRequest.model_validate(fields), progress)
             split_id = manifest.id
             created = True
         else:
             split_id = planned.profiled_split_id
-        deployed = self.peers.deploy(split_id)
+        deployed = self.peers.deploy(split_id, progress)
         return PlanDeployment(
             **planned.model_dump(), mode=pick.mode, split_id=split_id, created_split=created, deployed=deployed
         )

@@ -37,7 +37,7 @@ from model_splitter.quantize.calibration import DEFAULT_METHOD
 from model_splitter.quantize.default_ranges import default_clip
 from model_splitter.quantize.fidelity import fidelity_table
 from model_splitter.quantize.images import calibration_sets
-from model_splitter.records import ModelRecord, SplitPoint, SplitRequest
+from model_splitter.records import ModelRecord, Progress, SplitPoint, SplitRequest, no_progress
 from model_splitter.store.registry import Registry
 from model_splitter.store.samples import calibration_photos
 
@@ -73,7 +73,9 @@ def check_request(request: SplitRequest) -> None:
             raise InvalidArgument(f"clip must be [lo, hi] with lo < hi, got [{lo}, {hi}]: {exc.message}") from None
 
 
-def create_split(registry: Registry, model_id: str, request: SplitRequest) -> SplitManifest:
+def create_split(
+    registry: Registry, model_id: str, request: SplitRequest, progress: Progress = no_progress
+) -> SplitManifest:
     check_request(request)
     record = registry.get_model(model_id)
     point = find_split_point(record, request.split_point)
@@ -86,14 +88,16 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
                 f"carries names of at most {MAX_TENSOR_NAME_BYTES} UTF-8 bytes: pick another split point, or "
                 "export the model with shorter tensor names"
             )
+    progress(f"cutting at {point.label}")
     head, tail = cut_model(model, tensors, input_shape=tuple(record.input_shape))
+    progress("checking that head and tail answer as the model does")
     difference, tolerance = check_head_tail(model, head, tail, tuple(record.input_shape), point.label)
     head_bytes = head.SerializeToString()
     tail_bytes = tail.SerializeToString()
     widths = [request.bits, *request.alternatives]
     quantized = [bits for bits in widths if bits in QUANTIZED_BITS]
     scheme = _scheme(registry, record, request) if quantized else "clip"  # no codes: as such manifests always were
-    by_bits = _ranges(registry, record, model, point, request, widths, scheme)
+    by_bits = _ranges(registry, record, model, point, request, widths, scheme, progress)
     ranges, fidelity = by_bits[request.bits]
     alternatives = [
         BitsVariant(bits=bits, ranges=by_bits[bits][0], fidelity=by_bits[bits][1]) for bits in request.alternatives
@@ -136,6 +140,7 @@ def create_split(registry: Registry, model_id: str, request: SplitRequest) -> Sp
         ).with_id()
     except ValidationError as exc:  # anything the manifest's own checks refuse could never be served
         raise UnprocessableModel(f"this split cannot be served: {exc.errors()[0]['msg']}") from exc
+    progress("saving")
     return registry.save_split(manifest, head_bytes, tail_bytes)
 
 
@@ -158,6 +163,7 @@ def _ranges(
     request: SplitRequest,
     widths: list[int],
     scheme: Scheme,
+    progress: Progress = no_progress,
 ) -> dict[int, Measured]:
     """Ranges (and fidelity where measured) of every width of the split, as the module docstring says."""
     tensors = point.tensors or [point.tensor]
@@ -181,6 +187,7 @@ def _ranges(
             else:
                 out[bits] = given
     if fresh:
+        progress(f"calibrating {point.label} at {', '.join(map(str, fresh))} bits on the bundled photos")
         measured = calibrate_point(model, record, point, fresh, scheme)
         for bits in fresh:
             out[bits] = measured.get(bits) or given

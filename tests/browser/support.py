@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from playwright.sync_api import Page, ViewportSize, expect
+import httpx
+from playwright.sync_api import Page, Request, ViewportSize, expect
 
 from tests.support import REPO_ROOT, SAMPLES
 
@@ -17,6 +21,7 @@ __all__ = [
     "WIDE",
     "DeployedSplit",
     "is_post",
+    "job_started",
     "no_horizontal_scroll",
     "run_sample",
     "screenshot",
@@ -40,6 +45,47 @@ def screenshot(page: Page, name: str) -> None:
 
 def is_post(path_end: str) -> Any:
     return lambda response: response.request.method == "POST" and response.url.split("?")[0].endswith(path_end)
+
+
+@dataclass
+class StartedJob:
+    """A background job the page started: the request it sent, and once ``finished()``, the job's last view."""
+
+    api: httpx.Client
+    request: Request | None = None
+    id: str = ""
+
+    def json_body(self) -> Any:
+        """The JSON the page sent to start the job."""
+        assert self.request is not None
+        return self.request.post_data_json
+
+    def finished(self, timeout_s: float = 300.0) -> dict[str, Any]:
+        """The job once it ended (as GET /api/jobs/{id}, which the page polls, answers it)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            job: dict[str, Any] = self.api.get(f"/api/jobs/{self.id}").json()
+            if job["state"] in ("done", "failed"):
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job {self.id} did not finish within {timeout_s} s")
+
+    def result(self, timeout_s: float = 300.0) -> dict[str, Any]:
+        job = self.finished(timeout_s)
+        assert job["state"] == "done", job["error"]
+        result: dict[str, Any] = job["result"]
+        return result
+
+
+@contextmanager
+def job_started(page: Page, api: httpx.Client, path_end: str) -> Iterator[StartedJob]:
+    """Around what makes the page start a job (POST ...``path_end``): the job it started, answered 202."""
+    started = StartedJob(api)
+    with page.expect_response(is_post(path_end)) as response:
+        yield started
+    assert response.value.status == 202, response.value.text()
+    started.id = response.value.json()["id"]
+    started.request = response.value.request
 
 
 def run_sample(page: Page, sample: str = "chelsea.jpg", mode: str = "split") -> dict[str, Any]:

@@ -7,6 +7,7 @@ deployed, compare the ranked table with GET .../plan, check the latency/bandwidt
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.support import PHONE, WIDE, DeployedSplit, is_post, no_horizontal_scroll, screenshot
+from tests.browser.support import PHONE, WIDE, DeployedSplit, job_started, no_horizontal_scroll, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -100,17 +101,27 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         # calibrate through the page
         page.get_by_label("Method", exact=True).select_option("mse")
         button = page.locator("#calibrate-button")
-        with page.expect_response(is_post("/calibrate"), timeout=CALIBRATION_TIMEOUT_MS) as calibrated:
+        with job_started(page, api, f"/api/models/{model_id}/calibration-jobs") as calibrating:
             button.click()
-            expect(button).to_contain_text("Calibrating…")
-            expect(button).to_be_disabled()
-        assert calibrated.value.status == 200, calibrated.value.text()
+        expect(button).to_contain_text("Calibrating…")
+        expect(button).to_be_disabled()
+        # the job's stage as the splitter reports it, one split point after another
+        measuring = re.compile(r"measuring \S+ \(\d+/\d+\)")
+        expect(page.get_by_test_id("calibrate-status")).to_contain_text(measuring, timeout=CALIBRATION_TIMEOUT_MS)
+        # a reload does not lose it: the page finds the job still running and follows it again
+        page.reload()
+        assert api.get(f"/api/jobs/{calibrating.id}").json()["state"] == "running"
+        expect(page.get_by_test_id("calibrate-status")).to_contain_text("Calibrating…")
+        expect(button).to_be_disabled()
+        result = calibrating.result(CALIBRATION_TIMEOUT_MS / 1000)
         expect(page.get_by_test_id("calibrated")).to_be_visible()
+        page.get_by_label("Bandwidth (Mbit/s)").fill(str(BANDWIDTH_MBPS))  # the reload emptied the form
+        page.get_by_label("RTT (ms)").fill(str(RTT_MS))
         expect(button).to_have_text("Calibrate")
         expect(page.get_by_test_id("calibrate-error")).to_be_empty()
 
         calibration = api.get(f"/api/models/{model_id}/calibration").json()
-        assert calibration["method"] == "mse"
+        assert calibration == result and calibration["method"] == "mse"
         rows = page.locator("#points-body tr").evaluate_all(
             "rows => rows.map(r => [r.dataset.label, ...['top1', 'cosine', 'sqnr']"
             ".map(c => r.querySelector(`[data-col=${c}]`).textContent)])"
@@ -134,11 +145,10 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         # calibrating made the calibrated ranges the choice (nobody picked another one)
         expect(page.get_by_label("Clip range")).to_have_value("calibrated")
         page.get_by_label("Clip range").select_option("calibrated")
-        with page.expect_response(is_post(f"/api/models/{model_id}/splits")) as created:
+        with job_started(page, api, f"/api/models/{model_id}/split-jobs") as created:
             page.get_by_role("button", name="Create split").click()
-        assert created.value.status == 201, created.value.text()
-        manifest = created.value.json()
-        request_body = created.value.request.post_data_json
+        manifest = created.result()
+        request_body = created.json_body()
         assert request_body is not None and request_body["clip"] == "calibrated"
         assert manifest["quantization"]["method"] == "calibrated"
         assert manifest["split_point"] == point
@@ -147,8 +157,10 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         expect(page.get_by_test_id("deployed")).to_be_visible(timeout=60_000)
 
         # the plan at a given link, as the JSON API answers it
-        page_plan = page.expect_response(lambda r: "/plan?" in r.url and r.request.method == "GET")
-        with page_plan as planned, page.expect_response(lambda r: "/plan/curve?" in r.url) as curve_response:
+        with (
+            page.expect_response(lambda r: "/plan/curve?" in r.url) as curve_response,
+            job_started(page, api, f"/api/models/{model_id}/plan-jobs") as planned,
+        ):
             page.get_by_role("button", name="Recommend", exact=True).click()
         expect(page.get_by_test_id("plan-table")).to_be_visible()
         expect(page.get_by_test_id("plan-error")).to_be_empty()
@@ -156,7 +168,7 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         assert plan.status_code == 200, plan.text
         # The page shows the answer it got; the API asked again answers the same plans (times measured anew may
         # differ in the hundredths of a millisecond, so the figures are compared with the page's own answer).
-        answer = planned.value.json()
+        answer = planned.result()
         assert sorted(p["key"] for p in plan.json()["plans"]) == sorted(p["key"] for p in answer["plans"])
         expect(page.get_by_test_id("plan-row")).to_have_count(len(answer["plans"]))
         assert shown_row(page, 0) == plan_row(answer["plans"][0], answer["pick"]["key"])
@@ -202,10 +214,10 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
         page.set_viewport_size(WIDE)
 
         # deploy the pick
-        with page.expect_response(is_post(f"/api/models/{model_id}/plan")) as deployed:
+        with job_started(page, api, f"/api/models/{model_id}/plan-jobs") as deployed:
             page.get_by_role("button", name="Deploy recommended plan").click()
-        assert deployed.value.status == 200, deployed.value.text()
-        done = deployed.value.json()
+        done = deployed.result()
+        assert done["deployed"]["robot"]["split_id"] == done["split_id"]
         expect(page.get_by_test_id("plan-deployed")).to_be_visible()
         expect(page.get_by_test_id("plan-deployed-name")).to_have_text(plan_name(done["pick"]))
         expect(page.get_by_test_id("plan-mode")).to_have_text(done["mode"])

@@ -23,6 +23,7 @@ from tests.browser.support import (
     WIDE,
     DeployedSplit,
     is_post,
+    job_started,
     no_horizontal_scroll,
     screenshot,
 )
@@ -145,16 +146,16 @@ def test_register_split_deploy_and_infer(page: Page, api: httpx.Client) -> None:
     page.get_by_label("layer2", exact=True).check()
     expect(page.get_by_test_id("selected-point")).to_have_text("layer2")
     expect(page.locator("#chart svg circle.dot-bytes.is-selected")).to_have_count(1)
-    with page.expect_response(is_post(f"/api/models/{model_id}/splits")) as created:
+    with job_started(page, api, f"/api/models/{model_id}/split-jobs") as created:
         page.get_by_role("button", name="Create split").click()
-    assert created.value.status == 201, created.value.text()
-    manifest = created.value.json()
+    manifest = created.result()
+    assert manifest == api.get(f"/api/splits/{manifest['id']}").json()
     assert manifest["split_point"] == "layer2" and manifest["quantization"]["bits"] == 8
     split_id = manifest["id"]
     expect(page.get_by_test_id("split-id")).to_have_text(split_id[:12])
-    with page.expect_response(is_post(f"/api/splits/{split_id}/deploy"), timeout=120_000) as deployed:
+    with job_started(page, api, f"/api/splits/{split_id}/deploy-jobs") as deployed:
         page.get_by_role("button", name="Deploy to edge and robot").click()
-    assert deployed.value.status == 200, deployed.value.text()
+    assert deployed.result()["robot"]["split_id"] == split_id
     expect(page.get_by_test_id("deployed")).to_be_visible()
     health = api.get("/health").json()
     for side in ("robot", "edge"):

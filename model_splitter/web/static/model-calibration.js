@@ -1,5 +1,6 @@
-/* The model page's calibration: measure clip ranges and fidelity at every split point (POST .../calibrate), show
-   the stored result, and make the "Calibrated" clip range available. */
+/* The model page's calibration: measure clip ranges and fidelity at every split point (a job: POST
+   .../calibration-jobs, its stage shown as it goes), show the stored result, and make the "Calibrated" clip range
+   available. */
 "use strict";
 
 const Calibration = (() => {
@@ -41,6 +42,34 @@ const Calibration = (() => {
     renderCalibration();
   }
 
+  /* Shows a calibration job until it ends, then its result or error; ``following(onStage)`` follows the job. */
+  async function showCalibrating(following) {
+    const label = calibrateButton.textContent;
+    calibrateButton.disabled = true;
+    calibrateButton.setAttribute("aria-busy", "true");
+    try {
+      state.calibration = await following((words, seconds) => {
+        calibrateButton.textContent = `Calibrating… ${seconds}s`;
+        calibrateStatus.textContent = `Calibrating… ${seconds}s: ${words}.`;
+        calibrateStatus.dataset.stage = words;
+      });
+      calibrateStatus.textContent = "";
+      calibrateStatus.append(
+        UI.el("strong", { "data-testid": "calibrated" }, "Calibrated"),
+        ` in ${Number(state.calibration.seconds).toFixed(1)} s. The “Calibrated” clip range is now available.`
+      );
+      renderCalibration();
+    } catch (error) {
+      calibrateStatus.textContent = "";
+      UI.showError(error, "calibrate-error");
+    } finally {
+      delete calibrateStatus.dataset.stage;
+      calibrateButton.textContent = label;
+      calibrateButton.removeAttribute("aria-busy");
+      calibrateButton.disabled = false;
+    }
+  }
+
   async function calibrate(event) {
     event.preventDefault();
     UI.clearError("calibrate-error");
@@ -48,40 +77,17 @@ const Calibration = (() => {
     form.append("method", document.getElementById("calibrate-method").value);
     form.append("per_channel", document.getElementById("calibrate-per-channel").checked ? "true" : "false");
     for (const file of document.getElementById("calibrate-images").files) form.append("images", file);
-    const started = Date.now();
-    const label = calibrateButton.textContent;
-    const tick = () => {
-      const seconds = Math.floor((Date.now() - started) / 1000);
-      calibrateButton.textContent = `Calibrating… ${seconds}s`;
-      calibrateStatus.textContent =
-        `Calibrating… ${seconds}s: measuring clip ranges and fidelity at every split point (usually 10–60 s).`;
-    };
-    calibrateButton.disabled = true;
-    calibrateButton.setAttribute("aria-busy", "true");
-    tick();
-    const timer = setInterval(tick, 1000);
-    try {
-      state.calibration = await UI.api(`/api/models/${model.id}/calibrate`, { method: "POST", body: form });
-      calibrateStatus.textContent = "";
-      calibrateStatus.append(
-        UI.el("strong", { "data-testid": "calibrated" }, "Calibrated"),
-        ` in ${((Date.now() - started) / 1000).toFixed(1)} s. The “Calibrated” clip range is now available.`
-      );
-      renderCalibration();
-    } catch (error) {
-      calibrateStatus.textContent = "";
-      UI.showError(error, "calibrate-error");
-    } finally {
-      clearInterval(timer);
-      calibrateButton.textContent = label;
-      calibrateButton.removeAttribute("aria-busy");
-      calibrateButton.disabled = false;
-    }
+    await showCalibrating((onStage) => Jobs.run(`/api/models/${model.id}/calibration-jobs`, { body: form }, onStage));
+  }
+
+  /* A calibration of this model that was running when the page loaded (started before a reload, or elsewhere). */
+  function resume(job) {
+    return showCalibrating((onStage) => Jobs.follow(job, onStage));
   }
 
   function wire() {
     calibrateForm.addEventListener("submit", calibrate);
   }
 
-  return { load: loadCalibration, wire };
+  return { load: loadCalibration, resume, wire };
 })();

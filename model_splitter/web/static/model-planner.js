@@ -1,4 +1,4 @@
-/* The model page's planner: the ranked plans for a link (GET .../plan), deploying the pick (POST .../plan), and the
+/* The model page's planner: the ranked plans for a link and deploying the pick (jobs: POST .../plan-jobs), and the
    predicted latency against bandwidth (GET .../plan/curve) as an inline SVG chart. */
 "use strict";
 
@@ -189,13 +189,32 @@ const Planner = (() => {
       UI.showError(error, "plan-error");
       return;
     }
-    planStatus.textContent = params.has("bandwidth_mbps") && params.has("rtt_ms")
-      ? "Profiling the model on the robot and the edge…"
-      : "Profiling the model on the robot and the edge, and measuring the link…";
+    const query = params.toString();
+    await showPlanning(params, (onStage) => Jobs.run(`/api/models/${model.id}/plan-jobs?${query}`, {}, onStage));
+  }
+
+  /* The query that asks again for the plan ``answer`` is (for a job the page did not start). */
+  function paramsOf(answer) {
+    const params = new URLSearchParams();
+    if (answer.link.bandwidth_source === "given") params.set("bandwidth_mbps", String(answer.link.bandwidth_mbps));
+    if (answer.link.rtt_source === "given") params.set("rtt_ms", String(answer.link.rtt_ms));
+    params.set("min_top1", String(answer.floor.min_top1));
+    params.set("min_cosine", String(answer.floor.min_cosine));
+    return params;
+  }
+
+  /* Shows a planning job until it ends (``following(onStage)`` follows it; ``asked`` its query, or null: read it
+     from the answer), then asks for the latency curve of the same link and draws both. */
+  async function showPlanning(asked, following) {
+    let query = "";
     try {
-      const query = params.toString();
       const answer = await UI.busy(planButton, "Planning…", async () => {
-        const planned = await UI.api(`/api/models/${model.id}/plan?${query}`);
+        const planned = await following((words, seconds) => {
+          planStatus.textContent = `Planning… ${seconds}s: ${words}.`;
+        });
+        const params = asked || paramsOf(planned);
+        query = params.toString();
+        planStatus.textContent = "Drawing the latency against bandwidth…";
         const curveParams = new URLSearchParams(params);
         curveParams.delete("bandwidth_mbps");
         const bandwidths = new Set(CURVE_BANDWIDTHS);
@@ -232,10 +251,17 @@ const Planner = (() => {
   async function deployPlan() {
     if (!state.plan) return;
     UI.clearError("plan-error");
-    planStatus.textContent = "Planning again, then creating and deploying the pick to the edge and the robot…";
+    const path = `/api/models/${model.id}/plan-jobs?${state.plan.query}${state.plan.query ? "&" : ""}deploy=true`;
+    await showDeploying((onStage) => Jobs.run(path, {}, onStage));
+  }
+
+  /* Shows a plan-and-deploy job until it ends (``following(onStage)`` follows it), then what it deployed. */
+  async function showDeploying(following) {
     try {
       const done = await UI.busy(planDeployButton, "Deploying…", () =>
-        UI.api(`/api/models/${model.id}/plan?${state.plan.query}`, { method: "POST" })
+        following((words, seconds) => {
+          planStatus.textContent = `Planning, then creating and deploying the pick… ${seconds}s: ${words}.`;
+        })
       );
       if (!splits.some((s) => s.id === done.split_id)) {
         try {
@@ -269,10 +295,16 @@ const Planner = (() => {
     await Splits.refreshSides();
   }
 
+  /* A planning job of this model that was running when the page loaded (started before a reload, or elsewhere). */
+  function resume(job) {
+    const following = (onStage) => Jobs.follow(job, onStage);
+    return job.kind === "plan" ? showPlanning(null, following) : showDeploying(following);
+  }
+
   function wire() {
     planForm.addEventListener("submit", recommend);
     planDeployButton.addEventListener("click", deployPlan);
   }
 
-  return { curveBox, drawCurve, wire };
+  return { curveBox, drawCurve, resume, wire };
 })();

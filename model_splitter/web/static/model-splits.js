@@ -1,5 +1,5 @@
-/* The model page's splits: creating one at the selected point, the list of this model's splits, deploying one, and
-   what the robot and the edge run now. */
+/* The model page's splits: creating one at the selected point, the list of this model's splits, deploying one (both
+   background jobs, their stage shown as they go), and what the robot and the edge run now. */
 "use strict";
 
 const Splits = (() => {
@@ -70,13 +70,21 @@ const Splits = (() => {
     const point = points[state.selected];
     const body = { split_point: point.label, bits: state.bits };
     if (clip) body.clip = clip;
-    splitStatus.textContent = `Cutting at ${point.label} and checking that head then tail equals the whole model…`;
+    const following = (onStage) =>
+      Jobs.run(
+        `/api/models/${model.id}/split-jobs`,
+        { headers: { "content-type": "application/json", accept: "application/json" }, body: JSON.stringify(body) },
+        onStage
+      );
+    await showCreating(following, point.label);
+  }
+
+  /* Shows a split-creation job until it ends (``following(onStage)`` follows it), then the split or the error. */
+  async function showCreating(following, label) {
     try {
       const manifest = await UI.busy(createButton, "Creating…", () =>
-        UI.api(`/api/models/${model.id}/splits`, {
-          method: "POST",
-          headers: { "content-type": "application/json", accept: "application/json" },
-          body: JSON.stringify(body),
+        following((words, seconds) => {
+          splitStatus.textContent = `Creating the split at ${label}… ${seconds}s: ${words}.`;
         })
       );
       const split = splitOf(manifest);
@@ -99,16 +107,24 @@ const Splits = (() => {
 
   async function deploy(splitId, button) {
     UI.clearError("split-error");
+    await showDeploying(splitId, button, (onStage) => Jobs.run(`/api/splits/${splitId}/deploy-jobs`, {}, onStage));
+  }
+
+  /* Shows a deployment job until it ends (``following(onStage)`` follows it): the edge pulls the tail (a TensorRT
+     engine build can take minutes), then the robot pulls the head. */
+  async function showDeploying(splitId, button, following) {
     const split = splits.find((s) => s.id === splitId);
-    splitStatus.textContent = `Deploying ${split ? splitText(split) : UI.shortId(splitId)}: the edge pulls the tail, then the robot pulls the head…`;
+    const name = split ? splitText(split) : UI.shortId(splitId);
     try {
       await UI.busy(button, "Deploying…", () =>
-        UI.api(`/api/splits/${splitId}/deploy`, { method: "POST" })
+        following((words, seconds) => {
+          splitStatus.textContent = `Deploying ${name}… ${seconds}s: ${words}.`;
+        })
       );
       splitStatus.textContent = "";
       splitStatus.append(
         UI.el("strong", { "data-testid": "deployed" }, "Deployed"),
-        ` ${split ? splitText(split) : UI.shortId(splitId)} to the edge and the robot. `,
+        ` ${name} to the edge and the robot. `,
         UI.el("a", { href: `/infer?split=${splitId}`, "data-testid": "run-inference-link" }, "Run inference →")
       );
     } catch (error) {
@@ -116,6 +132,12 @@ const Splits = (() => {
       UI.showError(error, "split-error");
     }
     await refreshSides();
+  }
+
+  /* A job of this model's splits that was running when the page loaded (started before a reload, or elsewhere). */
+  function resume(job) {
+    if (job.kind === "split") return showCreating((onStage) => Jobs.follow(job, onStage), job.split_point);
+    return showDeploying(job.split_id, deployButton, (onStage) => Jobs.follow(job, onStage));
   }
 
   /* ---------------------------------------------------------------------------------------------- robot / edge */
@@ -181,5 +203,5 @@ const Splits = (() => {
     document.getElementById("refresh-health").addEventListener("click", refreshSides);
   }
 
-  return { startNew, renderSplits, refreshSides, wire };
+  return { startNew, renderSplits, refreshSides, resume, wire };
 })();

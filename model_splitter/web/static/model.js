@@ -27,4 +27,23 @@
   Splits.renderSplits();
   Splits.refreshSides();
   Calibration.load();
+  // Work started before a reload (or in another tab) goes on on the splitter: show it where it was started.
+  Jobs.unfinished(ModelPage.model.id).then((jobs) => {
+    const resumers = {
+      calibration: Calibration.resume,
+      split: Splits.resume,
+      deployment: Splits.resume,
+      plan: Planner.resume,
+      "plan-deployment": Planner.resume,
+    };
+    const seen = new Set();
+    for (const job of jobs) {
+      // One job per control: the newest (the list comes newest first).
+      const resume = resumers[job.kind];
+      if (resume && !seen.has(resume)) {
+        seen.add(resume);
+        resume(job);
+      }
+    }
+  });
 })();
