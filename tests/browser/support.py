@@ -18,6 +18,8 @@ __all__ = [
     "REPO_ROOT",
     "SAMPLES",
     "SCREENSHOTS",
+    "SHOWN_COLUMNS_JS",
+    "TABLE_FITS_JS",
     "WIDE",
     "DeployedSplit",
     "is_post",
@@ -27,6 +29,10 @@ __all__ = [
     "screenshot",
 ]
 
+TABLE_FITS_JS = """() => { const box = document.getElementById('points-scroll');
+    return box.scrollWidth - box.clientWidth; }"""
+SHOWN_COLUMNS_JS = """() => [...document.querySelectorAll('#points-table thead th')]
+    .filter(th => th.offsetParent !== null).map(th => th.dataset.col)"""
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 WIDE: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}

@@ -15,7 +15,16 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.support import PHONE, WIDE, DeployedSplit, job_started, no_horizontal_scroll, screenshot
+from tests.browser.support import (
+    PHONE,
+    SHOWN_COLUMNS_JS,
+    TABLE_FITS_JS,
+    WIDE,
+    DeployedSplit,
+    job_started,
+    no_horizontal_scroll,
+    screenshot,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -190,6 +199,9 @@ def test_calibrate_split_and_plan(page: Page, api: httpx.Client, deployed_split:
             expect(marker).to_have_attribute("data-index", str(labels.index(answer["pick"]["split_point"])))
         else:
             expect(marker).to_have_count(0)
+        # after calibrating and planning, the deciding columns still fit the table's card at 1280 px
+        assert page.evaluate(SHOWN_COLUMNS_JS) == ["label", "bytes", "predicted", "top1", "compute"]
+        assert page.evaluate(TABLE_FITS_JS) <= 0
         pick_rows = page.locator("tr.is-pick")
         expect(pick_rows).to_have_count(1)
         assert pick_rows.get_attribute("data-key") == answer["pick"]["key"]

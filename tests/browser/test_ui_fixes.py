@@ -12,6 +12,8 @@ from playwright.sync_api import Browser, Page, Response, expect
 from tests.browser.support import (
     PHONE,
     SAMPLES,
+    SHOWN_COLUMNS_JS,
+    TABLE_FITS_JS,
     WIDE,
     DeployedSplit,
     is_post,
@@ -179,7 +181,11 @@ def test_compare_runs_each_plan_and_tabulates_what_the_api_answered(page: Page, 
         waterfall = page.locator(f'[data-testid="compare-waterfall"][data-mode="{mode}"]')
         median = next(a for a in mine if float(a["total_ms"]) == nearest_rank(totals, 0.5))  # type: ignore[arg-type]
         expect(waterfall.get_by_test_id("compare-stage")).to_have_count(len(median["stages"]))  # type: ignore[arg-type]
-    screenshot(page, "infer-compare")
+    screenshot(page, "infer-compare-wide")
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(200)
+    no_horizontal_scroll(page)
+    screenshot(page, "infer-compare-phone")
 
 
 def test_the_chart_marks_the_pareto_points_and_shows_a_points_values_on_hover(
@@ -204,3 +210,44 @@ def test_the_chart_marks_the_pareto_points_and_shows_a_points_values_on_hover(
     expect(readout).to_contain_text("(Pareto)")
     expect(readout).to_contain_text(f"{round(points[middle]['head_flops_share'] * 100, 1)}% of compute in the head")
     screenshot(page, "model-chart-hover")
+
+
+def test_the_split_point_table_keeps_its_label_in_view_and_lets_columns_be_chosen(
+    page: Page, deployed_split: DeployedSplit
+) -> None:
+    page.goto(f"/models/{deployed_split.model_id}")
+    expect(page.locator("#points-body tr").first).to_be_visible()
+    # by default the label and the deciding columns, and they fit the card at 1280 px
+    assert page.evaluate(SHOWN_COLUMNS_JS) == ["label", "bytes", "compute"]
+    assert page.evaluate(TABLE_FITS_JS) <= 0
+
+    chooser = page.get_by_test_id("column-chooser")
+    chooser.locator("summary").click()
+    for words in ("# (graph order)", "Shape", "fp32 bytes", "Head params"):
+        chooser.get_by_label(words).check()
+    assert page.evaluate(SHOWN_COLUMNS_JS) == ["label", "index", "shape", "bytes", "fp32", "compute", "params"]
+    first = page.locator("#points-body tr").first
+    expect(first.locator('[data-col="shape"]')).to_be_visible()
+
+    # narrow enough to scroll sideways: the label column stays where it was, the others move under it
+    page.set_viewport_size({"width": 1000, "height": 800})
+    page.wait_for_timeout(100)
+    overflow = page.evaluate(TABLE_FITS_JS)
+    assert overflow > 0
+    label = first.locator('[data-col="label"]')
+    bytes_cell = first.locator('[data-col="bytes"]')
+    before_label, before_bytes = label.bounding_box(), bytes_cell.bounding_box()
+    page.get_by_test_id("points-scroll").evaluate("box => { box.scrollLeft = box.scrollWidth; }")
+    page.wait_for_timeout(100)
+    after_label, after_bytes = label.bounding_box(), bytes_cell.bounding_box()
+    assert before_label and before_bytes and after_label and after_bytes
+    assert abs(after_label["x"] - before_label["x"]) < 1
+    assert before_bytes["x"] - after_bytes["x"] > overflow / 2
+    screenshot(page, "model-points-columns")
+
+    # the choice is kept in this browser
+    page.set_viewport_size(WIDE)
+    page.reload()
+    expect(page.locator("#points-body tr").first).to_be_visible()
+    expect(page.locator("#column-shape")).to_be_checked()
+    assert page.evaluate(SHOWN_COLUMNS_JS) == ["label", "index", "shape", "bytes", "fp32", "compute", "params"]

@@ -215,24 +215,27 @@ const SplitPoints = (() => {
   /* ---------------------------------------------------------------------------------------------- table */
 
   function buildTable() {
+    wireColumns();
     const rows = points.map((point, i) => {
       const id = `point-${i}`;
       const radio = UI.el("input", { type: "radio", name: "split_point", id, value: point.label });
+      // Cells carry their column's key and conditions (data-cal-col, data-plan-col, data-optional), as the heads do.
+      const cell = (col, className, content, flags = {}) =>
+        UI.el("td", Object.assign({ class: className, "data-col": col, hidden: col !== "label" }, flags), ...content);
       return UI.el(
         "tr",
         { "data-index": i, "data-label": point.label },
-        UI.el("td", { class: "pick" }, radio),
-        UI.el("td", { class: "num muted" }, String(point.index)),
-        UI.el("td", { class: "mono" }, UI.el("label", { for: id }, point.label)),
-        UI.el("td", { class: "mono small hide-narrow" }, point.shape.join("×")),
-        UI.el("td", { class: "num strong", "data-col": "bytes" }, ""),
-        UI.el("td", { class: "num", "data-col": "predicted", "data-plan-col": true, hidden: true }, ""),
-        UI.el("td", { class: "num", "data-col": "top1", "data-cal-col": true, hidden: true }, ""),
-        UI.el("td", { class: "num", "data-col": "cosine", "data-cal-col": true, hidden: true }, ""),
-        UI.el("td", { class: "num hide-narrow", "data-col": "sqnr", "data-cal-col": true, hidden: true }, ""),
-        UI.el("td", { class: "num muted hide-narrow" }, UI.bytes(fp32Bytes(point))),
-        UI.el("td", { class: "num", "data-col": "compute" }, UI.percent(point.head_flops_share)),
-        UI.el("td", { class: "num muted hide-narrow" }, UI.percent(point.head_params_share))
+        cell("label", "mono sticky-col", [radio, " ", UI.el("label", { for: id }, point.label)]),
+        cell("index", "num muted", [String(point.index)], { "data-optional": true }),
+        cell("shape", "mono small hide-narrow", [point.shape.join("×")], { "data-optional": true }),
+        cell("bytes", "num strong", [""]),
+        cell("predicted", "num", [""], { "data-plan-col": true }),
+        cell("top1", "num", [""], { "data-cal-col": true }),
+        cell("cosine", "num", [""], { "data-cal-col": true, "data-optional": true }),
+        cell("sqnr", "num hide-narrow", [""], { "data-cal-col": true, "data-optional": true }),
+        cell("fp32", "num muted hide-narrow", [UI.bytes(fp32Bytes(point))], { "data-optional": true }),
+        cell("compute", "num", [UI.percent(point.head_flops_share)]),
+        cell("params", "num muted hide-narrow", [UI.percent(point.head_params_share)], { "data-optional": true })
       );
     });
     tableBody.replaceChildren(...rows);
@@ -265,8 +268,50 @@ const SplitPoints = (() => {
       row.querySelector("input").checked = selected;
     }
     for (const node of document.querySelectorAll(".js-bits")) node.textContent = String(state.bits);
-    for (const node of document.querySelectorAll("[data-cal-col]")) node.hidden = !state.calibration;
-    for (const node of document.querySelectorAll("[data-plan-col]")) node.hidden = !state.plan;
+    showColumns();
+  }
+
+  /* ------------------------------------------------------------------------------------------ columns */
+
+  // The label and the deciding columns (bytes, predicted latency, agreement, head compute) are always there; the
+  // rest only when chosen, so that the table fits its card at 1280 px. The choice is kept in this browser.
+  const COLUMNS_KEY = "splitbot.point-columns";
+  const chooser = document.querySelectorAll('input[name="point-column"]');
+
+  function chosenColumns() {
+    try {
+      const stored = JSON.parse(localStorage.getItem(COLUMNS_KEY) || "[]");
+      return new Set(Array.isArray(stored) ? stored : []);
+    } catch (error) {
+      return new Set();
+    }
+  }
+
+  function showColumns() {
+    const chosen = new Set([...chooser].filter((box) => box.checked).map((box) => box.value));
+    for (const node of document.querySelectorAll("#points-table [data-col]")) {
+      const shown =
+        (!node.hasAttribute("data-optional") || chosen.has(node.dataset.col)) &&
+        (!node.hasAttribute("data-cal-col") || Boolean(state.calibration)) &&
+        (!node.hasAttribute("data-plan-col") || Boolean(state.plan));
+      node.hidden = !shown;
+    }
+  }
+
+  function wireColumns() {
+    const chosen = chosenColumns();
+    for (const box of chooser) box.checked = chosen.has(box.value);
+    for (const box of chooser) {
+      box.addEventListener("change", () => {
+        const values = [...chooser].filter((b) => b.checked).map((b) => b.value);
+        try {
+          localStorage.setItem(COLUMNS_KEY, JSON.stringify(values));
+        } catch (error) {
+          /* storage may be disabled: the choice then lasts until the page is left */
+        }
+        showColumns();
+      });
+    }
   }
 
   /* The planner's estimate for ``point`` at ``bits`` from its last answer, or null. */
