@@ -104,14 +104,29 @@ class LinkEstimate:
         self.rtt_ms = rtt_ms
         self.bandwidth_mbps = bandwidth_mbps
         self.samples = 0
+        self._last_end_ms: float | None = None
 
-    def observe(self, sent_bytes: int, transfer_ms: float) -> None:
+    def observe(self, sent_bytes: int, transfer_ms: float, ended_at_ms: float | None = None) -> None:
+        """One frame's bytes took ``transfer_ms`` on the link, ending at ``ended_at_ms`` (a monotonic clock; None:
+        unknown). Frames in flight together share the link: a frame sent while the one before was still on it
+        waited behind those bytes, so only the time after they were through is its own."""
         transfer_ms = max(transfer_ms, MIN_TRANSFER_MS)
+        queued_ms = 0.0
+        if ended_at_ms is not None:
+            if self._last_end_ms is not None:
+                queued_ms = min(max(self._last_end_ms - (ended_at_ms - transfer_ms), 0.0), transfer_ms)
+            self._last_end_ms = max(self._last_end_ms or ended_at_ms, ended_at_ms)
+        if queued_ms > 0:
+            # Back to back behind the previous frame: its round trip overlapped that frame's, only bytes remain.
+            self._sample(sent_bytes, max(transfer_ms - queued_ms, MIN_TRANSFER_MS))
+            return
         # The round trip comes from probes (an empty request: ``EdgeClient.probe``); frames of one size cannot tell
         # it from the time on the wire. A transfer quicker than the probe says the probe was slow.
         if self.rtt_ms is None or transfer_ms < self.rtt_ms:
             self.rtt_ms = min(transfer_ms, self.rtt_ms or transfer_ms) if self.rtt_ms is not None else 0.0
-        wire_ms = max(transfer_ms - self.rtt_ms, MIN_TRANSFER_MS)
+        self._sample(sent_bytes, max(transfer_ms - self.rtt_ms, MIN_TRANSFER_MS))
+
+    def _sample(self, sent_bytes: int, wire_ms: float) -> None:
         sample = sent_bytes * 8 / (wire_ms * 1e3)
         if self.bandwidth_mbps is None:
             self.bandwidth_mbps = sample
@@ -228,16 +243,23 @@ class Controller:
         probe = min(uses_link, key=lambda c: (self.expected_bytes(c), -c.fidelity))
         return Decision(probe, predicted[probe], "probing the link with the split that sends the fewest bytes")
 
-    def observe(self, choice: Choice, result: InferenceResult, latency_ms: float | None = None) -> None:
-        """Learn from one answered frame: compute on each side, bytes, the link, and (``latency_ms``: from the
-        frame's arrival to its answer) the waiting the stages do not show: a robot that cannot keep up with the
-        camera queues frames, whatever its compute per frame says."""
-        self._learn(choice, result)
+    def observe(
+        self,
+        choice: Choice,
+        result: InferenceResult,
+        latency_ms: float | None = None,
+        answered_at_ms: float | None = None,
+    ) -> None:
+        """Learn from one answered frame: compute on each side, bytes, the link (``answered_at_ms``: when the answer
+        came, on a monotonic clock, places the frame's transfer beside the others in flight), and (``latency_ms``:
+        from the frame's arrival to its answer) the waiting the stages do not show: a robot that cannot keep up
+        with the camera queues frames, whatever its compute per frame says."""
+        self._learn(choice, result, answered_at_ms)
         if latency_ms is not None:
             waited = max(latency_ms - self._compute_and_link(choice), 0.0)
             self.costs.waiting_ms[choice.key] = _smooth(self.costs.waiting_ms.get(choice.key), waited)
 
-    def _learn(self, choice: Choice, result: InferenceResult) -> None:
+    def _learn(self, choice: Choice, result: InferenceResult, answered_at_ms: float | None) -> None:
         robot = sum(s.ms for s in result.stages if s.where == "robot" and s.name in ROBOT_STAGES)
         edge = sum(s.ms for s in result.stages if s.where == "edge")
         costs, key = self.costs, _compute_key(choice)
@@ -247,7 +269,9 @@ class Controller:
         costs.edge_ms[key] = _smooth(costs.edge_ms.get(key), edge)
         costs.bytes_sent[choice.key] = float(result.bytes.sent)
         network = sum(s.ms for s in result.stages if s.name == "network")
-        self.link.observe(result.bytes.sent + result.bytes.received, network)
+        # The request's bytes were through before the edge computed (the answer's few bytes come back after).
+        ended = None if answered_at_ms is None else answered_at_ms - edge
+        self.link.observe(result.bytes.sent + result.bytes.received, network, ended)
 
     def _switch(self, choice: Choice) -> None:
         if choice != self.current:

@@ -195,8 +195,9 @@ class StreamSession:
             self._fail(frame, exc)
             return
         self._slots.release()
-        latency_ms = (time.perf_counter() - frame.arrived) * 1e3
-        self.controller.observe(decision.choice, result, latency_ms)
+        answered = time.perf_counter()
+        latency_ms = (answered - frame.arrived) * 1e3
+        self.controller.observe(decision.choice, result, latency_ms, answered * 1e3)
         met = latency_ms <= self.options.deadline_ms
         link = self.controller.link
         self.metrics.answered(result, latency_ms, met, link)

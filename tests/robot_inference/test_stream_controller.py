@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from common.postprocess.answers import Answer
 from common.results import InferenceResult, Providers, WireBytes
 from common.timing import Stage
@@ -126,3 +128,25 @@ def test_frames_that_queue_behind_a_busy_robot_count_against_its_plan() -> None:
         controller.observe(decision.choice, result, latency)
     assert picked[0].mode == "all-robot"
     assert {c.mode for c in picked[-5:]} == {"split"}, [c.key for c in picked]
+
+
+def test_frames_in_flight_together_do_not_hide_the_link_rate() -> None:
+    # 10 kB frames on an 8 Mbit/s link (10 ms each) with a 2 ms round trip, sent two at a time: the second waits
+    # for the first's bytes, so its own transfer time reads 20 ms. Counted as its own, the rate would look halved.
+    link = LinkEstimate(rtt_ms=2.0)
+    wire_ms = 10.0
+    now = 1000.0
+    for _ in range(20):
+        first_end = now + 2.0 + wire_ms
+        link.observe(10_000, first_end - now, first_end)
+        second_end = first_end + wire_ms
+        link.observe(10_000, second_end - now, second_end)
+        now = second_end + 5.0
+    assert link.bandwidth_mbps is not None
+    assert link.bandwidth_mbps == pytest.approx(8.0, rel=0.05)
+
+    naive = LinkEstimate(rtt_ms=2.0)
+    for _ in range(20):
+        naive.observe(10_000, 12.0)
+        naive.observe(10_000, 22.0)
+    assert naive.bandwidth_mbps is not None and naive.bandwidth_mbps < 6.5
