@@ -38,10 +38,12 @@ OPAQUE_CONTENT = {
     "POST /api/models",  # a model file
     "POST /api/model-jobs",
     "POST /api/models/{model_id}/calibrate",  # images
+    "POST /api/models/{model_id}/calibration-jobs",
     # not content, but a comma list in one string: the schema cannot state each value's range (0.001..1e6)
     "GET /api/models/{model_id}/plan/curve",
     # a clip range needs lo < hi, which a JSON schema cannot state either
     "POST /api/models/{model_id}/splits",
+    "POST /api/models/{model_id}/split-jobs",
     # the Open Inference Protocol's JSON (+ binary) tensors, for a model whose inputs the schema cannot know
     "POST /v2/models/{name}/infer",
     "POST /v2/models/{name}/versions/{version}/infer",
