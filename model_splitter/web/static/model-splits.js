@@ -131,6 +131,8 @@ const Splits = (() => {
       splitStatus.textContent = "";
       UI.showError(error, "split-error");
     }
+    // A job picked up after a reload ran on this button with no split selected: it must not stay clickable.
+    deployButton.disabled = !state.split;
     await refreshSides();
   }
 
