@@ -1,0 +1,105 @@
+"""The quantizer and dequantizer as ONNX graphs, run by real ONNX Runtime, against common/tensor_records.py's numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from common.errors import InvalidArgument
+from common.manifest import Quantization, SplitManifest, TensorRange, TensorSpec
+from common.tensor_records import decode_features, decode_record, encode_features, feature_record
+from model_splitter.quantize.code_graphs import (
+    codes_name,
+    dequantizer_model,
+    head_with_codes,
+    quantizer_model,
+    tail_with_codes,
+)
+from tests.support import TinySplit
+
+# 3 x 5 x 7 = 105 values a sample: not a multiple of 8 codes, so the last group is padded and trimmed.
+SHAPE = [1, 3, 5, 7]
+CHANNEL_LO = [-2.0, 0.0, -0.5]
+CHANNEL_HI = [3.0, 1.5, 6.0]
+
+
+def manifest_at(base: SplitManifest, bits: int, scheme: str, per_channel: bool) -> SplitManifest:
+    channels = {"channel_lo": CHANNEL_LO, "channel_hi": CHANNEL_HI} if per_channel else {}
+    clip = TensorRange(name="cut", lo=-1.25, hi=4.5, **channels)
+    return base.model_copy(
+        update={
+            "cut": [TensorSpec(name="cut", shape=SHAPE)],
+            "quantization": Quantization(bits=bits, ranges=[clip], scheme=scheme),  # type: ignore[arg-type]
+        }
+    )
+
+
+def features(batch: int) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((batch, *SHAPE[1:])) * 3).astype(np.float32)
+    x[0, 0, 0, :4] = [np.nan, np.inf, -np.inf, 0.0]
+    x[-1, 1, 2, :3] = [1e30, -1e30, 0.0]
+    # Values on the half steps, where rounding half to even decides the code.
+    x[0, 2, 4, :] = np.float32(-1.25) + np.arange(7, dtype=np.float32) * np.float32(5.75 / 30)
+    return x
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    (out,) = sessions(model).run(None, feeds)
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["tensor", "channel"])
+@pytest.mark.parametrize("scheme", ["clip", "affine"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_in_graph_codes_equal_numpy_byte_for_byte(
+    tiny_split: TinySplit, bits: int, scheme: str, per_channel: bool
+) -> None:
+    manifest = manifest_at(tiny_split.manifest, bits, scheme, per_channel)
+    clip = manifest.quantization.ranges[0]
+    x = features(batch=3)
+    codes = run(quantizer_model(manifest), {"cut": x})
+    assert codes.dtype == np.uint8 and codes.shape == (3, (105 * bits + 7) // 8)
+    records = [feature_record("cut", x[i : i + 1], bits, clip, scheme) for i in range(3)]
+    for row, record in zip(codes, records, strict=True):
+        assert row.tobytes() == bytes(record.payload)
+    restored = run(dequantizer_model(manifest), {codes_name("cut"): codes})
+    channels = (CHANNEL_LO, CHANNEL_HI) if per_channel else None
+    expected = np.concatenate([decode_record(record, channels) for record in records])
+    assert restored.shape == x.shape
+    np.testing.assert_array_equal(restored, expected)
+    if scheme == "affine":
+        assert np.all(restored[x == 0] == 0)  # zero-exact, also in the graph
+
+
+def test_float_widths_have_no_codes(tiny_split: TinySplit) -> None:
+    manifest = manifest_at(tiny_split.manifest, 8, "clip", False)
+    floats = manifest.model_copy(update={"quantization": manifest.quantization.model_copy(update={"bits": 16})})
+    with pytest.raises(InvalidArgument, match="no codes"):
+        quantizer_model(floats)
+
+
+def test_head_and_tail_with_codes_serve_the_split(tiny_split: TinySplit) -> None:
+    """tail_q(head_q(x)) is what the robot's numpy codes and the edge's numpy dequantization give, on the real split."""
+    manifest = tiny_split.manifest
+    head = onnx.load(str(tiny_split.registry.split_file(manifest.id, "head.onnx")))
+    tail = onnx.load(str(tiny_split.registry.split_file(manifest.id, "tail.onnx")))
+    x = np.random.default_rng(3).random((2, *manifest.input.shape[1:]), dtype=np.float32)
+    features = sessions(head).run(None, {manifest.input.name: x})
+    codes = sessions(head_with_codes(head, manifest)).run(None, {manifest.input.name: x})
+    coding = manifest.quantization.model_copy(update={"entropy": "none"})  # the graph packs; it does not compress
+    uncoded = manifest.model_copy(update={"quantization": coding})
+    expected = []
+    for i in range(2):
+        records = encode_features(uncoded, [f[i : i + 1] for f in features])
+        assert [rows[i].tobytes() for rows in codes] == [bytes(r.payload) for r in records]
+        expected.append(sessions(tail).run(None, decode_features(uncoded, records))[0])
+    feeds = {codes_name(s.name): c for s, c in zip(manifest.cut, codes, strict=True)}
+    (answer,) = sessions(tail_with_codes(tail, manifest)).run(None, feeds)
+    np.testing.assert_allclose(answer, np.concatenate(expected), rtol=1e-5, atol=1e-5)
+
+
+def sessions(model: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
