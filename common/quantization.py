@@ -259,7 +259,7 @@ def validate_channel_ranges(lo: npt.ArrayLike, hi: npt.ArrayLike, channels: int 
     return lo32, hi32
 
 
-def _channel_view(lo32: F32, hi32: F32, ndim: int, bits: int) -> tuple[F32, F32, F32]:
+def channel_view(lo32: F32, hi32: F32, ndim: int, bits: int) -> tuple[F32, F32, F32]:
     """lo, scale (levels / (hi - lo), computed in float64 and rounded once) and step, shaped to broadcast on axis 1."""
     levels = (1 << bits) - 1
     span = hi32.astype(np.float64) - lo32.astype(np.float64)
@@ -278,7 +278,7 @@ def quantize_per_channel(x: npt.ArrayLike, bits: int, lo: npt.ArrayLike, hi: npt
     if arr.ndim < 2:
         raise InvalidArgument(f"per-channel quantization needs a tensor with a channel axis 1, got shape {arr.shape}")
     lo32, hi32 = validate_channel_ranges(lo, hi, arr.shape[1])
-    lo_b, scale_b, _ = _channel_view(lo32, hi32, arr.ndim, b)
+    lo_b, scale_b, _ = channel_view(lo32, hi32, arr.ndim, b)
     levels = (1 << b) - 1
     t = np.empty(arr.shape, dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -305,7 +305,7 @@ def dequantize_per_channel(
     if c.size != count:
         raise InvalidArgument(f"{c.size} codes cannot fill shape {tuple(shape)} ({count} values)")
     lo32, hi32 = validate_channel_ranges(lo, hi, int(shape[1]))
-    lo_b, _, step_b = _channel_view(lo32, hi32, len(shape), b)
+    lo_b, _, step_b = channel_view(lo32, hi32, len(shape), b)
     out: F32 = c.astype(np.float32).reshape(shape)
     out *= step_b
     out += lo_b
@@ -363,6 +363,7 @@ def byte_view(data: bytes | bytearray | memoryview) -> memoryview:
 __all__ = [
     "QUANTIZED_BITS",
     "SUPPORTED_BITS",
+    "channel_view",
     "decode_tensor",
     "decode_tensor_per_channel",
     "dequantize",

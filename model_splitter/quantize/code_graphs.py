@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from common.affine import affine_channel_params, affine_params
 from common.errors import InvalidArgument
 from common.manifest import SplitManifest, TensorRange, TensorSpec
-from common.quantization import QUANTIZED_BITS, packed_size, validate_channel_ranges, validate_range
+from common.quantization import QUANTIZED_BITS, channel_view, packed_size, validate_channel_ranges, validate_range
 
 CODES_SUFFIX = ".codes"
 MIN_OPSET = 13
@@ -73,10 +73,8 @@ def _constants(clip: TensorRange, bits: int, scheme: str, ndim: int) -> _Constan
         if affine:
             scales, zeros = affine_channel_params(lo, hi, bits)
             return _Constants(True, levels, scales.reshape(shape), zeros.reshape(shape), scales.reshape(shape))
-        span = hi.astype(np.float64) - lo.astype(np.float64)
-        scale = (levels / span).astype(np.float32).reshape(shape)
-        step = (span / levels).astype(np.float32).reshape(shape)
-        return _Constants(False, levels, lo.reshape(shape), scale, step)
+        lo_b, scale, step = channel_view(lo, hi, ndim, bits)
+        return _Constants(False, levels, lo_b, scale, step)
     if affine:
         s, z = affine_params(clip.lo, clip.hi, bits)
         return _Constants(True, levels, _f32(s), _f32(z), _f32(s))
