@@ -245,6 +245,27 @@ class Verification(_Frozen):
     )
 
 
+def _checked_sha256(value: str) -> str:
+    if not is_hex(value, 64):
+        raise ValueError(f"{value[:80]!r} is not a sha256 (64 lowercase hex characters)")
+    return value
+
+
+class CodeGraphs(_Frozen):
+    """The head and tail with the quantizer inside (codes out, codes in: common/codes.py), as checked when made."""
+
+    head_sha256: str
+    tail_sha256: str
+    samples: int = Field(description="samples whose in-graph codes equal the numpy codes byte for byte")
+    tail_max_abs_diff: float = Field(description="max |tail_q(codes) - tail(dequantize(codes))| on those samples")
+    tail_tolerance: float = Field(description="what the check allowed: 1e-4 + 1e-5 * max |tail(x)|")
+
+    @field_validator("head_sha256", "tail_sha256")
+    @classmethod
+    def _sha256(cls, value: str) -> str:
+        return _checked_sha256(value)
+
+
 class SplitManifest(_Frozen):
     format_version: int = MANIFEST_FORMAT_VERSION
     id: str = ""
@@ -262,14 +283,14 @@ class SplitManifest(_Frozen):
     verification: Verification
     head_sha256: str
     tail_sha256: str
+    # Absent from splits at 16/32 bits, from models below opset 13, and from splits made before there were any.
+    code_graphs: CodeGraphs | None = Field(None, exclude_if=_is_none)
 
     @field_validator("model_sha256", "head_sha256", "tail_sha256")
     @classmethod
     def _sha256(cls, value: str) -> str:
         # These become file names on robot and edge (models/<model_sha256>.onnx): never a path.
-        if not is_hex(value, 64):
-            raise ValueError(f"{value[:80]!r} is not a sha256 (64 lowercase hex characters)")
-        return value
+        return _checked_sha256(value)
 
     @field_validator("model_id")
     @classmethod

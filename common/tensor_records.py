@@ -62,6 +62,26 @@ def feature_record(name: str, tensor: npt.ArrayLike, bits: int, clip: TensorRang
     return quantized_record(name, tensor, bits, clip.lo, clip.hi)
 
 
+def codes_record(
+    name: str, shape: tuple[int, ...], bits: int, clip: TensorRange, scheme: str, payload: bytes
+) -> TensorRecord:
+    """The record ``feature_record`` would have made of a tensor of ``shape`` whose packed codes are ``payload``
+    (1..8 bits): the envelope a code tensor that came without a frame needs to be decoded."""
+    per_channel = clip.channel_lo is not None and clip.channel_hi is not None
+    if scheme == "affine" and per_channel:
+        record = TensorRecord(name, TensorKind.AFFINE_PER_CHANNEL, bits, 0.0, 0.0, shape, payload)
+    elif scheme == "affine":
+        scale, zero_point = affine_params(clip.lo, clip.hi, bits)
+        record = TensorRecord(name, TensorKind.AFFINE, bits, scale, float(zero_point), shape, payload)
+    elif per_channel:
+        record = TensorRecord(name, TensorKind.QUANTIZED_PER_CHANNEL, bits, 0.0, 0.0, shape, payload)
+    else:
+        lo, hi = validate_range(clip.lo, clip.hi)
+        record = TensorRecord(name, TensorKind.QUANTIZED, bits, lo, hi, shape, payload)
+    validate_record(record, 0)
+    return record
+
+
 def coded_record(record: TensorRecord) -> TensorRecord:
     """``record`` with its packed codes Zstandard-coded, or ``record`` itself when coding would not save a byte."""
     if record.kind not in CODE_KINDS or record.coded:

@@ -1,8 +1,10 @@
 """The Open Inference Protocol (KServe v2) on the edge: any OIP client (``tritonclient``, KServe's) runs a tail.
 
 A model is a deployed tail, named by its split id or by its readable name (``<model>-<split point>-<bits>b``,
-``SplitManifest.readable_name``), version 1. Its inputs are the cut tensors as
-float32 (the features the edge would have dequantized from a frame), its outputs the tail's. Requests and
+``SplitManifest.readable_name``), version 1. Its inputs are the packed codes of the cut (``UINT8 <cut>.codes``,
+``[batch, bytes]``, common/codes.py: what a robot with ``ROBOT_EDGE_PROTOCOL=oip`` sends, and what the Triton
+repository's tail takes), or, for splits without codes (16/32 bits) and for any client that has them, the cut
+tensors as float32; its outputs are the tail's. Requests and
 answers in JSON tensors or the binary tensor data extension (``Inference-Header-Content-Length``,
 ``binary_data_size``, ``binary_data`` / ``binary_data_output``). Errors on these routes are the protocol's
 ``{"error": message}``.
@@ -20,8 +22,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from common.auth import Guard
+from common.codes import CODES_SUFFIX, codes_name, codes_to_features, codes_width, has_codes
 from common.deployments import Deployment, DeploymentSet
 from common.errors import BadRequest, FrameMismatch, NotFound, NotReady, SplitComputingError
+from common.manifest import SplitManifest
 from common.postprocess.raw import BINARY_DTYPES, DATATYPES, HEADER_LENGTH
 from common.service_api import read_limited
 
@@ -29,6 +33,7 @@ SERVER_NAME = "splitbot-edge"
 SERVER_VERSION = "1"
 MODEL_VERSION = "1"
 EXTENSIONS = ["binary_tensor_data"]
+INPUT_TYPES = {"UINT8": np.uint8, "FP32": np.float32}  # the codes, or the cut tensors as floats
 
 
 def model_name(deployment: Deployment) -> str:
@@ -74,7 +79,11 @@ def oip_router(deployments: DeploymentSet, reads: Guard, writes: Guard, max_body
     async def model_ready(name: str, version: str | None = None) -> Response:
         return await protocol_errors(lambda: _loaded(find(name, version)))
 
-    @router.post("/models/{name}/infer", summary="Run a tail on float32 cut tensors", dependencies=[Depends(writes)])
+    @router.post(
+        "/models/{name}/infer",
+        summary="Run a tail on the cut's codes (or its float32 tensors)",
+        dependencies=[Depends(writes)],
+    )
     @router.post(
         "/models/{name}/versions/{version}/infer", summary="Run a tail version", dependencies=[Depends(writes)]
     )
@@ -116,7 +125,7 @@ def _metadata(deployment: Deployment) -> Response:
             "name": model_name(deployment),
             "versions": [MODEL_VERSION],
             "platform": "onnxruntime_onnx",
-            "inputs": [{"name": s.name, "datatype": "FP32", "shape": [-1, *s.shape[1:]]} for s in manifest.cut],
+            "inputs": _inputs(manifest),
             "outputs": [
                 {"name": s.name, "datatype": DATATYPES.get(s.dtype, "FP32"), "shape": [-1, *s.shape[1:]]}
                 for s in manifest.outputs
@@ -124,6 +133,15 @@ def _metadata(deployment: Deployment) -> Response:
             "parameters": {"split_id": manifest.id, "split_point": manifest.split_point},
         }
     )
+
+
+def _inputs(manifest: SplitManifest) -> list[dict[str, Any]]:
+    if has_codes(manifest):
+        return [
+            {"name": codes_name(s.name), "datatype": "UINT8", "shape": [-1, codes_width(manifest, s)]}
+            for s in manifest.cut
+        ]
+    return [{"name": s.name, "datatype": "FP32", "shape": [-1, *s.shape[1:]]} for s in manifest.cut]
 
 
 def _parse_request(body: bytes, header_length: str | None) -> dict[str, Any]:
@@ -156,20 +174,20 @@ def _input_array(tensor: Any, body: bytes, offset: int) -> tuple[str, np.ndarray
     name, shape, datatype = tensor["name"], tensor.get("shape"), tensor.get("datatype")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
-    if datatype != "FP32":
-        raise BadRequest(f"input {name!r} is {datatype}; the tail's inputs are FP32 (the dequantized cut tensors)")
+    if datatype not in INPUT_TYPES:
+        raise BadRequest(f"input {name!r} is {datatype}; a tail takes UINT8 codes (<cut>.codes) or FP32 cut tensors")
     dtype = np.dtype(BINARY_DTYPES[datatype]).newbyteorder("<")
     count = int(np.prod(shape)) if shape else 1
     size = (tensor.get("parameters") or {}).get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size != count * dtype.itemsize or offset + size > len(body):
             raise BadRequest(f"input {name!r}: binary_data_size {size!r} does not fit its shape {shape} or the body")
-        array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).astype(np.float32)
+        array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).astype(INPUT_TYPES[datatype])
         return name, array.reshape(shape), offset + size
     data = tensor.get("data")
     try:
-        array = np.asarray(data, dtype=np.float32).reshape(shape)
-    except (TypeError, ValueError) as exc:
+        array = np.asarray(data, dtype=INPUT_TYPES[datatype]).reshape(shape)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise BadRequest(f"input {name!r}: data does not fill its shape {shape} with numbers") from exc
     return name, array, offset
 
@@ -177,9 +195,13 @@ def _input_array(tensor: Any, body: bytes, offset: int) -> tuple[str, np.ndarray
 def _run(deployment: Deployment, name: str, request: dict[str, Any]) -> Response:
     manifest = deployment.manifest
     arrays: dict[str, np.ndarray] = request["arrays"]
+    if arrays and all(key.endswith(CODES_SUFFIX) for key in arrays) and has_codes(manifest):
+        arrays = codes_to_features(manifest, arrays)
     expected = {spec.name: spec for spec in manifest.cut}
     if set(arrays) != set(expected):
-        raise FrameMismatch(f"model {name!r} takes the inputs {sorted(expected)}, the request gives {sorted(arrays)}")
+        codes = sorted(codes_name(key) for key in expected) if has_codes(manifest) else []
+        takes = f"{codes} (UINT8) or {sorted(expected)} (FP32)" if codes else f"{sorted(expected)} (FP32)"
+        raise FrameMismatch(f"model {name!r} takes the inputs {takes}, the request gives {sorted(arrays)}")
     batches = {array.shape[0] if array.ndim else -1 for array in arrays.values()}
     for input_name, array in arrays.items():
         if list(array.shape[1:]) != expected[input_name].shape[1:] or len(batches) != 1:

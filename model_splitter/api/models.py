@@ -21,7 +21,8 @@ from model_splitter.services.models import RegistrationRequest, architecture_lis
 from model_splitter.services.peers import PeerDeployment
 from model_splitter.services.splits import create_split
 from model_splitter.store.bundle_zip import bundle_zip
-from model_splitter.store.triton_repository import TritonOptions, triton_repository_zip
+from model_splitter.store.registry import HEAD_CODES_FILE, TAIL_CODES_FILE
+from model_splitter.store.triton_repository import TailInputs, TritonOptions, triton_repository_zip
 
 ONNX_MEDIA_TYPE = "application/octet-stream"
 
@@ -120,6 +121,26 @@ def api_router(context: SplitterContext) -> APIRouter:
         )
 
     @router.get(
+        "/splits/{split_id}/head_codes.onnx",
+        tags=["splits"],
+        response_class=FileResponse,
+        summary="The head with the quantizer inside: its outputs are the packed uint8 codes <cut>.codes",
+    )
+    async def head_codes_onnx(split_id: str) -> FileResponse:
+        path = registry.code_graph_file(split_id, HEAD_CODES_FILE)
+        return FileResponse(path, media_type=ONNX_MEDIA_TYPE, filename=HEAD_CODES_FILE)
+
+    @router.get(
+        "/splits/{split_id}/tail_codes.onnx",
+        tags=["splits"],
+        response_class=FileResponse,
+        summary="The tail with the dequantizer inside: its inputs are the packed uint8 codes <cut>.codes",
+    )
+    async def tail_codes_onnx(split_id: str) -> FileResponse:
+        path = registry.code_graph_file(split_id, TAIL_CODES_FILE)
+        return FileResponse(path, media_type=ONNX_MEDIA_TYPE, filename=TAIL_CODES_FILE)
+
+    @router.get(
         "/splits/{split_id}/triton.zip",
         tags=["splits"],
         response_class=Response,
@@ -131,8 +152,13 @@ def api_router(context: SplitterContext) -> APIRouter:
         max_queue_delay_us: int = Query(2000, ge=0, le=1_000_000, description="the dynamic batcher's wait"),
         tensorrt: bool = Query(False, description="ONNX Runtime's TensorRT accelerator on Triton's GPU"),
         fp16: bool = Query(True, description="with tensorrt: FP16 precision"),
+        inputs: TailInputs | None = Query(
+            None,
+            description="codes: the tail takes the packed uint8 codes; features: float32 cut tensors "
+            "(default: codes where the split has them)",
+        ),
     ) -> Response:
-        options = TritonOptions(max_batch_size, max_queue_delay_us, tensorrt, fp16)
+        options = TritonOptions(max_batch_size, max_queue_delay_us, tensorrt, fp16, inputs)
         name, data = await run_in_threadpool(triton_repository_zip, registry, split_id, options)
         headers = {"content-disposition": f'attachment; filename="{name}-triton.zip"'}
         return Response(data, media_type="application/zip", headers=headers)

@@ -109,3 +109,16 @@ def check_head_tail(
             "this split point cannot be used"
         )
     return difference, tolerance
+
+
+def seeded_input(model: onnx.ModelProto, input_shape: tuple[int, ...], batch: int = 2) -> dict[str, np.ndarray]:
+    """The seeded input the checks above feed ``model`` (at its own batch where that is fixed)."""
+    name, sample = _sample(_session(model), input_shape, batch)
+    return {name: sample}
+
+
+def outputs_by_name(model: onnx.ModelProto, feeds: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+    """``model``'s outputs on ``feeds``, as production's session options compute them."""
+    session = _session(model)
+    names = [value.name for value in session.get_outputs()]
+    return dict(zip(names, _run(session, feeds, what), strict=True))

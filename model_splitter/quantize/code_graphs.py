@@ -21,17 +21,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from common.affine import affine_channel_params, affine_params
+from common.codes import codes_name
 from common.errors import InvalidArgument
 from common.manifest import SplitManifest, TensorRange, TensorSpec
 from common.quantization import QUANTIZED_BITS, channel_view, packed_size, validate_channel_ranges, validate_range
 
-CODES_SUFFIX = ".codes"
 MIN_OPSET = 13
 _ELEMENT_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "float64": TensorProto.DOUBLE}
-
-
-def codes_name(tensor: str) -> str:
-    return tensor + CODES_SUFFIX
 
 
 @dataclass
@@ -54,14 +50,25 @@ class _Nodes:
 
 
 @dataclass(frozen=True)
-class _Constants:
-    """What one tensor's codes need, as the float32 numbers numpy uses: scalars or shaped (1, C, 1, ...)."""
+class _ClipConstants:
+    """Clip codes as numpy computes them (float32 scalars, or shaped (1, C, 1, ...) per channel)."""
 
-    affine: bool
     levels: int
-    first: np.ndarray  # clip: lo (quantize subtracts it); affine: scale
-    second: np.ndarray  # clip: levels / (hi - lo); affine: zero point
-    step: np.ndarray  # clip: the dequantizer's step; affine: unused (the scale)
+    lo: np.ndarray
+    scale: np.ndarray  # levels / (hi - lo): the quantizer multiplies by it
+    step: np.ndarray  # (hi - lo) / levels: the dequantizer multiplies by it
+
+
+@dataclass(frozen=True)
+class _AffineConstants:
+    """Zero-exact affine codes as numpy computes them (float32 scalars, or shaped (1, C, 1, ...) per channel)."""
+
+    levels: int
+    scale: np.ndarray
+    zero_point: np.ndarray
+
+
+_Constants = _ClipConstants | _AffineConstants
 
 
 def _constants(clip: TensorRange, bits: int, scheme: str, ndim: int) -> _Constants:
@@ -72,37 +79,37 @@ def _constants(clip: TensorRange, bits: int, scheme: str, ndim: int) -> _Constan
         shape = (1, lo.size) + (1,) * (ndim - 2)
         if affine:
             scales, zeros = affine_channel_params(lo, hi, bits)
-            return _Constants(True, levels, scales.reshape(shape), zeros.reshape(shape), scales.reshape(shape))
+            return _AffineConstants(levels, scales.reshape(shape), zeros.reshape(shape))
         lo_b, scale, step = channel_view(lo, hi, ndim, bits)
-        return _Constants(False, levels, lo_b, scale, step)
+        return _ClipConstants(levels, lo_b, scale, step)
     if affine:
         s, z = affine_params(clip.lo, clip.hi, bits)
-        return _Constants(True, levels, _f32(s), _f32(z), _f32(s))
+        return _AffineConstants(levels, _f32(s), _f32(z))
     lo32, hi32 = validate_range(clip.lo, clip.hi)
-    return _Constants(False, levels, _f32(lo32), _f32(levels / (hi32 - lo32)), _f32((hi32 - lo32) / levels))
+    return _ClipConstants(levels, _f32(lo32), _f32(levels / (hi32 - lo32)), _f32((hi32 - lo32) / levels))
 
 
 def _quantize(g: _Nodes, x: str, c: _Constants) -> str:
     zero_f, top = g.const("zero", _f32(0)), g.const("levels", _f32(c.levels))
-    if c.affine:
-        scaled = g.op("Round", [g.op("Div", [x, g.const("scale", c.first)], "divided")], "rounded")
-        shifted = g.op("Add", [scaled, g.const("zero_point", c.second)], "shifted")
+    if isinstance(c, _AffineConstants):
+        scaled = g.op("Round", [g.op("Div", [x, g.const("scale", c.scale)], "divided")], "rounded")
+        shifted = g.op("Add", [scaled, g.const("zero_point", c.zero_point)], "shifted")
         clipped = g.op("Clip", [shifted, zero_f, top], "clipped")
-        nan_code = g.const("nan_code", c.second)
+        nan_code = g.const("nan_code", c.zero_point)
     else:
-        shifted = g.op("Sub", [x, g.const("lo", c.first)], "shifted")
-        scaled = g.op("Mul", [shifted, g.const("scale", c.second)], "scaled")
+        shifted = g.op("Sub", [x, g.const("lo", c.lo)], "shifted")
+        scaled = g.op("Mul", [shifted, g.const("scale", c.scale)], "scaled")
         clipped = g.op("Round", [g.op("Clip", [scaled, zero_f, top], "clamped")], "clipped")
         nan_code = zero_f
     return g.op("Where", [g.op("IsNaN", [x], "nan"), nan_code, clipped], "codes_float")
 
 
 def _dequantize(g: _Nodes, codes: str, c: _Constants) -> str:
-    if c.affine:
-        centred = g.op("Sub", [codes, g.const("zero_point", c.second)], "centred")
-        return g.op("Mul", [centred, g.const("scale", c.first)], "dequantized")
+    if isinstance(c, _AffineConstants):
+        centred = g.op("Sub", [codes, g.const("zero_point", c.zero_point)], "centred")
+        return g.op("Mul", [centred, g.const("scale", c.scale)], "dequantized")
     scaled = g.op("Mul", [codes, g.const("step", c.step)], "scaled")
-    return g.op("Add", [scaled, g.const("lo", c.first)], "dequantized")
+    return g.op("Add", [scaled, g.const("lo", c.lo)], "dequantized")
 
 
 def _f32(value: object) -> np.ndarray:
@@ -248,30 +255,32 @@ def dequantizer_model(manifest: SplitManifest) -> onnx.ModelProto:
     return _model(groups, [_codes_value(s, bits) for s in manifest.cut], [_cut_value(s) for s in manifest.cut])
 
 
-def _opset(model: onnx.ModelProto) -> int:
+def model_opset(model: onnx.ModelProto) -> int:
     return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 1)
 
 
 def _joinable(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
-    if _opset(model) < MIN_OPSET:
+    if model_opset(model) < MIN_OPSET:
         raise InvalidArgument(
-            f"the {what} uses ONNX opset {_opset(model)}; codes inside the graph need opset {MIN_OPSET} or later"
+            f"the {what} uses ONNX opset {model_opset(model)}; codes inside the graph need opset {MIN_OPSET} or later"
         )
     joined = onnx.ModelProto()
     joined.CopyFrom(model)
     return joined
 
 
-def head_with_codes(head: onnx.ModelProto, manifest: SplitManifest) -> onnx.ModelProto:
-    """The head with the quantizer appended: its outputs are the packed codes of every cut tensor."""
+def head_with_codes(head: onnx.ModelProto, manifest: SplitManifest, keep_features: bool = False) -> onnx.ModelProto:
+    """The head with the quantizer appended: its outputs are the packed codes of every cut tensor (and, with
+    ``keep_features``, the cut tensors too, after the codes)."""
     bits = _checked(manifest)
     joined = _joinable(head, "head")
     for index, spec in enumerate(manifest.cut):
         group = quantizer_nodes(manifest, spec, index)
         joined.graph.node.extend(group.nodes)
         joined.graph.initializer.extend(group.constants)
+    features = list(joined.graph.output) if keep_features else []
     del joined.graph.output[:]
-    joined.graph.output.extend(_codes_value(spec, bits) for spec in manifest.cut)
+    joined.graph.output.extend([*(_codes_value(spec, bits) for spec in manifest.cut), *features])
     onnx.checker.check_model(joined)
     return joined
 

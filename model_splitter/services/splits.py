@@ -34,11 +34,12 @@ from model_splitter.graph.inputs import real_inputs
 from model_splitter.graph.labels import label_tensors
 from model_splitter.graph.verification import check_head_tail
 from model_splitter.quantize.calibration import DEFAULT_METHOD
+from model_splitter.quantize.code_verification import code_graphs_for
 from model_splitter.quantize.default_ranges import default_clip
 from model_splitter.quantize.fidelity import fidelity_table
 from model_splitter.quantize.images import calibration_sets
 from model_splitter.records import ModelRecord, Progress, SplitPoint, SplitRequest, no_progress
-from model_splitter.store.registry import Registry
+from model_splitter.store.registry import HEAD_CODES_FILE, TAIL_CODES_FILE, Registry
 from model_splitter.store.samples import calibration_photos
 
 
@@ -137,11 +138,17 @@ def create_split(
             ),
             head_sha256=sha256_hex(head_bytes),
             tail_sha256=sha256_hex(tail_bytes),
-        ).with_id()
+        )
     except ValidationError as exc:  # anything the manifest's own checks refuse could never be served
         raise UnprocessableModel(f"this split cannot be served: {exc.errors()[0]['msg']}") from exc
+    progress("putting the quantizer inside the head and the dequantizer inside the tail")
+    graphs = code_graphs_for(head, tail, manifest, tuple(record.input_shape))
+    extra = {}
+    if graphs is not None:
+        manifest = manifest.model_copy(update={"code_graphs": graphs.record})
+        extra = {HEAD_CODES_FILE: graphs.head, TAIL_CODES_FILE: graphs.tail}
     progress("saving")
-    return registry.save_split(manifest, head_bytes, tail_bytes)
+    return registry.save_split(manifest.with_id(), head_bytes, tail_bytes, extra)
 
 
 Measured = tuple[list[TensorRange], Fidelity | None]

@@ -26,6 +26,9 @@ from common.storage import disk_space_for
 from model_splitter.records import CalibrationResult, ModelRecord
 
 MODEL_ID_HEX_LENGTH = 16
+# A split's head with the quantizer inside (codes out) and tail with the dequantizer inside (codes in).
+HEAD_CODES_FILE = "head_codes.onnx"
+TAIL_CODES_FILE = "tail_codes.onnx"
 
 
 class Registry:
@@ -126,8 +129,11 @@ class Registry:
             raise NotFound(f"no split {split_id!r}: split ids are 64 hex characters")
         return self.root / "splits" / split_id
 
-    def save_split(self, manifest: SplitManifest, head: bytes, tail: bytes) -> SplitManifest:
-        files = {"head.onnx": head, "tail.onnx": tail, "manifest.json": manifest.to_json_bytes()}
+    def save_split(
+        self, manifest: SplitManifest, head: bytes, tail: bytes, extra: dict[str, bytes] | None = None
+    ) -> SplitManifest:
+        """``extra``: the head and tail with codes inside (HEAD_CODES_FILE, TAIL_CODES_FILE), where there are."""
+        files = {"head.onnx": head, "tail.onnx": tail, **(extra or {}), "manifest.json": manifest.to_json_bytes()}
         self._publish(self.split_dir(manifest.id), files)
         return manifest
 
@@ -139,6 +145,15 @@ class Registry:
 
     def split_file(self, split_id: str, name: str) -> Path:
         self.get_split(split_id)
+        return self.split_dir(split_id) / name
+
+    def code_graph_file(self, split_id: str, name: str) -> Path:
+        """HEAD_CODES_FILE or TAIL_CODES_FILE of a split; NotFound, saying why, where the split has none."""
+        if self.get_split(split_id).code_graphs is None:
+            raise NotFound(
+                f"split {split_id} has no {name}: it sends floats (16 or 32 bits), its model is older than ONNX "
+                "opset 13, or it was made before splits carried them (create it again)"
+            )
         return self.split_dir(split_id) / name
 
     def list_splits(self) -> list[SplitManifest]:

@@ -11,6 +11,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from common.codes import codes_name, codes_to_features, codes_width, features_to_codes
 from tests.edge_inference.support import features
 from tests.support import TinySplit, running_service
 from tools.local_stack import ServiceProcess
@@ -65,7 +66,10 @@ def test_a_tail_runs_for_tritonclient_by_split_id_and_by_name(
         assert client.is_model_ready(name)
         metadata = client.get_model_metadata(name)
         assert metadata["name"] == readable and metadata["versions"] == ["1"]
-        assert metadata["inputs"] == [{"name": manifest.cut[0].name, "datatype": "FP32", "shape": [-1, 8, 32, 32]}]
+        width = codes_width(manifest, manifest.cut[0])
+        assert metadata["inputs"] == [
+            {"name": codes_name(manifest.cut[0].name), "datatype": "UINT8", "shape": [-1, width]}
+        ]
         assert [o["name"] for o in metadata["outputs"]] == ["output"]
         tensor = triton.InferInput(manifest.cut[0].name, list(x.shape), "FP32")
         tensor.set_data_from_numpy(x, binary_data=binary)
@@ -75,6 +79,26 @@ def test_a_tail_runs_for_tritonclient_by_split_id_and_by_name(
         assert got is not None and got.shape == (2, 10)
         np.testing.assert_array_equal(got, expected)  # the same tail on the same float32 features
         assert result.get_response()["id"] == "r-1"
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_a_tail_runs_on_the_codes_a_robot_sends(
+    edge: ServiceProcess, client: triton.InferenceServerClient, tiny_split: TinySplit, binary: bool
+) -> None:
+    """UINT8 <cut>.codes in, as the Triton repository's tail takes them: the answer of the tail on decoded codes."""
+    deploy(edge, tiny_split)
+    manifest = tiny_split.manifest
+    codes = features_to_codes(manifest, [features(tiny_split, batch=3, seed=8)])
+    (name,) = codes
+    tensor = triton.InferInput(name, list(codes[name].shape), "UINT8")
+    tensor.set_data_from_numpy(codes[name], binary_data=binary)
+    result = client.infer(manifest.readable_name, [tensor], outputs=[triton.InferRequestedOutput("output", binary)])
+    expected = tail_outputs(tiny_split, codes_to_features(manifest, codes)[manifest.cut[0].name])[0]
+    np.testing.assert_array_equal(result.as_numpy("output"), expected)
+    short = triton.InferInput(name, [1, codes[name].shape[1] - 1], "UINT8")
+    short.set_data_from_numpy(codes[name][:1, :-1])
+    with pytest.raises(InferenceServerException, match=r"must be uint8 \[batch, "):
+        client.infer(manifest.id, [short])
 
 
 def test_protocol_errors_name_what_is_wrong(

@@ -93,7 +93,18 @@ def test_split_creation_is_content_addressed(client: httpx.Client, model_id: str
     config = next(n for n in repository.namelist() if n.endswith("/config.pbtxt"))
     text = repository.read(config).decode()
     assert "max_batch_size: 4" in text and 'name: "tensorrt"' in text
-    assert repository.read(config.replace("config.pbtxt", "1/model.onnx")) == tail
+    for codes_file, key in (("head_codes.onnx", "head_sha256"), ("tail_codes.onnx", "tail_sha256")):
+        graph_file = client.get(f"/api/splits/{manifest['id']}/{codes_file}")
+        assert hashlib.sha256(graph_file.content).hexdigest() == manifest["code_graphs"][key]
+    tail_codes = client.get(f"/api/splits/{manifest['id']}/tail_codes.onnx").content
+    assert repository.read(config.replace("config.pbtxt", "1/model.onnx")) == tail_codes
+    features = client.get(f"/api/splits/{manifest['id']}/triton.zip", params={"inputs": "features"})
+    float_repository = zipfile.ZipFile(io.BytesIO(features.content))
+    assert float_repository.read(config.replace("config.pbtxt", "1/model.onnx")) == tail
+    floats = client.post(f"/api/models/{model_id}/splits", json={"split_point": "block", "bits": 16}).json()
+    assert "code_graphs" not in floats
+    missing = client.get(f"/api/splits/{floats['id']}/tail_codes.onnx")
+    assert missing.status_code == 404 and "sends floats" in missing.json()["detail"]
     refused = client.get(f"/api/splits/{manifest['id']}/triton.zip", params={"max_batch_size": 0})
     assert refused.status_code == 422 and "max_batch_size" in refused.json()["detail"]
 

@@ -7,16 +7,17 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from common.errors import InvalidArgument
-from common.manifest import Quantization, SplitManifest, TensorRange, TensorSpec
+from common.codes import codes_name, codes_to_features, codes_width, features_to_codes
+from common.errors import FrameMismatch, InvalidArgument
+from common.manifest import Quantization, SplitManifest, TensorRange, TensorSpec, sha256_hex
 from common.tensor_records import decode_features, decode_record, encode_features, feature_record
 from model_splitter.quantize.code_graphs import (
-    codes_name,
     dequantizer_model,
     head_with_codes,
     quantizer_model,
     tail_with_codes,
 )
+from model_splitter.store.registry import HEAD_CODES_FILE, TAIL_CODES_FILE
 from tests.support import TinySplit
 
 # 3 x 5 x 7 = 105 values a sample: not a multiple of 8 codes, so the last group is padded and trimmed.
@@ -103,3 +104,41 @@ def test_head_and_tail_with_codes_serve_the_split(tiny_split: TinySplit) -> None
 
 def sessions(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_a_split_is_made_with_its_checked_code_graphs(tiny_split: TinySplit) -> None:
+    """Split creation writes head_codes.onnx / tail_codes.onnx, checked, and the manifest names them by hash."""
+    manifest, registry = tiny_split.manifest, tiny_split.registry
+    graphs = manifest.code_graphs
+    assert graphs is not None and graphs.samples == 2
+    assert 0.0 <= graphs.tail_max_abs_diff <= graphs.tail_tolerance
+    head_q = registry.split_file(manifest.id, HEAD_CODES_FILE).read_bytes()
+    tail_q = registry.split_file(manifest.id, TAIL_CODES_FILE).read_bytes()
+    assert (sha256_hex(head_q), sha256_hex(tail_q)) == (graphs.head_sha256, graphs.tail_sha256)
+    x = np.random.default_rng(5).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    (codes,) = ort.InferenceSession(head_q).run(None, {manifest.input.name: x})
+    (features,) = ort.InferenceSession(str(registry.split_file(manifest.id, "head.onnx"))).run(None, {"input": x})
+    assert np.array_equal(codes, features_to_codes(manifest, [features])[codes_name(manifest.cut[0].name)])
+    (answer,) = ort.InferenceSession(tail_q).run(None, {codes_name(manifest.cut[0].name): codes})
+    (expected,) = ort.InferenceSession(str(registry.split_file(manifest.id, "tail.onnx"))).run(
+        None, codes_to_features(manifest, {codes_name(manifest.cut[0].name): codes})
+    )
+    np.testing.assert_allclose(answer, expected, atol=1e-5)
+
+
+def test_the_numpy_codes_round_trip_through_the_edge_decoder(tiny_split: TinySplit) -> None:
+    """common/codes.py: rows are frame payloads at the split's width, and decoding them is decode_features'."""
+    manifest = tiny_split.manifest
+    (cut,) = manifest.cut
+    features = np.random.default_rng(6).standard_normal((2, *cut.shape[1:])).astype(np.float32)
+    codes = features_to_codes(manifest, [features])[codes_name(cut.name)]
+    assert codes.shape == (2, codes_width(manifest, cut))
+    for row, sample in zip(codes, features, strict=True):
+        clip = manifest.quantization.range_of(cut.name)
+        record = feature_record(cut.name, sample[None], manifest.quantization.bits, clip, manifest.quantization.scheme)
+        assert row.tobytes() == bytes(record.payload)
+    restored = codes_to_features(manifest, {codes_name(cut.name): codes})[cut.name]
+    expected = [decode_features(manifest, encode_features(manifest, [s[None]]))[cut.name] for s in features]
+    assert np.array_equal(restored, np.concatenate(expected))
+    with pytest.raises(FrameMismatch, match=r"uint8 \[batch, "):
+        codes_to_features(manifest, {codes_name(cut.name): codes[:, :-1]})

@@ -1,0 +1,90 @@
+"""The cut as packed code tensors: what an Open Inference Protocol server (ours, Triton) takes instead of a frame.
+
+The codes of cut tensor ``t`` are one ``uint8`` tensor named ``t.codes`` of shape ``[batch, bytes]``; row ``i`` is
+byte for byte the payload a frame would carry for sample ``i`` at the split's own width (packed, never Zstandard
+coded: a tensor is its own length). ``model_splitter/quantize/code_graphs.py`` builds the same computation as ONNX
+graphs; this module is its numpy twin, for the robot (codes out) and the edge (codes in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from common.errors import FrameMismatch, InvalidArgument
+from common.manifest import SplitManifest, TensorSpec
+from common.quantization import QUANTIZED_BITS, packed_size
+from common.tensor_records import codes_record, decode_features, feature_record
+
+CODES_SUFFIX = ".codes"
+
+
+def codes_name(tensor: str) -> str:
+    return tensor + CODES_SUFFIX
+
+
+def has_codes(manifest: SplitManifest) -> bool:
+    """Splits at 1..8 bits send codes; at 16 and 32 bits they send floats."""
+    return manifest.quantization.bits in QUANTIZED_BITS
+
+
+def codes_width(manifest: SplitManifest, spec: TensorSpec) -> int:
+    """Bytes in one sample's row of ``codes_name(spec.name)``."""
+    return packed_size(spec.elements, manifest.quantization.bits)
+
+
+def features_to_codes(manifest: SplitManifest, features: Sequence[npt.ArrayLike]) -> dict[str, npt.NDArray[np.uint8]]:
+    """The head's outputs (in the manifest's cut order, ``[batch, ...]``) as code tensors at the split's width."""
+    _need_codes(manifest)
+    quantization = manifest.quantization
+    codes = {}
+    for spec, tensor in zip(manifest.cut, features, strict=True):
+        clip = quantization.range_of(spec.name)
+        rows = [
+            np.frombuffer(
+                feature_record(spec.name, sample[None], quantization.bits, clip, quantization.scheme).payload, np.uint8
+            )
+            for sample in np.asarray(tensor)
+        ]
+        codes[codes_name(spec.name)] = np.stack(rows) if rows else np.zeros((0, codes_width(manifest, spec)), np.uint8)
+    return codes
+
+
+def codes_to_features(
+    manifest: SplitManifest, codes: Mapping[str, npt.NDArray[np.uint8]]
+) -> dict[str, npt.NDArray[np.float32]]:
+    """The tail's float feeds from code tensors; every tensor must be there, ``[batch, bytes]``, one batch for all."""
+    _need_codes(manifest)
+    expected = {codes_name(spec.name): spec for spec in manifest.cut}
+    if set(codes) != set(expected):
+        raise FrameMismatch(f"split {manifest.id} takes the code tensors {sorted(expected)}, got {sorted(codes)}")
+    batches = {array.shape[0] if array.ndim else -1 for array in codes.values()}
+    quantization = manifest.quantization
+    features: dict[str, npt.NDArray[np.float32]] = {}
+    for name, spec in expected.items():
+        array = codes[name]
+        width = codes_width(manifest, spec)
+        if array.dtype != np.uint8 or array.ndim != 2 or array.shape[1] != width or len(batches) != 1:
+            raise FrameMismatch(
+                f"{name!r} is {array.dtype} {list(array.shape)}; it must be uint8 [batch, {width}] (the packed "
+                f"{quantization.bits}-bit codes of one {list(spec.shape[1:])} sample a row), one batch for all"
+            )
+        clip = quantization.range_of(spec.name)
+        sample_shape = (1, *spec.shape[1:])
+        rows = [
+            codes_record(spec.name, sample_shape, quantization.bits, clip, quantization.scheme, row.tobytes())
+            for row in array
+        ]
+        decoded = [decode_features(manifest, [record])[spec.name] for record in rows]
+        features[spec.name] = np.concatenate(decoded) if decoded else np.zeros((0, *spec.shape[1:]), dtype=np.float32)
+    return features
+
+
+def _need_codes(manifest: SplitManifest) -> None:
+    if not has_codes(manifest):
+        raise InvalidArgument(
+            f"split {manifest.id} sends {manifest.quantization.bits}-bit floats: it has no codes; send the cut "
+            "tensors as floats"
+        )
