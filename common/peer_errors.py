@@ -1,6 +1,7 @@
 """The one place where a peer service's error reply becomes one of our errors: the client side of ``http_errors``.
 
-Every service answers an error as ``{"error": code, "detail": message}`` (over the frame socket with ``status`` too).
+Every service answers an error as ``{"error": code, "detail": message}`` (over the frame socket with ``status`` too);
+an Open Inference Protocol server (our edge's /v2 routes, Triton) as ``{"error": message}``.
 The code names the class that was raised over there, so the caller raises the same class here, with the peer named
 in the message: a 409 ``unknown_split`` from the edge stays ``UnknownSplit``, a 504 from the robot stays
 ``UpstreamTimeout``. Two exceptions, because they say nothing the person calling us could act on as such:
@@ -61,6 +62,8 @@ def reply_error(body: bytes | str) -> tuple[str | None, str]:
     if not isinstance(parsed, dict):
         return None, str(parsed)[:MAX_DETAIL_CHARS]
     code = parsed.get("error")
+    if "detail" not in parsed and isinstance(code, str):
+        return None, code[:MAX_DETAIL_CHARS]  # the Open Inference Protocol's {"error": message}
     return (code if isinstance(code, str) else None), str(parsed.get("detail", parsed))
 
 

@@ -12,7 +12,6 @@ answers in JSON tensors or the binary tensor data extension (``Inference-Header-
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,14 +25,16 @@ from common.codes import CODES_SUFFIX, codes_name, codes_to_features, codes_widt
 from common.deployments import Deployment, DeploymentSet
 from common.errors import BadRequest, FrameMismatch, NotFound, NotReady, SplitComputingError
 from common.manifest import SplitManifest
-from common.postprocess.raw import BINARY_DTYPES, DATATYPES, HEADER_LENGTH
+from common.oip_tensors import NUMERIC_TYPES, message, read_header, read_tensors, write_tensors
+from common.postprocess.raw import DATATYPES, HEADER_LENGTH
 from common.service_api import read_limited
 
 SERVER_NAME = "splitbot-edge"
 SERVER_VERSION = "1"
 MODEL_VERSION = "1"
 EXTENSIONS = ["binary_tensor_data"]
-INPUT_TYPES = {"UINT8": np.uint8, "FP32": np.float32}  # the codes, or the cut tensors as floats
+# the codes, or the cut tensors as floats
+INPUT_TYPES = {"UINT8": NUMERIC_TYPES["UINT8"], "FP32": NUMERIC_TYPES["FP32"]}
 
 
 def model_name(deployment: Deployment) -> str:
@@ -145,51 +146,12 @@ def _inputs(manifest: SplitManifest) -> list[dict[str, Any]]:
 
 
 def _parse_request(body: bytes, header_length: str | None) -> dict[str, Any]:
-    """The request's JSON with every input's data as a numpy array."""
-    length = len(body)
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise BadRequest(f"{HEADER_LENGTH} is {header_length!r}, the body has {len(body)} bytes")
-        length = int(header_length)
-    try:
-        request = json.loads(body[:length])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the inference request is not JSON: {exc}") from exc
-    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
+    """The request's JSON with every input's data as a numpy array (under "arrays")."""
+    request, offset = read_header(body, header_length, "inference request")
+    if not isinstance(request.get("inputs"), list):
         raise BadRequest('an inference request is a JSON object with "inputs": [{"name", "shape", "datatype", ...}]')
-    offset = length
-    arrays: dict[str, np.ndarray] = {}
-    for tensor in request["inputs"]:
-        name, array, offset = _input_array(tensor, body, offset)
-        arrays[name] = array
-    if offset != len(body):
-        raise BadRequest(f"{len(body) - offset} bytes after the last binary input")
-    request["arrays"] = arrays
+    request["arrays"] = read_tensors(request["inputs"], body, offset, INPUT_TYPES, "inference request")
     return request
-
-
-def _input_array(tensor: Any, body: bytes, offset: int) -> tuple[str, np.ndarray, int]:
-    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-        raise BadRequest("every input needs a name, a shape and a datatype")
-    name, shape, datatype = tensor["name"], tensor.get("shape"), tensor.get("datatype")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
-    if datatype not in INPUT_TYPES:
-        raise BadRequest(f"input {name!r} is {datatype}; a tail takes UINT8 codes (<cut>.codes) or FP32 cut tensors")
-    dtype = np.dtype(BINARY_DTYPES[datatype]).newbyteorder("<")
-    count = int(np.prod(shape)) if shape else 1
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
-    if size is not None:
-        if not isinstance(size, int) or size != count * dtype.itemsize or offset + size > len(body):
-            raise BadRequest(f"input {name!r}: binary_data_size {size!r} does not fit its shape {shape} or the body")
-        array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).astype(INPUT_TYPES[datatype])
-        return name, array.reshape(shape), offset + size
-    data = tensor.get("data")
-    try:
-        array = np.asarray(data, dtype=INPUT_TYPES[datatype]).reshape(shape)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise BadRequest(f"input {name!r}: data does not fill its shape {shape} with numbers") from exc
-    return name, array, offset
 
 
 def _run(deployment: Deployment, name: str, request: dict[str, Any]) -> Response:
@@ -218,37 +180,18 @@ def _run(deployment: Deployment, name: str, request: dict[str, Any]) -> Response
 def _response(name: str, request: dict[str, Any], outputs: dict[str, np.ndarray]) -> Response:
     wanted = request.get("outputs")
     binary_default = bool((request.get("parameters") or {}).get("binary_data_output", False))
-    chosen: list[tuple[str, bool]] = []
+    binary: dict[str, bool] = {}
     if isinstance(wanted, list) and wanted:
         for entry in wanted:
             output = entry.get("name") if isinstance(entry, dict) else None
             if output not in outputs:
                 raise BadRequest(f"no output {output!r}; the model's outputs are {sorted(outputs)}")
-            chosen.append((output, bool((entry.get("parameters") or {}).get("binary_data", binary_default))))
+            binary[output] = bool((entry.get("parameters") or {}).get("binary_data", binary_default))
     else:
-        chosen = [(output, binary_default) for output in outputs]
-    described: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
-    for output, binary in chosen:
-        array = np.asarray(outputs[output])
-        tensor: dict[str, Any] = {
-            "name": output,
-            "shape": list(array.shape),
-            "datatype": DATATYPES.get(array.dtype.name, "BYTES"),
-        }
-        if binary:
-            data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
-            tensor["parameters"] = {"binary_data_size": len(data)}
-            chunks.append(data)
-        else:
-            tensor["data"] = array.ravel().tolist()
-        described.append(tensor)
-    header = {"model_name": name, "model_version": MODEL_VERSION, "outputs": described}
+        binary = {output: binary_default for output in outputs}
+    entries, data = write_tensors({output: outputs[output] for output in binary}, binary)
+    header: dict[str, Any] = {"model_name": name, "model_version": MODEL_VERSION, "outputs": entries}
     if isinstance(request.get("id"), str):
         header["id"] = request["id"]
-    text = json.dumps(header).encode()
-    if not chunks:
-        return Response(text, media_type="application/json")
-    return Response(
-        text + b"".join(chunks), media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(text))}
-    )
+    body, headers = message(header, data)
+    return Response(body, media_type=headers.pop("content-type"), headers=headers)

@@ -19,7 +19,7 @@ from common.sessions import options_in_force
 from robot_inference.edge_client import EdgeClient
 from robot_inference.link_probe import probe_link_router
 from robot_inference.pipeline import RobotPipeline, parse_mode
-from robot_inference.settings import EdgeChannel, RobotSettings
+from robot_inference.settings import EdgeChannel, EdgeProtocol, RobotSettings
 from robot_inference.stream.metrics import StreamMetrics
 from robot_inference.stream.router import results_router, source_runner, stream_router
 from robot_inference.stream.source import ResultHub
@@ -34,6 +34,7 @@ class RobotHealth(ServiceStatus):
     )
     edge_url: str
     edge_channel: EdgeChannel
+    edge_protocol: EdgeProtocol
     edge: dict[str, Any] | None
     source: str | None = Field(None, description="ROBOT_SOURCE: the camera this robot streams by itself, if any")
     source_error: str | None = Field(None, description="why that camera is not streaming now")
@@ -41,7 +42,9 @@ class RobotHealth(ServiceStatus):
 
 def create_app(settings: RobotSettings | None = None) -> FastAPI:
     settings = settings or RobotSettings()
-    edge = EdgeClient(settings.edge_url, settings.edge_timeout_s, settings.edge_token, settings.edge_channel)
+    edge = EdgeClient(
+        settings.edge_url, settings.edge_timeout_s, settings.edge_token, settings.edge_channel, settings.edge_protocol
+    )
     hub = ResultHub()
     camera: Callable[[], Coroutine[Any, Any, None]] | None = None  # set below, once the pipeline exists
 
@@ -127,6 +130,7 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
             provider_options=options_in_force(runtime.session_options),
             edge_url=edge.base_url,
             edge_channel=edge.channel,
+            edge_protocol=edge.protocol,
             edge=await run_in_threadpool(edge.health),
             source=settings.source,
             source_error=hub.error,

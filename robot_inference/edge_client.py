@@ -22,7 +22,8 @@ from common.postprocess.answers import NO_OPTIONS, DetectionOptions
 from common.results import EdgeResult
 from robot_inference.edge_watch import EdgeWatch
 from robot_inference.frame_channel import ChannelRefused, FrameChannel
-from robot_inference.settings import EdgeChannel
+from robot_inference.oip_tail import OipRequest, answer_header_length
+from robot_inference.settings import EdgeChannel, EdgeProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +39,28 @@ class EdgeReply:
     received_bytes: int
 
 
+@dataclass(frozen=True)
+class OipReply:
+    body: bytes
+    header_length: str | None
+    round_trip_ms: float
+
+
 class EdgeClient:
     def __init__(
-        self, base_url: str, timeout_s: float, token: SecretStr | None = None, channel: EdgeChannel = "websocket"
+        self,
+        base_url: str,
+        timeout_s: float,
+        token: SecretStr | None = None,
+        channel: EdgeChannel = "websocket",
+        protocol: EdgeProtocol = "splitbot",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.protocol: EdgeProtocol = protocol
         self.watch = EdgeWatch(self.base_url, lambda: self.health() is not None)
-        self._frames = FrameChannel(self.base_url, timeout_s, token) if channel == "websocket" else None
+        speaks_frames = channel == "websocket" and protocol == "splitbot"
+        self._frames = FrameChannel(self.base_url, timeout_s, token) if speaks_frames else None
         self._client = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s),
@@ -65,6 +80,23 @@ class EdgeClient:
         except UpstreamTimeout:
             self.watch.timed_out(self.timeout_s)
             raise
+
+    def infer_oip(self, request: OipRequest, request_id: str) -> OipReply:
+        """POST an Open Inference Protocol request (robot_inference/oip_tail.py); the answer's body as it came."""
+        self.watch.check()
+        start = time.perf_counter()
+        headers = {**request.headers, **trace_headers(request_id)}
+        try:
+            response = self._client.post(request.path, content=request.body, headers=headers)
+        except httpx.TimeoutException as exc:
+            self.watch.timed_out(self.timeout_s)
+            raise UpstreamTimeout(f"the edge at {self.base_url} did not answer within its timeout") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"the edge at {self.base_url} cannot be reached: {exc}") from exc
+        round_trip_ms = (time.perf_counter() - start) * 1000.0
+        if response.status_code != 200:
+            raise peer_error("edge", response.status_code, response.content)
+        return OipReply(response.content, answer_header_length(response.headers), round_trip_ms)
 
     def _infer(self, frame: bytes, request_id: str, options: DetectionOptions) -> EdgeReply:
         # A frame carries tensors only: a request's own detection options travel as query parameters, over HTTP.
@@ -134,7 +166,11 @@ class EdgeClient:
         return round_trip_ms, received
 
     def health(self) -> dict[str, object] | None:
+        """The edge's /health; an Open Inference Protocol server's readiness (/v2/health/ready) as {"ready": true}."""
         try:
+            if self.protocol == "oip":
+                ready = self._client.get("/v2/health/ready", timeout=EDGE_HEALTH_TIMEOUT_S)
+                return {"ready": True, "protocol": "oip"} if ready.status_code == 200 else None
             response = self._client.get("/health", timeout=EDGE_HEALTH_TIMEOUT_S)
             response.raise_for_status()
             body: dict[str, object] = response.json()

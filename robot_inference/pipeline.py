@@ -10,10 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from common.codes import features_to_codes, has_codes
 from common.deployments import Deployment, DeploymentSet
 from common.errors import BadGateway, InvalidArgument, InvalidImage, NotDeployed, UpstreamTimeout, UpstreamUnavailable
 from common.imaging import Geometry, decode_image, geometry_of, image_size, preprocess, release
-from common.manifest import is_hex
+from common.manifest import SplitManifest, is_hex
 from common.observability import request_id_var
 from common.postprocess import Answer, DetectionOptions, answer_batch
 from common.postprocess.answers import NO_OPTIONS
@@ -23,6 +24,7 @@ from common.tensor_records import encode_features, image_record
 from common.timing import StageTimer
 from common.wire import encode_frame
 from robot_inference.edge_client import EdgeClient, EdgeReply
+from robot_inference.oip_tail import OipRequest, infer_request, tail_outputs
 
 IMAGE_TENSOR_NAME = "image"
 logger = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class Prepared:
     sizes: _Sizes | None = None
     result: InferenceResult | None = None
     bits: int | None = None  # split: the width the features travel at
+    oip: OipRequest | None = None  # split over the Open Inference Protocol: the request instead of a frame
 
 
 class RobotPipeline:
@@ -123,6 +126,8 @@ class RobotPipeline:
         """Send the prepared frame and place the edge's answer (all-robot: the result is already there)."""
         if prepared.result is not None:
             return prepared.result
+        if prepared.oip is not None:
+            return self._complete_oip(prepared, prepared.oip)
         assert prepared.frame is not None and prepared.sizes is not None
         call = prepared.call
         reply = self.edge.infer(prepared.frame, call.request_id, call.request.options)
@@ -130,6 +135,11 @@ class RobotPipeline:
 
     def _prepare(self, deployment: Deployment, request: _Request, mode: Mode, bits: int | None = None) -> Prepared:
         call = _Call(request, frame_request_id(), StageTimer("robot"))
+        if mode == "all-edge" and self.edge.protocol == "oip":
+            raise InvalidArgument(
+                "all-edge sends the image to the edge's /api/infer; this robot speaks the Open Inference Protocol "
+                "(ROBOT_EDGE_PROTOCOL=oip), whose servers hold tails only: use mode split or all-robot"
+            )
         if mode == "all-edge":
             return self._all_edge(deployment, call)
         spec = deployment.manifest.preprocessing
@@ -152,6 +162,8 @@ class RobotPipeline:
         manifest = deployment.manifest
         with call.timer.stage("head"):
             features = deployment.part.run({deployment.part.input_names[0]: batch})
+        if self.edge.protocol == "oip":
+            return self._split_oip(deployment, call, features, geometry, bits)
         with call.timer.stage("quantize"):
             records = encode_features(manifest, features, bits)
             frame = encode_frame(manifest.id, records, request_id=call.request_id)
@@ -159,6 +171,39 @@ class RobotPipeline:
         sizes = _Sizes(len(frame), feature_bytes, _image_bytes(call.request.image))
         travel = bits if bits is not None else manifest.quantization.bits
         return Prepared(deployment, call, "split", geometry, frame=frame, sizes=sizes, bits=travel)
+
+    def _split_oip(
+        self, deployment: Deployment, call: _Call, features: list[np.ndarray], geometry: Geometry, bits: int | None
+    ) -> Prepared:
+        manifest = deployment.manifest
+        own = manifest.quantization.bits
+        if bits is not None and bits != own:
+            raise InvalidArgument(
+                f"over the Open Inference Protocol split {manifest.id} travels at its own {own} bits (the tail on "
+                f"the server takes those codes), not {bits}"
+            )
+        with call.timer.stage("quantize"):
+            codes = features_to_codes(manifest, features) if has_codes(manifest) else _floats(manifest, features)
+            request = infer_request(manifest, codes, call.request_id)
+        feature_bytes = sum(int(np.asarray(t).size) * 4 for t in features)
+        sizes = _Sizes(len(request.body), feature_bytes, _image_bytes(call.request.image))
+        return Prepared(deployment, call, "split", geometry, sizes=sizes, bits=own, oip=request)
+
+    def _complete_oip(self, prepared: Prepared, request: OipRequest) -> InferenceResult:
+        deployment, call, sizes = prepared.deployment, prepared.call, prepared.sizes
+        assert sizes is not None
+        reply = self.edge.infer_oip(request, call.request_id)
+        # The server's own time is not in its answer: the whole round trip is one stage, on the link.
+        call.timer.add("edge round trip (oip)", reply.round_trip_ms, where="link")
+        with call.timer.stage("postprocess"):
+            outputs = tail_outputs(deployment.manifest, reply.body, reply.header_length)
+            (found,) = answer_batch(outputs, deployment.manifest, 1, call.request.options)
+        with call.timer.stage("place"):
+            answer = place(found, prepared.geometry, deployment.manifest.postprocessing.labels)
+        wire = WireBytes(sent=sizes.sent, received=len(reply.body), feature_fp32=sizes.features, image=sizes.image)
+        providers = Providers(robot=deployment.part.provider, edge=None)
+        result = _result(deployment, "split", call.request_id, answer, call.timer, wire, providers)
+        return result.model_copy(update={"bits": prepared.bits})
 
     def _all_edge(self, deployment: Deployment, call: _Call) -> Prepared:
         manifest = deployment.manifest
@@ -216,6 +261,11 @@ class RobotPipeline:
             Providers(robot=deployment.part.provider if mode == "split" else None, edge=reply.result.provider),
         )
         return result if prepared.bits is None else result.model_copy(update={"bits": prepared.bits})
+
+
+def _floats(manifest: SplitManifest, features: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """A 16/32-bit split's cut tensors as the float32 inputs its tail takes (it has no codes)."""
+    return {spec.name: np.asarray(t, dtype=np.float32) for spec, t in zip(manifest.cut, features, strict=True)}
 
 
 def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:

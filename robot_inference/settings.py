@@ -12,6 +12,9 @@ from common.settings import RuntimeSettings
 
 # How frames travel to the edge: the persistent WebSocket, or one POST each.
 EdgeChannel = Literal["websocket", "http"]
+# What the edge speaks: our frames (/api/frames, /api/infer), or the Open Inference Protocol (KServe v2) of any
+# server holding the split's tail (our edge's /v2, Triton with the splitter's triton.zip, KServe).
+EdgeProtocol = Literal["splitbot", "oip"]
 
 
 class RobotSettings(RuntimeSettings):
@@ -26,6 +29,9 @@ class RobotSettings(RuntimeSettings):
     # websocket: frames go over one open WebSocket per inference in flight (ws://<edge>/api/frames), a millisecond
     # less per frame than http (a POST /api/infer each), which remains for edges or proxies without WebSockets.
     edge_channel: EdgeChannel = "websocket"
+    # oip: split frames go as the cut's packed codes (UINT8 <cut>.codes) to <edge>/v2/models/<name>/infer, the
+    # tail's outputs come back and the robot post-processes them; all-edge and adaptive streams need splitbot.
+    edge_protocol: EdgeProtocol = "splitbot"
     # When the edge is down or too slow, answer with the full model on the robot (if it holds it) and say so.
     fallback_to_robot: bool = False
     # A camera on the robot itself (robot_inference/stream/source.py): a directory of images, an image, a video

@@ -14,7 +14,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from common.auth import Guard
-from common.deployments import DeploymentSet
+from common.deployments import Deployment, DeploymentSet
 from common.errors import InvalidArgument, SplitComputingError
 from common.service_api import refuse_handshake
 from robot_inference.edge_client import EdgeClient
@@ -41,6 +41,24 @@ def _round_trip_ms(edge: EdgeClient) -> float | None:
     return min(samples) if samples else None
 
 
+def check_stream(options: StreamOptions, deployment: Deployment, edge: EdgeClient) -> None:
+    """Refuse, before the stream starts, what no frame of it could do."""
+    manifest = deployment.manifest
+    if edge.protocol == "oip" and options.mode in ("auto", "all-edge"):
+        raise InvalidArgument(
+            f"mode {options.mode} needs the edge's own protocol (link probes, the image to the edge); this robot "
+            "speaks the Open Inference Protocol (ROBOT_EDGE_PROTOCOL=oip): stream with mode split or all-robot"
+        )
+    if options.mode == "split" and options.bits is not None:
+        widths = [manifest.quantization.bits] if edge.protocol == "oip" else manifest.quantization.widths()
+        if options.bits not in widths:
+            raise InvalidArgument(
+                f"split {manifest.id} travels at {', '.join(map(str, widths))} bits"
+                f"{' over the Open Inference Protocol' if edge.protocol == 'oip' else ''}, not {options.bits}: "
+                "create it with alternatives to stream at more widths"
+            )
+
+
 def stream_router(
     deployments: DeploymentSet, pipeline: RobotPipeline, edge: EdgeClient, writes: Guard, metrics: StreamMetrics
 ) -> APIRouter:
@@ -51,14 +69,7 @@ def stream_router(
         try:
             await writes(websocket)
             options = parse_options(dict(websocket.query_params))
-            deployment = deployments.get(options.split_id)
-            if options.mode == "split" and options.bits is not None:
-                widths = deployment.manifest.quantization.widths()
-                if options.bits not in widths:
-                    raise InvalidArgument(
-                        f"split {deployment.manifest.id} travels at {', '.join(map(str, widths))} bits, "
-                        f"not {options.bits}: create it with alternatives to stream at more widths"
-                    )
+            check_stream(options, deployments.get(options.split_id), edge)
         except SplitComputingError as exc:
             await refuse_handshake(websocket, exc)
             return
@@ -128,6 +139,7 @@ def source_runner(
                 continue
             try:
                 options = parse_options(dict(parse_qsl(options_text, keep_blank_values=True)))
+                check_stream(options, deployments.get(options.split_id), edge)
                 await run_stream(SourceLink(frames_of(source), fps, hub), options, deployments, pipeline, edge, metrics)
                 hub.error = None
             except SplitComputingError as exc:
