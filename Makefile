@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: up test install assets lint typecheck check browser-deps compose-deps clean
+.PHONY: up test install assets lint typecheck check browser-deps compose-deps triton-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,12 @@ up: install assets
 	$(PY) -m tools.local_stack
 
 ## The whole test suite (unit, integration with real uvicorn processes, browser).
-test: install assets browser-deps compose-deps
+test: install assets browser-deps compose-deps triton-deps
 	$(PY) -m pytest
+
+## A venv with PyTriton (a real Triton server) under Debian's python3.11, for the Triton tests (var/triton-venv).
+triton-deps: install
+	$(PY) -m tools.triton_server
 
 ## Debian's Chromium for the browser tests (Playwright's own browser download cannot work offline).
 browser-deps:

@@ -41,12 +41,18 @@ class ServiceProcess:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    args: list[str] = field(default_factory=list)
+    health_path: str = "/health"  # 200 here means ready
 
     def start(self, python: str) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it for its whole life
         self.process = subprocess.Popen(
-            [python, "-m", self.module], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [python, "-m", self.module, *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
 
@@ -55,7 +61,7 @@ class ServiceProcess:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
+                if httpx.get(f"{self.url}{self.health_path}", timeout=2.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
