@@ -26,7 +26,9 @@ error answer becomes one of these again in one place too (``common.peer_errors``
      +-- BadGateway                          502  a peer service answered with something we cannot use
      +-- UpstreamUnavailable                 503  a peer service is down
      +-- NotReady                            503  this service runs but cannot serve yet (nothing deployed)
+     +-- Overloaded                          503  this service's queue is full: try again, or another replica
      +-- UpstreamTimeout                     504  a peer service did not answer in time
+     +-- DeadlineExceeded                    504  the caller's deadline passed before the work could start
      +-- InsufficientStorage                 507  the disk is full; nothing was stored, the bytes needed are named
 """
 
@@ -131,9 +133,19 @@ class NotReady(SplitComputingError):
     code = "not_ready"
 
 
+class Overloaded(SplitComputingError):
+    status_code = 503
+    code = "overloaded"
+
+
 class UpstreamTimeout(SplitComputingError):
     status_code = 504
     code = "upstream_timeout"
+
+
+class DeadlineExceeded(SplitComputingError):
+    status_code = 504
+    code = "deadline_exceeded"
 
 
 class InsufficientStorage(SplitComputingError):
@@ -145,6 +157,7 @@ __all__ = [
     "BadGateway",
     "BadRequest",
     "Conflict",
+    "DeadlineExceeded",
     "FrameMismatch",
     "InsufficientStorage",
     "InvalidArgument",
@@ -154,6 +167,7 @@ __all__ = [
     "NotDeployed",
     "NotFound",
     "NotReady",
+    "Overloaded",
     "PayloadTooLarge",
     "SplitComputingError",
     "Unauthorized",

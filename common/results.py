@@ -23,6 +23,9 @@ class EdgeResult(BaseModel):
     stages: list[Stage]
     provider: str
     received_bytes: int
+    tail_batch: int | None = Field(
+        None, description="samples in the tail run this frame went in, its own included (dynamic batching)"
+    )
 
 
 class WireBytes(BaseModel):

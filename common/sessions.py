@@ -49,6 +49,11 @@ class LoadedSession:
         outputs: list[np.ndarray] = self.session.run(self.output_names, feeds)
         return outputs
 
+    @property
+    def dynamic_batch(self) -> bool:
+        """Every input's first axis is open, so inputs of several requests can run stacked as one."""
+        return all(value.shape and not isinstance(value.shape[0], int) for value in self.session.get_inputs())
+
 
 def resolve_providers(preference: tuple[str, ...]) -> list[str]:
     """Preference list (aliases or full names) filtered to what this onnxruntime build offers, CPU always last."""

@@ -14,6 +14,7 @@ from common.results import EdgeResult
 from common.runtime_app import create_runtime_app
 from common.service_api import DeploymentInfo, ServiceStatus, read_limited
 from common.sessions import options_in_force
+from edge_inference.batcher import TailBatcher, deadline_from
 from edge_inference.frame_socket import frame_socket_router
 from edge_inference.oip import oip_router
 from edge_inference.pipeline import FrameLimits, infer_frame
@@ -47,13 +48,16 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     )
     app, deployments, metrics, writes = runtime.app, runtime.deployments, runtime.metrics, runtime.writes
     limits = FrameLimits(max_bytes=settings.max_frame_bytes, max_batch=settings.max_batch)
+    batcher = TailBatcher(settings.batch_window_ms / 1000.0, settings.batch_max_rows, settings.batch_queue)
     app.include_router(probe_router(settings.max_frame_bytes, writes))
-    app.include_router(frame_socket_router(deployments, metrics, writes, limits))
-    app.include_router(oip_router(deployments, runtime.reads, writes, settings.max_frame_bytes))
+    app.include_router(frame_socket_router(deployments, metrics, writes, limits, batcher))
+    app.include_router(oip_router(deployments, runtime.reads, writes, settings.max_frame_bytes, batcher))
 
     @app.post(
         "/api/infer",
         summary="Run the tail on one wire frame (application/octet-stream, see docs/wire-format.md)",
+        description="`X-Deadline-Ms`: how many milliseconds from its arrival the frame's answer is still of use; "
+        "a frame still waiting for its tail after that is answered 504 without running.",
         openapi_extra=FRAME_BODY,
         dependencies=[Depends(writes)],
         response_model=EdgeResult,
@@ -67,9 +71,10 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         options = parse_detection_options(
             {"score_threshold": score_threshold, "iou_threshold": iou_threshold, "max_detections": max_detections}
         )
+        deadline = deadline_from(request)
         data = await read_limited(request, settings.max_frame_bytes, "frame")
         metrics.count_bytes("received", len(data))
-        result = await run_in_threadpool(infer_frame, deployments, data, limits, options)
+        result = await run_in_threadpool(infer_frame, deployments, data, limits, batcher, options, deadline)
         metrics.observe_stages(result.stages)
         # Serialized here so that the bytes sent back are counted exactly (the robot counts what it receives).
         body = result.model_dump_json().encode()

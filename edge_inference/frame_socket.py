@@ -26,6 +26,7 @@ from common.errors import InvalidFrame, PayloadTooLarge, SplitComputingError, Un
 from common.observability import Metrics, request_id_var
 from common.results import EdgeResult
 from common.service_api import refuse_handshake
+from edge_inference.batcher import TailBatcher
 from edge_inference.pipeline import FrameLimits, infer_frame
 
 FRAMES_PATH = "/api/frames"
@@ -33,7 +34,9 @@ METHOD = "WS"
 logger = logging.getLogger(__name__)
 
 
-def frame_socket_router(deployments: DeploymentSet, metrics: Metrics, writes: Guard, limits: FrameLimits) -> APIRouter:
+def frame_socket_router(
+    deployments: DeploymentSet, metrics: Metrics, writes: Guard, limits: FrameLimits, batcher: TailBatcher
+) -> APIRouter:
     router = APIRouter()
 
     @router.websocket(FRAMES_PATH)
@@ -49,7 +52,7 @@ def frame_socket_router(deployments: DeploymentSet, metrics: Metrics, writes: Gu
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                await _answer(websocket, message.get("bytes"), deployments, metrics, limits)
+                await _answer(websocket, message.get("bytes"), deployments, metrics, limits, batcher)
         except WebSocketDisconnect:
             return
 
@@ -57,7 +60,12 @@ def frame_socket_router(deployments: DeploymentSet, metrics: Metrics, writes: Gu
 
 
 async def _answer(
-    websocket: WebSocket, data: bytes | None, deployments: DeploymentSet, metrics: Metrics, limits: FrameLimits
+    websocket: WebSocket,
+    data: bytes | None,
+    deployments: DeploymentSet,
+    metrics: Metrics,
+    limits: FrameLimits,
+    batcher: TailBatcher,
 ) -> None:
     start = time.perf_counter()
     try:
@@ -68,7 +76,7 @@ async def _answer(
                 f"the frame is {len(data):,} bytes; this service accepts at most {limits.max_bytes:,}"
             )
         metrics.count_bytes("received", len(data))
-        result: EdgeResult = await run_in_threadpool(infer_frame, deployments, data, limits)
+        result: EdgeResult = await run_in_threadpool(infer_frame, deployments, data, limits, batcher)
     except SplitComputingError as exc:
         reply = json.dumps({"status": exc.status_code, **exc.to_dict()})
         await websocket.send_text(reply)

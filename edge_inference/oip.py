@@ -28,6 +28,9 @@ from common.manifest import SplitManifest
 from common.oip_tensors import NUMERIC_TYPES, message, read_header, read_tensors, write_tensors
 from common.postprocess.raw import DATATYPES, HEADER_LENGTH
 from common.service_api import read_limited
+from common.timing import StageTimer
+from edge_inference.batcher import TailBatcher, deadline_from
+from edge_inference.pipeline import run_batched
 
 SERVER_NAME = "splitbot-edge"
 SERVER_VERSION = "1"
@@ -41,7 +44,9 @@ def model_name(deployment: Deployment) -> str:
     return deployment.manifest.readable_name
 
 
-def oip_router(deployments: DeploymentSet, reads: Guard, writes: Guard, max_body_bytes: int) -> APIRouter:
+def oip_router(
+    deployments: DeploymentSet, reads: Guard, writes: Guard, max_body_bytes: int, batcher: TailBatcher
+) -> APIRouter:
     """The protocol's routes. Its health routes are open (orchestrators probe them, as /health/live and
     /health/ready); metadata needs a reader's token where reads are protected, inference a writer's."""
     router = APIRouter(prefix="/v2", tags=["open inference protocol"])
@@ -91,9 +96,10 @@ def oip_router(deployments: DeploymentSet, reads: Guard, writes: Guard, max_body
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         async def answer() -> Response:
             deployment = find(name, version)
+            deadline = deadline_from(request)
             body = await read_limited(request, max_body_bytes, "inference request")
             parsed = _parse_request(body, request.headers.get(HEADER_LENGTH.lower()))
-            return await run_in_threadpool(_run, deployment, name, parsed)
+            return await run_in_threadpool(_run, deployment, name, parsed, batcher, deadline)
 
         return await protocol_errors(answer)
 
@@ -154,7 +160,9 @@ def _parse_request(body: bytes, header_length: str | None) -> dict[str, Any]:
     return request
 
 
-def _run(deployment: Deployment, name: str, request: dict[str, Any]) -> Response:
+def _run(
+    deployment: Deployment, name: str, request: dict[str, Any], batcher: TailBatcher, deadline: float | None
+) -> Response:
     manifest = deployment.manifest
     arrays: dict[str, np.ndarray] = request["arrays"]
     if arrays and all(key.endswith(CODES_SUFFIX) for key in arrays) and has_codes(manifest):
@@ -172,7 +180,8 @@ def _run(deployment: Deployment, name: str, request: dict[str, Any]) -> Response
                 + ", ".join(str(d) for d in expected[input_name].shape[1:])
                 + "], one batch for all inputs"
             )
-    outputs = deployment.part.run({key: np.ascontiguousarray(value) for key, value in arrays.items()})
+    feeds = {key: np.ascontiguousarray(value) for key, value in arrays.items()}
+    outputs = run_batched(batcher, deployment, feeds, deadline, StageTimer("edge")).outputs
     names = [spec.name for spec in manifest.outputs] or list(deployment.part.output_names)
     return _response(name, request, dict(zip(names, outputs, strict=False)))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from common.results import EdgeResult, Mode
 from common.tensor_records import decode_features
 from common.timing import StageTimer
 from common.wire import Frame, TensorKind, TensorRecord, decode_frame
+from edge_inference.batcher import BatchedRun, TailBatcher
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,15 @@ class FrameLimits:
 
 
 def infer_frame(
-    deployments: DeploymentSet, data: bytes, limits: FrameLimits, options: DetectionOptions | None = None
+    deployments: DeploymentSet,
+    data: bytes,
+    limits: FrameLimits,
+    batcher: TailBatcher,
+    options: DetectionOptions | None = None,
+    deadline: float | None = None,
 ) -> EdgeResult:
+    """``deadline``: on ``time.monotonic()``'s clock, the time after which the answer is of no use (a frame still
+    waiting for its tail then is answered 504 without running)."""
     timer = StageTimer("edge")
     with timer.stage("parse"):
         frame = decode_frame(data, max_bytes=limits.max_bytes)
@@ -45,19 +54,26 @@ def infer_frame(
     deployment = deployments.get(frame.split_id)
     if len(frame.tensors) == 1 and frame.tensors[0].kind == TensorKind.ENCODED_IMAGE:
         return _run_full_model(deployment, frame, timer, len(data), options or DetectionOptions())
-    return _run_tail(deployment, frame, timer, len(data), options or DetectionOptions())
+    return _run_tail(deployment, frame, timer, len(data), options or DetectionOptions(), batcher, deadline)
 
 
 def _run_tail(
-    deployment: Deployment, frame: Frame, timer: StageTimer, size: int, options: DetectionOptions
+    deployment: Deployment,
+    frame: Frame,
+    timer: StageTimer,
+    size: int,
+    options: DetectionOptions,
+    batcher: TailBatcher,
+    deadline: float | None,
 ) -> EdgeResult:
     manifest = deployment.manifest
     with timer.stage("dequantize"):
         feeds = decode_features(manifest, _matching_records(manifest, frame))
-    with timer.stage("tail"):
-        outputs = deployment.part.run(feeds)
+    run = run_batched(batcher, deployment, feeds, deadline, timer)
+    outputs = run.outputs
     batch = next(iter(feeds.values())).shape[0] if feeds else 1
-    return _finish(deployment, frame, timer, outputs, batch, options, "split", deployment.part.provider, size)
+    result = _finish(deployment, frame, timer, outputs, batch, options, "split", deployment.part.provider, size)
+    return result.model_copy(update={"tail_batch": run.batch_rows})
 
 
 def _run_full_model(
@@ -75,6 +91,22 @@ def _run_full_model(
     with timer.stage("model"):
         outputs = deployment.full.run({deployment.full.input_names[0]: batch})
     return _finish(deployment, frame, timer, outputs, 1, options, "all-edge", deployment.full.provider, size)
+
+
+def run_batched(
+    batcher: TailBatcher,
+    deployment: Deployment,
+    feeds: dict[str, np.ndarray],
+    deadline: float | None,
+    timer: StageTimer,
+) -> BatchedRun:
+    """The tail on ``feeds`` through the batcher; its wait is the ``batch queue`` stage, the run the ``tail`` one."""
+    started = time.perf_counter()
+    run = batcher.run(deployment, feeds, deadline)
+    total_ms = (time.perf_counter() - started) * 1000.0
+    timer.add("batch queue", run.queue_ms)
+    timer.add("tail", max(total_ms - run.queue_ms, 0.0))
+    return run
 
 
 def _finish(
