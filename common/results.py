@@ -58,3 +58,4 @@ class InferenceResult(BaseModel):
     fallback_reason: str | None = Field(
         None, description="set when the edge failed and the robot answered with its full model instead"
     )
+    edge_url: str | None = Field(None, description="the edge that answered (of the robot's ROBOT_EDGE_URL list)")

@@ -16,7 +16,7 @@ from common.results import InferenceResult
 from common.runtime_app import create_runtime_app
 from common.service_api import DeploymentInfo, ServiceStatus, binary_response, wants_binary
 from common.sessions import options_in_force
-from robot_inference.edge_client import EdgeClient
+from robot_inference.edge_fleet import EdgeFleet, EdgeStatus
 from robot_inference.link_probe import probe_link_router
 from robot_inference.pipeline import RobotPipeline, parse_mode
 from robot_inference.settings import EdgeChannel, EdgeProtocol, RobotSettings
@@ -32,7 +32,8 @@ class RobotHealth(ServiceStatus):
     provider_options: dict[str, dict[str, str]] = Field(
         description="the options of each provider in use here (TensorRT precision, DLA core, caches)"
     )
-    edge_url: str
+    edge_url: str = Field(description="the edge frames go to now")
+    edges: list[EdgeStatus] = Field(description="every edge of ROBOT_EDGE_URL, in the robot's view")
     edge_channel: EdgeChannel
     edge_protocol: EdgeProtocol
     edge: dict[str, Any] | None
@@ -42,8 +43,12 @@ class RobotHealth(ServiceStatus):
 
 def create_app(settings: RobotSettings | None = None) -> FastAPI:
     settings = settings or RobotSettings()
-    edge = EdgeClient(
-        settings.edge_url, settings.edge_timeout_s, settings.edge_token, settings.edge_channel, settings.edge_protocol
+    edge = EdgeFleet(
+        settings.edge_urls(),
+        settings.edge_timeout_s,
+        settings.edge_token,
+        settings.edge_channel,
+        settings.edge_protocol,
     )
     hub = ResultHub()
     camera: Callable[[], Coroutine[Any, Any, None]] | None = None  # set below, once the pipeline exists
@@ -129,6 +134,7 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
             available_providers=ort.get_available_providers(),
             provider_options=options_in_force(runtime.session_options),
             edge_url=edge.base_url,
+            edges=edge.status(),
             edge_channel=edge.channel,
             edge_protocol=edge.protocol,
             edge=await run_in_threadpool(edge.health),

@@ -37,6 +37,7 @@ class EdgeReply:
     result: EdgeResult
     round_trip_ms: float
     received_bytes: int
+    edge_url: str
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class OipReply:
     body: bytes
     header_length: str | None
     round_trip_ms: float
+    edge_url: str
 
 
 class EdgeClient:
@@ -96,7 +98,7 @@ class EdgeClient:
         round_trip_ms = (time.perf_counter() - start) * 1000.0
         if response.status_code != 200:
             raise peer_error("edge", response.status_code, response.content)
-        return OipReply(response.content, answer_header_length(response.headers), round_trip_ms)
+        return OipReply(response.content, answer_header_length(response.headers), round_trip_ms, self.base_url)
 
     def _infer(self, frame: bytes, request_id: str, options: DetectionOptions) -> EdgeReply:
         # A frame carries tensors only: a request's own detection options travel as query parameters, over HTTP.
@@ -125,6 +127,7 @@ class EdgeClient:
             result=_edge_result(reply.body),
             round_trip_ms=round_trip_ms,
             received_bytes=len(reply.body),
+            edge_url=self.base_url,
         )
 
     def _infer_over_http(self, frame: bytes, request_id: str, options: DetectionOptions) -> EdgeReply:
@@ -143,6 +146,7 @@ class EdgeClient:
             result=_edge_result(response.content),
             round_trip_ms=round_trip_ms,
             received_bytes=len(response.content),
+            edge_url=self.base_url,
         )
 
     def probe(self, body: bytes, timeout_s: float | None = None) -> tuple[float, int]:

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from common.auth import Guard
 from common.errors import BadGateway
 from common.profiling import LinkProbeResult, LinkSample, ProbeLinkRequest
-from robot_inference.edge_client import EdgeClient
+from robot_inference.edge_fleet import EdgeFleet
 
 FIRST_SAMPLE_BYTES = 64 * 1024
 MIN_SAMPLE_BYTES = 16 * 1024
@@ -29,7 +29,9 @@ def _mbps(nbytes: int, transfer_ms: float) -> float:
     return nbytes * 8 / (transfer_ms / 1000.0) / 1e6
 
 
-def probe_link(edge: EdgeClient, request: ProbeLinkRequest) -> LinkProbeResult:
+def probe_link(fleet: EdgeFleet, request: ProbeLinkRequest) -> LinkProbeResult:
+    """Every sample from the edge frames go to now."""
+    edge = fleet.preferred()
     samples: list[LinkSample] = []
     edge.probe(b"")  # opens (or reuses) the pooled connection, so no sample pays the TCP handshake
     pings = []
@@ -65,7 +67,7 @@ def probe_link(edge: EdgeClient, request: ProbeLinkRequest) -> LinkProbeResult:
     )
 
 
-def probe_link_router(edge: EdgeClient, write_guard: Guard) -> APIRouter:
+def probe_link_router(edge: EdgeFleet, write_guard: Guard) -> APIRouter:
     router = APIRouter(tags=["planner"])
 
     @router.post(

@@ -23,7 +23,8 @@ from common.results import MODES, InferenceResult, Mode, Providers, WireBytes
 from common.tensor_records import encode_features, image_record
 from common.timing import StageTimer
 from common.wire import encode_frame
-from robot_inference.edge_client import EdgeClient, EdgeReply
+from robot_inference.edge_client import EdgeReply
+from robot_inference.edge_fleet import EdgeFleet
 from robot_inference.oip_tail import OipRequest, infer_request, tail_outputs
 
 IMAGE_TENSOR_NAME = "image"
@@ -92,7 +93,7 @@ class Prepared:
 
 
 class RobotPipeline:
-    def __init__(self, deployments: DeploymentSet, edge: EdgeClient, fallback_to_robot: bool = False) -> None:
+    def __init__(self, deployments: DeploymentSet, edge: EdgeFleet, fallback_to_robot: bool = False) -> None:
         self.deployments = deployments
         self.edge = edge
         self.fallback_to_robot = fallback_to_robot
@@ -203,7 +204,7 @@ class RobotPipeline:
         wire = WireBytes(sent=sizes.sent, received=len(reply.body), feature_fp32=sizes.features, image=sizes.image)
         providers = Providers(robot=deployment.part.provider, edge=None)
         result = _result(deployment, "split", call.request_id, answer, call.timer, wire, providers)
-        return result.model_copy(update={"bits": prepared.bits})
+        return result.model_copy(update={"bits": prepared.bits, "edge_url": reply.edge_url})
 
     def _all_edge(self, deployment: Deployment, call: _Call) -> Prepared:
         manifest = deployment.manifest
@@ -260,7 +261,10 @@ class RobotPipeline:
             WireBytes(sent=sizes.sent, received=reply.received_bytes, feature_fp32=sizes.features, image=sizes.image),
             Providers(robot=deployment.part.provider if mode == "split" else None, edge=reply.result.provider),
         )
-        return result if prepared.bits is None else result.model_copy(update={"bits": prepared.bits})
+        update: dict[str, object] = {"edge_url": reply.edge_url}
+        if prepared.bits is not None:
+            update["bits"] = prepared.bits
+        return result.model_copy(update=update)
 
 
 def _floats(manifest: SplitManifest, features: list[np.ndarray]) -> dict[str, np.ndarray]:

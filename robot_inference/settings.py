@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import RuntimeSettings
@@ -22,6 +22,8 @@ class RobotSettings(RuntimeSettings):
 
     port: int = 8001
     data_dir: Path = Path("var/robot")
+    # One edge, or several comma-separated (robot_inference/edge_fleet.py: the preferred one gets each frame, the
+    # next one takes it when that one is down, hung, overloaded or lacks the split).
     edge_url: str = "http://127.0.0.1:8002"
     edge_timeout_s: float = 10.0
     max_image_bytes: int = 20 * 1024 * 1024
@@ -40,3 +42,14 @@ class RobotSettings(RuntimeSettings):
     source_fps: float = Field(15.0, gt=0, le=120)
     # The stream's options as a query string, as WS /api/stream takes them: "mode=auto&deadline_ms=100".
     source_options: str = ""
+
+    def edge_urls(self) -> list[str]:
+        return [url.strip() for url in self.edge_url.split(",") if url.strip()]
+
+    @field_validator("edge_url")
+    @classmethod
+    def _some_edge(cls, value: str) -> str:
+        urls = [url.strip() for url in value.split(",") if url.strip()]
+        if not urls or not all(url.startswith(("http://", "https://")) for url in urls):
+            raise ValueError(f"ROBOT_EDGE_URL must be one or more comma-separated http(s):// URLs, got {value!r}")
+        return value

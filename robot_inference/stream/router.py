@@ -17,7 +17,7 @@ from common.auth import Guard
 from common.deployments import Deployment, DeploymentSet
 from common.errors import InvalidArgument, SplitComputingError
 from common.service_api import refuse_handshake
-from robot_inference.edge_client import EdgeClient
+from robot_inference.edge_fleet import EdgeFleet
 from robot_inference.pipeline import RobotPipeline
 from robot_inference.stream.controller import Controller, LinkEstimate, choices_for
 from robot_inference.stream.metrics import StreamMetrics
@@ -32,7 +32,7 @@ SOURCE_RETRY_S = 5.0
 logger = logging.getLogger(__name__)
 
 
-def _round_trip_ms(edge: EdgeClient) -> float | None:
+def _round_trip_ms(edge: EdgeFleet) -> float | None:
     """The quickest of a few empty probes to the edge; None when the edge cannot be reached now."""
     samples = []
     with contextlib.suppress(SplitComputingError):
@@ -41,7 +41,7 @@ def _round_trip_ms(edge: EdgeClient) -> float | None:
     return min(samples) if samples else None
 
 
-def check_stream(options: StreamOptions, deployment: Deployment, edge: EdgeClient) -> None:
+def check_stream(options: StreamOptions, deployment: Deployment, edge: EdgeFleet) -> None:
     """Refuse, before the stream starts, what no frame of it could do."""
     manifest = deployment.manifest
     if edge.protocol == "oip" and options.mode in ("auto", "all-edge"):
@@ -60,7 +60,7 @@ def check_stream(options: StreamOptions, deployment: Deployment, edge: EdgeClien
 
 
 def stream_router(
-    deployments: DeploymentSet, pipeline: RobotPipeline, edge: EdgeClient, writes: Guard, metrics: StreamMetrics
+    deployments: DeploymentSet, pipeline: RobotPipeline, edge: EdgeFleet, writes: Guard, metrics: StreamMetrics
 ) -> APIRouter:
     router = APIRouter()
 
@@ -84,7 +84,7 @@ async def run_stream(
     options: StreamOptions,
     deployments: DeploymentSet,
     pipeline: RobotPipeline,
-    edge: EdgeClient,
+    edge: EdgeFleet,
     metrics: StreamMetrics,
 ) -> None:
     deployment = deployments.get(options.split_id)
@@ -125,7 +125,7 @@ def source_runner(
     options_text: str,
     deployments: DeploymentSet,
     pipeline: RobotPipeline,
-    edge: EdgeClient,
+    edge: EdgeFleet,
     metrics: StreamMetrics,
     hub: ResultHub,
 ) -> Callable[[], Coroutine[Any, Any, None]]:

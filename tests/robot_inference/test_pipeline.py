@@ -13,7 +13,7 @@ from common.deployments import DeploymentSet
 from common.errors import InvalidArgument, InvalidImage, UnknownSplit, UpstreamUnavailable
 from common.imaging import decode_image, preprocess
 from common.sessions import SessionOptions
-from robot_inference.edge_client import EdgeClient
+from robot_inference.edge_fleet import EdgeFleet
 from robot_inference.pipeline import RobotPipeline, parse_mode
 from tests.support import CHELSEA, TinySplit, running_service, upload_bundle
 from tools.local_stack import ServiceProcess, free_port
@@ -35,7 +35,7 @@ def robot_deployments(root: Path, split: TinySplit) -> DeploymentSet:
 
 
 def pipeline(root: Path, split: TinySplit, edge_url: str, fallback: bool = False) -> RobotPipeline:
-    return RobotPipeline(robot_deployments(root, split), EdgeClient(edge_url, 5.0), fallback_to_robot=fallback)
+    return RobotPipeline(robot_deployments(root, split), EdgeFleet([edge_url], 5.0), fallback_to_robot=fallback)
 
 
 def test_the_three_plans_agree_and_account_for_their_bytes(
@@ -65,7 +65,7 @@ def test_all_robot_matches_the_full_model_run_here(tmp_path: Path, tiny_split: T
     manifest = deployment.manifest
     batch = preprocess(decode_image(CHELSEA, manifest.preprocessing.color), manifest.preprocessing)
     logits = np.asarray(deployment.full.run({deployment.full.input_names[0]: batch})[0])[0]
-    result = RobotPipeline(deployments, EdgeClient(f"http://127.0.0.1:{free_port()}", 1.0)).infer(CHELSEA, "all-robot")
+    result = RobotPipeline(deployments, EdgeFleet([f"http://127.0.0.1:{free_port()}"], 1.0)).infer(CHELSEA, "all-robot")
     assert result.predictions[0].index == int(np.argmax(logits))
 
 
