@@ -56,14 +56,16 @@ clean:
 
 .PHONY: bench bench-quick
 ## Benchmarks on an emulated robot-edge link (root: netns, tc, cgroups; ~45 min); see README "Benchmarks".
-bench: install assets
+bench: install assets triton-deps
 	$(PY) -m bench.run
 	$(PY) -m bench.stream
+	$(PY) -m bench.serving
 
 ## The reduced benchmark CI runs (resnet18, 2 rates, 3 points; a 10 s stream; a few minutes); bench/results/tmp/.
-bench-quick: install assets
+bench-quick: install assets triton-deps
 	$(PY) -m bench.run --quick
 	$(PY) -m bench.stream --quick
+	$(PY) -m bench.serving --quick
 
 .PHONY: bench-planner
 ## The auto-split planner's predictions against measurements on the emulated link (root); bench/results/planner-*.

@@ -4,14 +4,16 @@
 it at ``--point`` at 4 bits, and runs the head on the bundled photos to get real frames. Then ``--robots`` (1, 4, 16
 and 64) client threads, each with its own keep-alive connection, send frames back to back for ``--seconds`` to:
 
-- our edge, ``POST /api/infer`` with the wire frame, dynamic batching off (``EDGE_BATCH_WINDOW_MS=0``);
-- our edge, batching on (the default 2 ms window, 16 rows);
+- our edge, ``POST /api/infer`` with the wire frame, dynamic batching off (``EDGE_BATCH_MAX_ROWS=1``);
+- our edge, batching on (the defaults: 2 ms window, 16 rows);
 - a real Triton server (PyTriton: Triton's core, HTTP front end and dynamic batcher, 2 ms, 16 rows) serving the
   split's exported tail with the dequantizer inside, sent the codes as the robot sends them with
   ``ROBOT_EDGE_PROTOCOL=oip`` (skipped, saying why, where tools/triton_server.py cannot build its venv).
 
-Per server and robot count: answered requests per second, p50 / p99 latency. Then the cost of quantizing in the
-graph against numpy on this split's cut (median of 50, one ONNX Runtime thread). Everything shares this machine's
+Per server and robot count: answered requests per second, p50 / p99 latency. Then failover (bench/failover.py):
+a robot with two edges, the one it uses killed (kill -9) or hung (SIGSTOP) while a client streams photos through
+it. Then the cost of quantizing in the graph against numpy on this split's cut (median of 50, one ONNX Runtime
+thread). Everything shares this machine's
 cores: the clients' threads run beside the servers, as they would not on a real fleet; the figures compare the
 servers under the same load, not absolute capacity.
 Results: bench/results/serving-<date>-<host>.json and .png (``--quick``: 1 and 16 robots, short runs, in
@@ -44,6 +46,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from bench.failover import measure
 from bench.stats import percentile
 from common.codes import codes_to_features, features_to_codes
 from common.imaging import decode_image, preprocess
@@ -85,6 +88,7 @@ class LoadResult:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
+    mean_tail_batch: float | None  # our edge says how many samples each frame's run had
 
 
 def _split(registry: Registry, point: str, bits: int) -> SplitManifest:
@@ -115,8 +119,9 @@ def _features(registry: Registry, manifest: SplitManifest) -> list[list[np.ndarr
 def _load(url: str, requests: Sequence[Request | OipRequest], robots: int, seconds: float, server: str) -> LoadResult:
     """``robots`` threads sending requests back to back for ``seconds``; latencies of the answered ones."""
     latencies: list[list[float]] = [[] for _ in range(robots)]
+    batches: list[list[int]] = [[] for _ in range(robots)]
     errors = [0] * robots
-    stop = time.monotonic() + seconds
+    stop = [0.0]  # set once every robot is connected
     barrier = threading.Barrier(robots + 1)
 
     def robot(index: int) -> None:
@@ -124,25 +129,30 @@ def _load(url: str, requests: Sequence[Request | OipRequest], robots: int, secon
             client.get("/v2/health/live")  # open the connection before the clock starts
             barrier.wait()
             turn = index
-            while time.monotonic() < stop:
+            while time.monotonic() < stop[0]:
                 request = requests[turn % len(requests)]
                 turn += 1
                 began = time.perf_counter()
                 response = client.post(request.path, content=request.body, headers=request.headers)
                 if response.status_code == 200:
                     latencies[index].append((time.perf_counter() - began) * 1000.0)
+                    if response.headers.get("content-type", "").startswith("application/json"):
+                        batches[index].append(int(response.json().get("tail_batch") or 0))
                 else:
                     errors[index] += 1
 
     threads = [threading.Thread(target=robot, args=(i,), daemon=True) for i in range(robots)]
     for thread in threads:
         thread.start()
+    stop[0] = time.monotonic() + 3600.0  # until the barrier opens
     barrier.wait()
     began = time.monotonic()
+    stop[0] = began + seconds
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - began
     every = [ms for per_robot in latencies for ms in per_robot]
+    sizes = [size for per_robot in batches for size in per_robot if size]
     return LoadResult(
         server=server,
         robots=robots,
@@ -152,14 +162,15 @@ def _load(url: str, requests: Sequence[Request | OipRequest], robots: int, secon
         requests_per_s=round(len(every) / elapsed, 1),
         p50_ms=round(percentile(every, 50), 2) if every else float("nan"),
         p99_ms=round(percentile(every, 99), 2) if every else float("nan"),
+        mean_tail_batch=round(statistics.fmean(sizes), 2) if sizes else None,
     )
 
 
 @contextmanager
-def _edge(root: Path, bundle: bytes, window_ms: float) -> Iterator[ServiceProcess]:
+def _edge(root: Path, bundle: bytes, max_rows: int) -> Iterator[ServiceProcess]:
     port = free_port()
     env = {**os.environ, "EDGE_HOST": "127.0.0.1", "EDGE_PORT": str(port), "EDGE_DATA_DIR": str(root)}
-    env |= {"EDGE_BATCH_WINDOW_MS": str(window_ms), "EDGE_PROVIDERS": "cpu", "EDGE_LOG_LEVEL": "warning"}
+    env |= {"EDGE_BATCH_MAX_ROWS": str(max_rows), "EDGE_PROVIDERS": "cpu", "EDGE_LOG_LEVEL": "warning"}
     service = ServiceProcess("edge", "edge_inference", f"http://127.0.0.1:{port}", env, root / "edge.log")
     service.start(sys.executable)
     try:
@@ -214,8 +225,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     codes_requests = [infer_request(manifest, features_to_codes(manifest, f), "0" * 32) for f in samples]
     bundle = bundle_zip(registry, manifest.id)
     loads: list[LoadResult] = []
-    for server, window in (("edge, batching off", 0.0), ("edge, batching on", 2.0)):
-        with _edge(root / server.replace(" ", "").replace(",", "-"), bundle, window) as edge:
+    for server, max_rows in (("edge, batching off", 1), ("edge, batching on", 16)):
+        with _edge(root / server.replace(" ", "").replace(",", "-"), bundle, max_rows) as edge:
             for robots in args.robots:
                 loads.append(_load(edge.url, frames, robots, args.seconds, server))
                 print(json.dumps(asdict(loads[-1])), flush=True)
@@ -234,6 +245,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except TritonUnavailable as exc:
         triton_note = f"not measured: {exc}"
         print(triton_note, flush=True)
+    photo = calibration_photos()[0].read_bytes()
+    failovers = [
+        asdict(measure(root / f"failover-{i}", bundle, photo, event, args.failover_timeout_s, args.failover_seconds))
+        for i, event in enumerate(("kill -9", "SIGSTOP"))
+    ]
+    for failover in failovers:
+        print(json.dumps(failover), flush=True)
     costs = _code_costs(manifest, samples[0])
     result = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -254,6 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_per_run": args.seconds,
         "loads": [asdict(load) for load in loads],
         "triton": triton_note or "measured",
+        "failover": failovers,
         "code_costs_one_thread": costs,
         "ratios": _ratios(loads),
     }
@@ -309,10 +328,12 @@ def main() -> None:
     parser.add_argument("--robots", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--triton-threads", type=int, default=0, help="ONNX Runtime threads in Triton's function")
+    parser.add_argument("--failover-timeout-s", type=float, default=1.0, help="the robot's ROBOT_EDGE_TIMEOUT_S")
+    parser.add_argument("--failover-seconds", type=float, default=9.0, help="each failover run (the event at 1/3)")
     parser.add_argument("--quick", action="store_true", help="1 and 16 robots, 2 s each, results in tmp/")
     args = parser.parse_args()
     if args.quick:
-        args.robots, args.seconds = [1, 16], 2.0
+        args.robots, args.seconds, args.failover_seconds = [1, 16], 2.0, 4.5
     stem = f"serving-{dt.date.today().isoformat()}-{socket.gethostname()}"
     out = (RESULTS / "tmp" if args.quick else RESULTS) / f"{stem}.json"
     result = run(args)

@@ -1,19 +1,24 @@
-"""Dynamic batching on the edge: frames for the same tail that meet in its queue run as one ``session.run``.
+"""Dynamic batching on the edge: frames for the same tail run together, as one ``session.run``.
 
-A frame that finds its tail idle runs at once, so a lone robot pays nothing for batching. A frame that finds the
-tail busy waits for the run in progress to end, at most ``window_s``, gathering the frames that arrive meanwhile
-(up to ``max_rows`` samples); the gathered frames then run as one batch and each gets its own rows of the outputs
-back. The wait is the frame's ``batch queue`` stage. The queue is bounded (``max_waiting`` frames per tail:
-beyond it, 503 at once); a frame whose deadline passed while it waited is answered 504 without running.
+One run of a tail at a time (as one Triton model instance): frames that meet their tail busy queue, and when the
+run ends the frames queued meanwhile run as the next batch (up to ``max_rows`` samples), each getting its own rows
+of the outputs back. A frame that finds its tail free runs at once, unless other frames of the same tail are
+already on their way through the edge (announced with ``incoming``: parsed, being dequantized): then it waits for
+them at most ``window_s``. So a lone robot never waits, and robots whose frames arrive together share runs. The
+wait is the frame's ``batch queue`` stage. The queue is bounded (``max_waiting`` frames per tail: beyond it, 503 at
+once); a frame whose deadline passed while it waited is answered 504 without running. ``max_rows`` 1 turns
+batching off: every frame runs by itself, as soon as it arrives, beside the others.
 
 The threads are the server's worker threads, one per request: whichever waiting frame finds no leader leads the
-next batch (gathers, runs it, hands out the outputs), so no thread of its own is needed.
+next batch (waits, gathers, runs it, hands out the outputs), so no thread of its own is needed.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,11 +54,20 @@ class _Waiting:
 
 @dataclass
 class _Tail:
-    """One tail's queue, whether some frame is leading its next batch, and how many runs of it are going."""
+    """One tail's queue, and what its next batch waits for."""
 
     waiting: list[_Waiting] = field(default_factory=list)
-    leading: bool = False
-    running: int = 0
+    leading: bool = False  # a waiting frame is gathering the next batch
+    running: bool = False  # a batch of it is in session.run
+    coming: int = 0  # frames announced (``incoming``) that have not reached the queue yet
+
+
+@dataclass
+class Ticket:
+    """A frame on its way to a tail (``TailBatcher.incoming``)."""
+
+    key: str
+    arrived: bool = False
 
 
 class TailBatcher:
@@ -64,60 +78,86 @@ class TailBatcher:
         self._changed = threading.Condition()
         self._tails: dict[str, _Tail] = {}
 
-    def run(self, deployment: Deployment, feeds: dict[str, np.ndarray], deadline: float | None = None) -> BatchedRun:
+    @contextmanager
+    def incoming(self, split_id: str) -> Iterator[Ticket]:
+        """Announce a frame of ``split_id``'s tail (pass the ticket to ``run``): frames at the head of the queue
+        wait for it (at most the window) to share its run."""
+        ticket = Ticket(split_id)
+        with self._changed:
+            self._tails.setdefault(split_id, _Tail()).coming += 1
+        try:
+            yield ticket
+        finally:
+            if not ticket.arrived:  # it failed before reaching the queue
+                with self._changed:
+                    self._tails[split_id].coming -= 1
+                    self._changed.notify_all()
+
+    def run(
+        self,
+        deployment: Deployment,
+        feeds: dict[str, np.ndarray],
+        deadline: float | None = None,
+        ticket: Ticket | None = None,
+    ) -> BatchedRun:
         """The tail's outputs for ``feeds`` (``[rows, ...]`` each); ``deadline`` on ``time.monotonic()``'s clock."""
         rows = next(iter(feeds.values())).shape[0] if feeds else 1
         item = _Waiting(feeds, rows, time.monotonic(), deadline)
-        if self.window_s <= 0 or rows >= self.max_rows or not deployment.part.dynamic_batch:
-            _check_deadline(item, time.monotonic())
-            return BatchedRun(deployment.part.run(feeds), 0.0, rows)
         key = deployment.manifest.id
         with self._changed:
             tail = self._tails.setdefault(key, _Tail())
-            if len(tail.waiting) >= self.max_waiting:
+            if ticket is not None and not ticket.arrived:
+                ticket.arrived = True
+                tail.coming -= 1
+            batching = self.max_rows > 1 and rows < self.max_rows and deployment.part.dynamic_batch
+            if batching and len(tail.waiting) >= self.max_waiting:
                 raise Overloaded(
                     f"{len(tail.waiting)} frames already wait for this tail (EDGE_BATCH_QUEUE); try again shortly, "
                     "or send to another edge"
                 )
-            tail.waiting.append(item)
+            if batching:
+                tail.waiting.append(item)
             self._changed.notify_all()
+        if not batching:
+            _check_deadline(item, time.monotonic())
+            return BatchedRun(deployment.part.run(feeds), 0.0, rows)
+        with self._changed:
             while not item.done:
                 if tail.leading or item.taken:
                     self._changed.wait()
                     continue
-                tail.leading = True
-                batch = self._gather(tail)
-                tail.leading = False
-                tail.running += 1
-                self._changed.notify_all()  # a frame left waiting may lead the next batch now
-                self._changed.release()
-                try:
-                    _execute(deployment, batch)
-                finally:
-                    self._changed.acquire()
-                    tail.running -= 1
-                    self._changed.notify_all()
+                self._lead(deployment, tail)
         if item.error is not None:
             raise item.error
         assert item.result is not None
         return item.result
 
-    def _gather(self, tail: _Tail) -> list[_Waiting]:
-        """Wait (the condition held) while the tail is busy, for at most the window, then take the frames that
-        fit in one run, oldest first."""
+    def _lead(self, deployment: Deployment, tail: _Tail) -> None:
+        """Gather the next batch and run it (called, and returning, with the condition held)."""
+        tail.leading = True
+        while tail.running:
+            self._changed.wait()
         opened = tail.waiting[0].arrived
-        while tail.running > 0 and sum(w.rows for w in tail.waiting) < self.max_rows:
+        while tail.coming > 0 and sum(w.rows for w in tail.waiting) < self.max_rows:
             remaining = opened + self.window_s - time.monotonic()
             if remaining <= 0:
                 break
             self._changed.wait(remaining)
-        taken: list[_Waiting] = []
+        batch: list[_Waiting] = []
         rows = 0
-        while tail.waiting and (not taken or rows + tail.waiting[0].rows <= self.max_rows):
+        while tail.waiting and (not batch or rows + tail.waiting[0].rows <= self.max_rows):
             rows += tail.waiting[0].rows
-            taken.append(tail.waiting.pop(0))
-            taken[-1].taken = True
-        return taken
+            batch.append(tail.waiting.pop(0))
+            batch[-1].taken = True
+        tail.leading, tail.running = False, True
+        self._changed.notify_all()
+        self._changed.release()
+        try:
+            _execute(deployment, batch)
+        finally:
+            self._changed.acquire()
+            tail.running = False
+            self._changed.notify_all()
 
 
 def _execute(deployment: Deployment, batch: list[_Waiting]) -> None:

@@ -29,7 +29,7 @@ from common.oip_tensors import NUMERIC_TYPES, message, read_header, read_tensors
 from common.postprocess.raw import DATATYPES, HEADER_LENGTH
 from common.service_api import read_limited
 from common.timing import StageTimer
-from edge_inference.batcher import TailBatcher, deadline_from
+from edge_inference.batcher import TailBatcher, Ticket, deadline_from
 from edge_inference.pipeline import run_batched
 
 SERVER_NAME = "splitbot-edge"
@@ -164,7 +164,21 @@ def _run(
     deployment: Deployment, name: str, request: dict[str, Any], batcher: TailBatcher, deadline: float | None
 ) -> Response:
     manifest = deployment.manifest
-    arrays: dict[str, np.ndarray] = request["arrays"]
+    with batcher.incoming(manifest.id) as ticket:
+        outputs = _run_tail(deployment, name, request["arrays"], batcher, deadline, ticket)
+    names = [spec.name for spec in manifest.outputs] or list(deployment.part.output_names)
+    return _response(name, request, dict(zip(names, outputs, strict=False)))
+
+
+def _run_tail(
+    deployment: Deployment,
+    name: str,
+    arrays: dict[str, np.ndarray],
+    batcher: TailBatcher,
+    deadline: float | None,
+    ticket: Ticket,
+) -> list[np.ndarray]:
+    manifest = deployment.manifest
     if arrays and all(key.endswith(CODES_SUFFIX) for key in arrays) and has_codes(manifest):
         arrays = codes_to_features(manifest, arrays)
     expected = {spec.name: spec for spec in manifest.cut}
@@ -181,9 +195,7 @@ def _run(
                 + "], one batch for all inputs"
             )
     feeds = {key: np.ascontiguousarray(value) for key, value in arrays.items()}
-    outputs = run_batched(batcher, deployment, feeds, deadline, StageTimer("edge")).outputs
-    names = [spec.name for spec in manifest.outputs] or list(deployment.part.output_names)
-    return _response(name, request, dict(zip(names, outputs, strict=False)))
+    return run_batched(batcher, deployment, feeds, deadline, StageTimer("edge"), ticket).outputs
 
 
 def _response(name: str, request: dict[str, Any], outputs: dict[str, np.ndarray]) -> Response:

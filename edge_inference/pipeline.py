@@ -18,7 +18,7 @@ from common.results import EdgeResult, Mode
 from common.tensor_records import decode_features
 from common.timing import StageTimer
 from common.wire import Frame, TensorKind, TensorRecord, decode_frame
-from edge_inference.batcher import BatchedRun, TailBatcher
+from edge_inference.batcher import BatchedRun, TailBatcher, Ticket
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,10 @@ def _run_tail(
     deadline: float | None,
 ) -> EdgeResult:
     manifest = deployment.manifest
-    with timer.stage("dequantize"):
-        feeds = decode_features(manifest, _matching_records(manifest, frame))
-    run = run_batched(batcher, deployment, feeds, deadline, timer)
+    with batcher.incoming(manifest.id) as ticket:
+        with timer.stage("dequantize"):
+            feeds = decode_features(manifest, _matching_records(manifest, frame))
+        run = run_batched(batcher, deployment, feeds, deadline, timer, ticket)
     outputs = run.outputs
     batch = next(iter(feeds.values())).shape[0] if feeds else 1
     result = _finish(deployment, frame, timer, outputs, batch, options, "split", deployment.part.provider, size)
@@ -99,10 +100,11 @@ def run_batched(
     feeds: dict[str, np.ndarray],
     deadline: float | None,
     timer: StageTimer,
+    ticket: Ticket | None = None,
 ) -> BatchedRun:
     """The tail on ``feeds`` through the batcher; its wait is the ``batch queue`` stage, the run the ``tail`` one."""
     started = time.perf_counter()
-    run = batcher.run(deployment, feeds, deadline)
+    run = batcher.run(deployment, feeds, deadline, ticket)
     total_ms = (time.perf_counter() - started) * 1000.0
     timer.add("batch queue", run.queue_ms)
     timer.add("tail", max(total_ms - run.queue_ms, 0.0))

@@ -18,8 +18,9 @@ class EdgeSettings(RuntimeSettings):
     max_frame_bytes: int = 64 * 1024 * 1024
     # Inputs one frame may batch: each costs the tail's activations for one image, so the cap bounds memory.
     max_batch: int = 32
-    # Dynamic batching (edge_inference/batcher.py): a frame that finds its tail busy waits at most this long for
-    # the run in progress, gathering others, then they run as one; 0 turns batching off.
+    # Dynamic batching (edge_inference/batcher.py): one run of a tail at a time, the frames queued meanwhile run
+    # as the next batch; a frame finding its tail free waits at most the window for frames of it already being
+    # decoded. batch_max_rows 1 turns batching off.
     batch_window_ms: float = Field(2.0, ge=0, le=1000)
     batch_max_rows: int = Field(16, ge=1, le=1024)  # samples in one batched run
     batch_queue: int = Field(64, ge=1, le=100_000)  # frames that may wait per tail; beyond it, 503 at once

@@ -76,10 +76,26 @@ def test_frames_meeting_a_busy_tail_run_as_one_and_each_gets_its_own_rows(slow: 
 
 
 def test_a_lone_frame_runs_at_once_and_batching_can_be_off(slow: Deployment) -> None:
-    for window in (2.0, 0.0):
-        run = TailBatcher(window_s=window, max_rows=16, max_waiting=4).run(slow, rows(1, count=3))
+    for max_rows in (16, 1):
+        run = TailBatcher(window_s=5.0, max_rows=max_rows, max_waiting=4).run(slow, rows(1, count=3))
         assert run.batch_rows == 3 and run.outputs[0].shape == (3, WIDTH)
-        assert run.queue_ms < 100  # an idle tail never waits for the window
+        assert run.queue_ms < 100  # a free tail with nothing on its way never waits for the window
+
+
+def test_a_frame_waits_for_frames_announced_on_their_way(slow: Deployment) -> None:
+    """A frame at a free tail waits (at most the window) for a frame still being decoded, and they run as one."""
+    batcher = TailBatcher(window_s=5.0, max_rows=16, max_waiting=4)
+    with ThreadPoolExecutor(2) as pool, batcher.incoming(slow.manifest.id) as ticket:
+        first = pool.submit(batcher.run, slow, rows(0))
+        time.sleep(0.2)  # the second frame is still "being decoded"
+        second = batcher.run(slow, rows(1), None, ticket)
+        assert first.result().batch_rows == second.batch_rows == 2
+        assert first.result().queue_ms >= 150
+    alone = TailBatcher(window_s=0.3, max_rows=16, max_waiting=4)
+    with alone.incoming(slow.manifest.id):  # announced, but it never arrives: the window bounds the wait
+        began = time.monotonic()
+        assert alone.run(slow, rows(2)).batch_rows == 1
+        assert 0.25 < time.monotonic() - began < 3
 
 
 def test_the_queue_is_bounded_and_a_stale_frame_is_not_run(slow: Deployment) -> None:
