@@ -10,6 +10,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.sessions import SessionOptions
 
 
+def service_urls(value: str) -> list[str]:
+    """One service URL or several comma-separated (a fleet), without trailing slashes; ValueError otherwise."""
+    urls = [url.strip().rstrip("/") for url in value.split(",") if url.strip()]
+    if not urls or not all(url.startswith(("http://", "https://")) for url in urls):
+        raise ValueError(f"must be one or more comma-separated http(s):// URLs, got {value!r}")
+    return urls
+
+
 class RuntimeSettings(BaseSettings):
     # Compose passes ${TOKEN:-} as an empty string: an empty variable means "unset", never "the empty value".
     model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)

@@ -71,14 +71,16 @@ def create_app(settings: SplitterSettings | None = None) -> FastAPI:
     async def health(request: Request) -> dict[str, Any]:
         if not await passes(context.read_guard, request):
             return {"status": "ok", "service": "splitter"}
-        robot = await run_in_threadpool(context.peers.health, "robot")
-        edge = await run_in_threadpool(context.peers.health, "edge")
+        robots = await run_in_threadpool(context.peers.fleet_health, "robot")
+        edges = await run_in_threadpool(context.peers.fleet_health, "edge")
         return {
             "status": "ok",
             "service": "splitter",
             "models": len(context.registry.list_models()),
-            "robot": robot,
-            "edge": edge,
+            "robot": robots[0].health,  # the first of each list: the one inference and planning use
+            "edge": edges[0].health,
+            "robots": [member.model_dump() for member in robots],
+            "edges": [member.model_dump() for member in edges],
         }
 
     return app

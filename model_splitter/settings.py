@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import service_urls
 
 
 class SplitterSettings(BaseSettings):
@@ -15,6 +17,7 @@ class SplitterSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path("var/splitter")
+    # A robot and an edge, or fleets of them (comma-separated): model_splitter/services/peers.py.
     robot_url: str = "http://127.0.0.1:8001"
     edge_url: str = "http://127.0.0.1:8002"
     request_timeout_s: float = 120.0
@@ -33,3 +36,9 @@ class SplitterSettings(BaseSettings):
     session_hours: float = Field(12.0, gt=0, description="how long a web UI sign-in lasts")
     robot_token: SecretStr | None = Field(None, description="sent to the robot (its ROBOT_TOKEN)")
     edge_token: SecretStr | None = Field(None, description="sent to the edge (its EDGE_TOKEN)")
+
+    @field_validator("robot_url", "edge_url")
+    @classmethod
+    def _service_urls(cls, value: str) -> str:
+        service_urls(value)
+        return value

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import RuntimeSettings
+from common.settings import RuntimeSettings, service_urls
 
 # How frames travel to the edge: the persistent WebSocket, or one POST each.
 EdgeChannel = Literal["websocket", "http"]
@@ -44,12 +44,10 @@ class RobotSettings(RuntimeSettings):
     source_options: str = ""
 
     def edge_urls(self) -> list[str]:
-        return [url.strip() for url in self.edge_url.split(",") if url.strip()]
+        return service_urls(self.edge_url)
 
     @field_validator("edge_url")
     @classmethod
     def _some_edge(cls, value: str) -> str:
-        urls = [url.strip() for url in value.split(",") if url.strip()]
-        if not urls or not all(url.startswith(("http://", "https://")) for url in urls):
-            raise ValueError(f"ROBOT_EDGE_URL must be one or more comma-separated http(s):// URLs, got {value!r}")
+        service_urls(value)
         return value

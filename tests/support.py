@@ -71,11 +71,14 @@ def tiny_classifier(num_classes: int = 10, size: int = 32, seed: int = 0) -> onn
 
 
 @contextmanager
-def running_service(module: str, prefix: str, data_dir: Path, **settings: str) -> Iterator[ServiceProcess]:
-    """One service as a real uvicorn process on a free loopback port, configured through its environment."""
+def running_service(
+    module: str, prefix: str, data_dir: Path, port: int | None = None, **settings: str
+) -> Iterator[ServiceProcess]:
+    """One service as a real uvicorn process on a loopback port (a free one unless given), configured through its
+    environment."""
     import os
 
-    port = free_port()
+    port = port or free_port()
     env = dict(os.environ)
     env.update({f"{prefix}_HOST": "127.0.0.1", f"{prefix}_PORT": str(port), f"{prefix}_DATA_DIR": str(data_dir)})
     env.update({f"{prefix}_{key.upper()}": value for key, value in settings.items()})

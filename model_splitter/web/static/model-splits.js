@@ -116,7 +116,7 @@ const Splits = (() => {
     const split = splits.find((s) => s.id === splitId);
     const name = split ? splitText(split) : UI.shortId(splitId);
     try {
-      await UI.busy(button, "Deploying…", () =>
+      const result = await UI.busy(button, "Deploying…", () =>
         following((words, seconds) => {
           splitStatus.textContent = `Deploying ${name}… ${seconds}s: ${words}.`;
         })
@@ -124,9 +124,14 @@ const Splits = (() => {
       splitStatus.textContent = "";
       splitStatus.append(
         UI.el("strong", { "data-testid": "deployed" }, "Deployed"),
-        ` ${name} to the edge and the robot. `,
+        ` ${name} to ${fleetText(result && result.members)}. `,
         UI.el("a", { href: `/infer?split=${splitId}`, "data-testid": "run-inference-link" }, "Run inference →")
       );
+      for (const failed of ((result && result.members) || []).filter((m) => m.error)) {
+        splitStatus.append(
+          UI.el("span", { class: "block", "data-testid": "deploy-failed" }, `${failed.side} ${failed.url} did not take it: ${failed.error}`)
+        );
+      }
     } catch (error) {
       splitStatus.textContent = "";
       UI.showError(error, "split-error");
@@ -140,6 +145,38 @@ const Splits = (() => {
   function resume(job) {
     if (job.kind === "split") return showCreating((onStage) => Jobs.follow(job, onStage), job.split_point);
     return showDeploying(job.split_id, deployButton, (onStage) => Jobs.follow(job, onStage));
+  }
+
+  /* "the edge and the robot", or for a fleet how many of each took the split. */
+  function fleetText(members) {
+    if (!members || members.length <= 2) return "the edge and the robot";
+    const count = (side) => {
+      const all = members.filter((m) => m.side === side);
+      const took = all.filter((m) => !m.error).length;
+      return `${took === all.length ? took : `${took} of ${all.length}`} ${side}${all.length > 1 ? "s" : ""}`;
+    };
+    return `${count("edge")} and ${count("robot")}`;
+  }
+
+  /* Every member of a fleet (SPLITTER_ROBOT_URL / SPLITTER_EDGE_URL lists): up or down, and what it runs. */
+  function renderMembers(box, members) {
+    const wrap = box.querySelector('[data-field="members-wrap"]');
+    const list = box.querySelector('[data-field="members"]');
+    wrap.hidden = !members || members.length < 2;
+    if (wrap.hidden) return;
+    list.replaceChildren(
+      ...members.map((member) => {
+        const info = member.health;
+        const state = !info ? "down" : info.active_split_id ? `up · ${UI.shortId(info.active_split_id)}` : "up · no split";
+        return UI.el(
+          "li",
+          { class: info ? "is-up" : "is-down", "data-member": member.url },
+          UI.el("span", { class: "mono small" }, member.url),
+          " ",
+          UI.el("span", { class: "muted small" }, state)
+        );
+      })
+    );
   }
 
   /* ---------------------------------------------------------------------------------------------- robot / edge */
@@ -162,6 +199,7 @@ const Splits = (() => {
       const box = document.querySelector(`.side[data-side="${side}"]`);
       const field = (name) => box.querySelector(`[data-field="${name}"]`);
       const info = state.health ? state.health[side] : null;
+      renderMembers(box, state.health ? state.health[`${side}s`] : null);
       box.classList.remove("is-up", "is-down");
       if (state.health === null) {
         field("health").textContent = "unknown: the splitter did not answer";
