@@ -27,6 +27,11 @@ SERVICES = {
 HEALTHCHECK_IN_IMAGE = "/opt/splitbot/healthcheck.py"
 
 
+def kind_of(name: str) -> str:
+    """The service a compose service runs: ``edge-2`` (the fleet example's second edge) runs the edge."""
+    return name.split("-")[0]
+
+
 @dataclass(frozen=True)
 class Variant:
     """One way to run the compose files, as selected by an env file under docker/env/."""
@@ -54,6 +59,7 @@ VARIANTS = (
     Variant("single-host", frozenset({"splitter", "edge", "robot"})),
     Variant("gpu-server", frozenset({"splitter", "edge"})),
     Variant("jetson", frozenset({"robot"})),
+    Variant("fleet", frozenset({"splitter", "edge", "edge-2", "robot", "robot-2", "robot-3"})),
 )
 
 

@@ -31,6 +31,7 @@ from tests.deploy.support import (
     depends_on,
     docker_compose,
     env_file_with,
+    kind_of,
     load_pyproject,
     resolve_config,
     run_compose,
@@ -121,7 +122,7 @@ def test_services_as_containers(variant_config: tuple[Variant, dict[str, Any]]) 
     volumes = config.get("volumes") or {}
     for name in variant.active:
         service = config["services"][name]
-        prefix, module = SERVICES[name]
+        prefix, module = SERVICES[kind_of(name)]
         env = service["environment"]
         assert service["command"] == ["python", "-m", module]
         assert service["restart"] == "unless-stopped"
@@ -136,7 +137,7 @@ def test_services_as_containers(variant_config: tuple[Variant, dict[str, Any]]) 
         data_dir = env[f"{prefix}_DATA_DIR"]
         assert data_dir in mounts, f"{name}: {data_dir} is not on a volume"
         assert mounts[data_dir] in volumes, f"{name}: {mounts[data_dir]} is not a named volume"
-        assert service["build"]["dockerfile"] == f"Dockerfile.{name}"
+        assert service["build"]["dockerfile"] == f"Dockerfile.{kind_of(name)}"
     if "splitter" in variant.active:
         assert config["services"]["splitter"]["environment"]["SPLITTER_DATA_DIR"] == "/data/registry"
 
@@ -149,17 +150,33 @@ def test_urls_point_at_services_that_run_there(variant_config: tuple[Variant, di
         for key, value in services[name]["environment"].items():
             if not key.endswith("_URL"):
                 continue
-            url = urlsplit(str(value))
-            assert url.scheme == "http" and url.hostname and url.port, f"{name}: {key}={value}"
-            if url.hostname in services:
-                assert url.hostname in variant.active, f"{variant.name}: {name}'s {key} names {url.hostname}"
-                target_prefix = SERVICES[url.hostname][0]
-                assert url.port == int(services[url.hostname]["environment"][f"{target_prefix}_PORT"]), key
-            else:
-                assert str(value) in variant.settings().values(), f"{name}: {key}={value} is not from the env file"
+            for listed in str(value).split(","):  # a fleet lists several
+                url = urlsplit(listed)
+                assert url.scheme == "http" and url.hostname and url.port, f"{name}: {key}={value}"
+                if url.hostname in services:
+                    assert url.hostname in variant.active, f"{variant.name}: {name}'s {key} names {url.hostname}"
+                    target_prefix = SERVICES[kind_of(url.hostname)][0]
+                    assert url.port == int(services[url.hostname]["environment"][f"{target_prefix}_PORT"]), key
+                else:
+                    assert str(value) in variant.settings().values(), f"{name}: {key}={value} is not from the env file"
     wanted = {"ROBOT_EDGE_URL", "ROBOT_SPLITTER_URL", "EDGE_SPLITTER_URL", "SPLITTER_ROBOT_URL", "SPLITTER_EDGE_URL"}
     present = {key for name in variant.active for key in services[name]["environment"] if key.endswith("_URL")}
     assert present == {key for key in wanted if key.split("_")[0].lower() in variant.active}
+
+
+def test_the_fleet_example_deploys_everywhere_and_spreads_the_robots() -> None:
+    fleet = compose_config(next(v for v in VARIANTS if v.name == "fleet"))["services"]
+    edges = ["http://edge:8002", "http://edge-2:8002"]
+    assert fleet["splitter"]["environment"]["SPLITTER_EDGE_URL"].split(",") == edges
+    robots = [name for name in fleet if kind_of(name) == "robot"]
+    assert fleet["splitter"]["environment"]["SPLITTER_ROBOT_URL"].split(",") == [f"http://{r}:8001" for r in robots]
+    firsts = {fleet[robot]["environment"]["ROBOT_EDGE_URL"].split(",")[0] for robot in robots}
+    assert firsts == set(edges)  # not every robot prefers the same edge
+    for robot in robots:
+        assert sorted(fleet[robot]["environment"]["ROBOT_EDGE_URL"].split(",")) == sorted(edges)
+        assert set(depends_on(fleet[robot])) == {"splitter", "edge", "edge-2"}
+    published = [str(port).split(":")[1] for service in fleet.values() for port in service["ports"]]
+    assert len(published) == len(set(published)), "every service on its own host port"
 
 
 def test_two_hosts_reach_each_other_by_the_env_file() -> None:
@@ -216,6 +233,8 @@ def test_gpu_for_the_edge_and_the_jetson_robot() -> None:
 def test_volumes_and_restart_policy_in_the_file() -> None:
     base = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     assert set(base["volumes"]) == {"registry", "edge-data", "robot-data"}
+    fleet = yaml.safe_load((REPO_ROOT / "docker-compose.fleet.yml").read_text())
+    assert set(fleet["volumes"]) == {"edge-2-data", "robot-2-data", "robot-3-data"}
     for name, service in base["services"].items():
         assert service["restart"] == "unless-stopped", name
         assert service["profiles"], f"{name} must belong to a profile (robot or edge)"
