@@ -21,6 +21,7 @@ from model_splitter.services.models import RegistrationRequest, architecture_lis
 from model_splitter.services.peers import PeerDeployment
 from model_splitter.services.splits import create_split
 from model_splitter.store.bundle_zip import bundle_zip
+from model_splitter.store.kserve_manifest import KServeOptions, inference_service_json
 from model_splitter.store.registry import HEAD_CODES_FILE, TAIL_CODES_FILE
 from model_splitter.store.triton_repository import TailInputs, TritonOptions, triton_repository_zip
 
@@ -162,6 +163,23 @@ def api_router(context: SplitterContext) -> APIRouter:
         name, data = await run_in_threadpool(triton_repository_zip, registry, split_id, options)
         headers = {"content-disposition": f'attachment; filename="{name}-triton.zip"'}
         return Response(data, media_type="application/zip", headers=headers)
+
+    @router.get(
+        "/splits/{split_id}/kserve.json",
+        tags=["splits"],
+        response_class=Response,
+        summary="A KServe InferenceService (Triton runtime) serving the tail from the unzipped triton.zip",
+    )
+    async def kserve_json(
+        split_id: str,
+        storage_uri: str = Query(..., description="where the unzipped triton.zip lies (s3://, gs://, pvc://, ...)"),
+        gpu: bool = Query(True, description="ask for one NVIDIA GPU per replica"),
+        min_replicas: int = Query(1, ge=0, le=1000),
+        max_replicas: int = Query(1, ge=1, le=1000),
+    ) -> Response:
+        options = KServeOptions(storage_uri, gpu, min_replicas, max_replicas)
+        text = inference_service_json(registry.get_split(split_id), options)
+        return Response(text, media_type="application/json")
 
     @router.get("/splits/{split_id}/bundle.zip", tags=["splits"], response_class=Response)
     async def split_bundle(split_id: str) -> Response:

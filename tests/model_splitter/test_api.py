@@ -105,6 +105,12 @@ def test_split_creation_is_content_addressed(client: httpx.Client, model_id: str
     assert "code_graphs" not in floats
     missing = client.get(f"/api/splits/{floats['id']}/tail_codes.onnx")
     assert missing.status_code == 404 and "sends floats" in missing.json()["detail"]
+    kserve = client.get(f"/api/splits/{manifest['id']}/kserve.json", params={"storage_uri": "gs://b/m", "gpu": "false"})
+    assert kserve.status_code == 200 and kserve.json()["spec"]["predictor"]["model"]["storageUri"] == "gs://b/m"
+    no_storage = client.get(f"/api/splits/{manifest['id']}/kserve.json")
+    assert no_storage.status_code == 422 and "storage_uri" in no_storage.text
+    local = client.get(f"/api/splits/{manifest['id']}/kserve.json", params={"storage_uri": "/tmp/m"})
+    assert local.status_code == 400 and "storage_uri must be" in local.json()["detail"]
     refused = client.get(f"/api/splits/{manifest['id']}/triton.zip", params={"max_batch_size": 0})
     assert refused.status_code == 422 and "max_batch_size" in refused.json()["detail"]
 
