@@ -23,6 +23,7 @@ from model_splitter.api.plans import plan_router
 from model_splitter.api.stream import stream_router
 from model_splitter.context import SplitterContext
 from model_splitter.intake.torch_formats import refuse_code_in_torch_loads
+from model_splitter.intake.worker import EXPORTS
 from model_splitter.settings import SplitterSettings
 from model_splitter.web.routes import STATIC_DIR, ui_router
 
@@ -37,6 +38,7 @@ def create_app(settings: SplitterSettings | None = None) -> FastAPI:
         yield
         context.jobs.close()
         context.peers.close()
+        EXPORTS.close()
 
     app = FastAPI(
         title="Model splitter",

@@ -19,7 +19,9 @@ from model_splitter.intake.formats import IntakeResult, intake_torchvision, inta
 from model_splitter.intake.tasks import TaskRequest as TaskRequest
 from model_splitter.intake.tasks import choose_task
 from model_splitter.intake.tasks import default_preprocessing as default_preprocessing
+from model_splitter.intake.torch_formats import refuse_code_in_torch_loads
 from model_splitter.intake.torchvision_models import Architecture, architectures, family_of
+from model_splitter.intake.worker import EXPORTS
 from model_splitter.records import ModelRecord, Progress, no_progress
 from model_splitter.store.registry import MODEL_ID_HEX_LENGTH, Registry
 
@@ -80,8 +82,17 @@ def register_upload(
     progress: Progress = no_progress,
 ) -> ModelRecord:
     progress("exporting")
-    result = intake_upload(data, filename, input_shape, allow_pickle=allow_pickle)
+    result = EXPORTS.run(_guarded_intake_upload, data, filename, input_shape, allow_pickle)
     return _finish(registry, result, name or _stem(filename) or "model", task, progress)
+
+
+def _guarded_intake_upload(
+    data: bytes, filename: str | None, input_shape: tuple[int, ...], allow_pickle: bool
+) -> IntakeResult:
+    """In the export worker: loads there are weights-only too, unless the operator allowed pickles."""
+    if not allow_pickle:
+        refuse_code_in_torch_loads()
+    return intake_upload(data, filename, input_shape, allow_pickle=allow_pickle)
 
 
 def register_torchvision(
@@ -95,7 +106,7 @@ def register_torchvision(
     progress: Progress = no_progress,
 ) -> ModelRecord:
     progress("exporting")
-    result = intake_torchvision(arch, weights, weights_filename, input_shape)
+    result = EXPORTS.run(intake_torchvision, arch, weights, weights_filename, input_shape)
     return _finish(registry, result, name or arch, task, progress)
 
 
