@@ -17,7 +17,12 @@ from common.results import InferenceResult
 from model_splitter.api.registration import registration_form
 from model_splitter.context import SplitterContext
 from model_splitter.records import ModelRecord, ModelSummary, SplitPoint, SplitRequest, no_progress
-from model_splitter.services.models import RegistrationRequest, architecture_list, registration_of
+from model_splitter.services.models import (
+    RegistrationRequest,
+    architecture_list,
+    register_dynamic_batch,
+    registration_of,
+)
 from model_splitter.services.peers import PeerDeployment
 from model_splitter.services.splits import create_split
 from model_splitter.store.bundle_zip import bundle_zip
@@ -94,6 +99,16 @@ def api_router(context: SplitterContext) -> APIRouter:
     async def model_splits(model_id: str) -> list[SplitManifest]:
         registry.get_model(model_id)
         return [m for m in registry.list_splits() if m.model_id == model_id]
+
+    @router.post(
+        "/models/{model_id}/dynamic-batch",
+        status_code=201,
+        tags=["models"],
+        summary="Register a fixed-batch model again with a dynamic batch axis, if it verifiably answers the same",
+        dependencies=writes,
+    )
+    async def dynamic_batch(model_id: str) -> ModelRecord:
+        return await run_in_threadpool(register_dynamic_batch, registry, model_id)
 
     @router.post(
         "/models/{model_id}/splits",

@@ -12,12 +12,12 @@ import onnx
 
 from common.errors import Conflict, InvalidArgument, UnprocessableModel
 from model_splitter.graph.analysis import analyse_split_points
-from model_splitter.graph.inputs import fed_inputs
+from model_splitter.graph.batch_rewrite import dynamic_batch_model, fixed_batch_of
 from model_splitter.intake.class_names import MAX_LABEL_FILE_BYTES as MAX_LABEL_FILE_BYTES
 from model_splitter.intake.formats import DEFAULT_INPUT_SHAPE as DEFAULT_INPUT_SHAPE
 from model_splitter.intake.formats import IntakeResult, intake_torchvision, intake_upload, parse_input_shape
+from model_splitter.intake.tasks import TaskChoice, choose_task
 from model_splitter.intake.tasks import TaskRequest as TaskRequest
-from model_splitter.intake.tasks import choose_task
 from model_splitter.intake.tasks import default_preprocessing as default_preprocessing
 from model_splitter.intake.torch_formats import refuse_code_in_torch_loads
 from model_splitter.intake.torchvision_models import Architecture, architectures, family_of
@@ -110,10 +110,44 @@ def register_torchvision(
     return _finish(registry, result, name or arch, task, progress)
 
 
-def _finish(registry: Registry, result: IntakeResult, name: str, task: TaskRequest, progress: Progress) -> ModelRecord:
+def register_dynamic_batch(registry: Registry, model_id: str, progress: Progress = no_progress) -> ModelRecord:
+    """A fixed-batch model again, with a dynamic batch axis, as a model of its own (same task, labels and
+    preprocessing); 409 when its batch is dynamic already, 422 when the rewrite does not answer as it does."""
+    record = registry.get_model(model_id)
+    progress("rewriting the batch axis")
+    model = onnx.load(str(registry.model_onnx_path(model_id)))
+    rewritten, difference = dynamic_batch_model(model, record.input_shape)
+    result = IntakeResult(
+        model=rewritten,
+        source_format=record.source_format,
+        architecture=record.architecture,
+        input_shape=tuple(record.input_shape),
+        weights_trained=record.weights_trained,
+        export_max_abs_diff=difference,
+        num_classes=record.num_classes,
+    )
+    labels = registry.model_labels(model_id)
+    choice = TaskChoice(
+        preprocessing=record.preprocessing,
+        postprocessing=record.postprocessing.model_copy(update={"labels": labels}),
+        outputs=record.outputs,
+    )
+    return _finish(registry, result, f"{record.name} (dynamic batch)", NO_TASK_REQUEST, progress, choice)
+
+
+def _finish(
+    registry: Registry,
+    result: IntakeResult,
+    name: str,
+    task: TaskRequest,
+    progress: Progress,
+    choice: TaskChoice | None = None,
+) -> ModelRecord:
+    """``choice``: the task as decided already (a rewrite of a registered model keeps that model's)."""
     progress("verifying")
     family = family_of(result.architecture) if result.architecture else None
-    choice = choose_task(result.model, result.input_shape, result.architecture, family, result.num_classes, task)
+    if choice is None:
+        choice = choose_task(result.model, result.input_shape, result.architecture, family, result.num_classes, task)
     onnx_bytes = result.model.SerializeToString()
     progress("finding split points")
     points = analyse_split_points(result.model, (1, *result.input_shape[1:]), pair_cuts=True)
@@ -131,7 +165,7 @@ def _finish(registry: Registry, result: IntakeResult, name: str, task: TaskReque
         source_format=result.source_format,
         architecture=result.architecture,
         input_shape=list(result.input_shape),
-        fixed_batch=_fixed_batch(result.model),
+        fixed_batch=fixed_batch_of(result.model),
         weights_trained=result.weights_trained,
         export_max_abs_diff=result.export_max_abs_diff,
         num_classes=result.num_classes,
@@ -168,9 +202,3 @@ def _stem(filename: str | None) -> str | None:
         return None
     base = filename.replace("\\", "/").rsplit("/", 1)[-1]
     return base.rsplit(".", 1)[0] or None
-
-
-def _fixed_batch(model: onnx.ModelProto) -> int | None:
-    (graph_input,) = fed_inputs(model.graph)
-    dims = graph_input.type.tensor_type.shape.dim
-    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None

@@ -251,3 +251,18 @@ def test_the_split_point_table_keeps_its_label_in_view_and_lets_columns_be_chose
     expect(page.locator("#points-body tr").first).to_be_visible()
     expect(page.locator("#column-shape")).to_be_checked()
     assert page.evaluate(SHOWN_COLUMNS_JS) == ["label", "index", "shape", "bytes", "fp32", "compute", "params"]
+
+
+def test_a_fixed_batch_model_is_made_dynamic_from_its_page(page: Page, api: httpx.Client) -> None:
+    model = tiny_classifier(seed=12)
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    files = {"file": ("fixed.onnx", model.SerializeToString())}
+    fixed = api.post("/api/models", files=files, data={"input_shape": "1,3,32,32"}).json()
+    page.goto(f"/models/{fixed['id']}")
+    expect(page.get_by_test_id("batch")).to_contain_text("fixed at 1")
+    page.get_by_test_id("make-dynamic").click()
+    page.wait_for_url(lambda url: fixed["id"] not in url)
+    expect(page.get_by_test_id("batch")).to_have_text("dynamic")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("(dynamic batch)")
+    expect(page.get_by_test_id("make-dynamic")).to_have_count(0)

@@ -263,6 +263,22 @@ def test_a_fixed_batch_onnx_export_splits_at_every_point(client: httpx.Client) -
         assert split.json()["verification"]["head_tail_max_abs_diff"] <= 1e-4
 
 
+def test_a_fixed_batch_model_is_registered_again_with_a_dynamic_batch(client: httpx.Client) -> None:
+    model = tiny_classifier(seed=9)
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    files = {"file": ("fixed.onnx", model.SerializeToString())}
+    fixed = client.post("/api/models", files=files, data={"input_shape": "1,3,32,32", "task": "raw"}).json()
+    rewritten = client.post(f"/api/models/{fixed['id']}/dynamic-batch")
+    assert rewritten.status_code == 201, rewritten.text
+    body = rewritten.json()
+    assert body["fixed_batch"] is None and body["id"] != fixed["id"] and body["name"].endswith("(dynamic batch)")
+    assert body["postprocessing"] == fixed["postprocessing"] and body["preprocessing"] == fixed["preprocessing"]
+    assert [p["label"] for p in body["split_points"]] == [p["label"] for p in fixed["split_points"]]
+    again = client.post(f"/api/models/{body['id']}/dynamic-batch")
+    assert again.status_code == 409 and "dynamic already" in again.json()["detail"]
+
+
 def test_four_torchvision_registrations_at_once_all_succeed(client: httpx.Client) -> None:
     """The ONNX exporter keeps global state; exports take turns instead of failing each other."""
     architectures = ["resnet18", "squeezenet1_1", "mobilenet_v2", "mnasnet0_5"]

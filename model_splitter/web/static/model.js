@@ -14,6 +14,21 @@
   document.getElementById("controls").addEventListener("submit", (event) => event.preventDefault());
   Splits.wire();
   Calibration.wire();
+  /* A fixed-batch model: register it again with a dynamic batch axis (the splitter verifies it), and open that. */
+  const makeDynamic = document.getElementById("make-dynamic");
+  if (makeDynamic) {
+    makeDynamic.addEventListener("click", async () => {
+      UI.showError(null);
+      try {
+        const record = await UI.busy(makeDynamic, "Checking…", () =>
+          UI.api(`/api/models/${ModelPage.model.id}/dynamic-batch`, { method: "POST" })
+        );
+        window.location.assign(`/models/${record.id}`);
+      } catch (error) {
+        UI.showError(error);
+      }
+    });
+  }
   Planner.wire();
   Charts.onResize([chartBox, Planner.curveBox], () => {
     SplitPoints.drawChart();
