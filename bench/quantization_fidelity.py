@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from bench.trained import register_trained_mobilenet_v2
 from common.entropy import code_payload, decode_payload
 from common.manifest import Scheme
 from common.quantization import unpack_codes
@@ -35,10 +36,8 @@ from model_splitter.quantize.calibration import Method, collect_activations
 from model_splitter.quantize.fidelity import fidelity_table
 from model_splitter.quantize.images import calibration_sets
 from model_splitter.records import ModelRecord
-from model_splitter.services.models import TaskRequest, register_torchvision
 from model_splitter.store.registry import Registry
 from model_splitter.store.samples import calibration_photos
-from tools.assets import ensure
 
 REPO = Path(__file__).resolve().parents[1]
 BITS = (2, 4, 8)
@@ -107,17 +106,8 @@ def _coding_rows(
 
 def run(out: Path) -> dict[str, Any]:
     registry = Registry(Path(tempfile.mkdtemp()) / "registry")
-    weights = ensure("mobilenet_v2").read_bytes()
     began = time.perf_counter()
-    record = register_torchvision(
-        registry,
-        "mobilenet_v2",
-        weights,
-        "mobilenet_v2.pth",
-        (1, 3, 224, 224),
-        None,
-        TaskRequest(task="classification"),
-    )
+    record = register_trained_mobilenet_v2(registry)
     print(f"registered mobilenet_v2 in {time.perf_counter() - began:.1f} s", flush=True)
     model = onnx.load(str(registry.model_onnx_path(record.id)))
     images = calibration_sets(None, record.preprocessing, calibration_photos())

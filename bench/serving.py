@@ -48,6 +48,7 @@ import onnxruntime as ort
 
 from bench.failover import measure
 from bench.stats import percentile
+from bench.trained import register_trained_mobilenet_v2
 from common.codes import codes_to_features, features_to_codes
 from common.imaging import decode_image, preprocess
 from common.manifest import SplitManifest
@@ -55,14 +56,12 @@ from common.tensor_records import encode_features
 from common.wire import encode_frame
 from model_splitter.quantize.code_graphs import dequantizer_model, quantizer_model
 from model_splitter.records import SplitRequest
-from model_splitter.services.models import TaskRequest, register_torchvision
 from model_splitter.services.splits import create_split
 from model_splitter.store.bundle_zip import bundle_zip
 from model_splitter.store.registry import Registry
 from model_splitter.store.samples import calibration_photos
 from model_splitter.store.triton_repository import TritonOptions, triton_repository_zip
 from robot_inference.oip_tail import OipRequest, infer_request
-from tools.assets import ensure
 from tools.local_stack import ServiceProcess, free_port
 from tools.triton_server import TritonUnavailable, running_triton
 
@@ -92,16 +91,7 @@ class LoadResult:
 
 
 def _split(registry: Registry, point: str, bits: int) -> SplitManifest:
-    weights = ensure("mobilenet_v2").read_bytes()
-    record = register_torchvision(
-        registry,
-        "mobilenet_v2",
-        weights,
-        "mobilenet_v2.pth",
-        (1, 3, 224, 224),
-        None,
-        TaskRequest(task="classification"),
-    )
+    record = register_trained_mobilenet_v2(registry)
     return create_split(registry, record.id, SplitRequest(split_point=point, bits=bits))
 
 

@@ -86,19 +86,30 @@ class EdgeClient:
     def infer_oip(self, request: OipRequest, request_id: str) -> OipReply:
         """POST an Open Inference Protocol request (robot_inference/oip_tail.py); the answer's body as it came."""
         self.watch.check()
-        start = time.perf_counter()
-        headers = {**request.headers, **trace_headers(request_id)}
         try:
-            response = self._client.post(request.path, content=request.body, headers=headers)
-        except httpx.TimeoutException as exc:
+            response, round_trip_ms = self._post(
+                request.path, request.body, {**request.headers, **trace_headers(request_id)}
+            )
+        except UpstreamTimeout:
             self.watch.timed_out(self.timeout_s)
+            raise
+        return OipReply(response.content, answer_header_length(response.headers), round_trip_ms, self.base_url)
+
+    def _post(
+        self, path: str, body: bytes, headers: dict[str, str], params: dict[str, str] | None = None
+    ) -> tuple[httpx.Response, float]:
+        """A 200 answer and the round trip in ms; our error for anything else."""
+        start = time.perf_counter()
+        try:
+            response = self._client.post(path, content=body, headers=headers, params=params)
+        except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"the edge at {self.base_url} did not answer within its timeout") from exc
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"the edge at {self.base_url} cannot be reached: {exc}") from exc
         round_trip_ms = (time.perf_counter() - start) * 1000.0
         if response.status_code != 200:
             raise peer_error("edge", response.status_code, response.content)
-        return OipReply(response.content, answer_header_length(response.headers), round_trip_ms, self.base_url)
+        return response, round_trip_ms
 
     def _infer(self, frame: bytes, request_id: str, options: DetectionOptions) -> EdgeReply:
         # A frame carries tensors only: a request's own detection options travel as query parameters, over HTTP.
@@ -131,17 +142,8 @@ class EdgeClient:
         )
 
     def _infer_over_http(self, frame: bytes, request_id: str, options: DetectionOptions) -> EdgeReply:
-        start = time.perf_counter()
         headers = {"content-type": "application/octet-stream", **trace_headers(request_id)}
-        try:
-            response = self._client.post("/api/infer", content=frame, headers=headers, params=options.query())
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"the edge at {self.base_url} did not answer within its timeout") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"the edge at {self.base_url} cannot be reached: {exc}") from exc
-        round_trip_ms = (time.perf_counter() - start) * 1000.0
-        if response.status_code != 200:
-            raise peer_error("edge", response.status_code, response.content)
+        response, round_trip_ms = self._post("/api/infer", frame, headers, options.query())
         return EdgeReply(
             result=_edge_result(response.content),
             round_trip_ms=round_trip_ms,

@@ -137,24 +137,15 @@ def api_router(context: SplitterContext) -> APIRouter:
         )
 
     @router.get(
-        "/splits/{split_id}/head_codes.onnx",
+        "/splits/{split_id}/{part}_codes.onnx",
         tags=["splits"],
         response_class=FileResponse,
-        summary="The head with the quantizer inside: its outputs are the packed uint8 codes <cut>.codes",
+        summary="head: the head with the quantizer inside (outputs: the packed uint8 codes <cut>.codes); tail: the "
+        "tail with the dequantizer inside (inputs: those codes)",
     )
-    async def head_codes_onnx(split_id: str) -> FileResponse:
-        path = registry.code_graph_file(split_id, HEAD_CODES_FILE)
-        return FileResponse(path, media_type=ONNX_MEDIA_TYPE, filename=HEAD_CODES_FILE)
-
-    @router.get(
-        "/splits/{split_id}/tail_codes.onnx",
-        tags=["splits"],
-        response_class=FileResponse,
-        summary="The tail with the dequantizer inside: its inputs are the packed uint8 codes <cut>.codes",
-    )
-    async def tail_codes_onnx(split_id: str) -> FileResponse:
-        path = registry.code_graph_file(split_id, TAIL_CODES_FILE)
-        return FileResponse(path, media_type=ONNX_MEDIA_TYPE, filename=TAIL_CODES_FILE)
+    async def codes_onnx(split_id: str, part: Literal["head", "tail"]) -> FileResponse:
+        name = HEAD_CODES_FILE if part == "head" else TAIL_CODES_FILE
+        return FileResponse(registry.code_graph_file(split_id, name), media_type=ONNX_MEDIA_TYPE, filename=name)
 
     @router.get(
         "/splits/{split_id}/triton.zip",
