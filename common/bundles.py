@@ -1,7 +1,9 @@
 """Split bundles on the robot's and the edge's disk: fetched from the splitter or uploaded as a zip.
 
 Each side keeps only its own half: the robot ``head.onnx``, the edge ``tail.onnx``, each beside the manifest and
-the full model (for the all-robot and all-edge plans). Every file is checked against the hashes in the manifest
+the full model (for the all-robot and all-edge plans), and, where the split has them and the side asks for them,
+its half with the codes inside (``head_codes.onnx``: the quantizer in the head's graph, model_splitter/quantize/
+code_graphs.py). Every file is checked against the hashes in the manifest
 before it is written, and written atomically (temporary file, then rename), so a half-written bundle is never seen.
 """
 
@@ -36,6 +38,11 @@ class BundleFiles:
     manifest: SplitManifest
     part: bytes
     full_model: bytes | None
+    part_codes: bytes | None = None  # <part>_codes.onnx
+
+
+def codes_file(part: Part) -> str:
+    return f"{part}_codes.onnx"
 
 
 def check_bundle(files: BundleFiles, part: Part) -> None:
@@ -43,6 +50,13 @@ def check_bundle(files: BundleFiles, part: Part) -> None:
     expected = manifest.head_sha256 if part == "head" else manifest.tail_sha256
     if sha256_hex(files.part) != expected:
         raise BadRequest(f"{part}.onnx does not match the sha256 in manifest {manifest.id}")
+    if files.part_codes is not None:
+        graphs = manifest.code_graphs
+        if graphs is None:
+            raise BadRequest(f"manifest {manifest.id} names no code graphs, the bundle holds {codes_file(part)}")
+        wanted = graphs.head_sha256 if part == "head" else graphs.tail_sha256
+        if sha256_hex(files.part_codes) != wanted:
+            raise BadRequest(f"{codes_file(part)} does not match the sha256 in manifest {manifest.id}")
     if files.full_model is not None and sha256_hex(files.full_model) != manifest.model_sha256:
         raise BadRequest(f"model.onnx does not match the sha256 in manifest {manifest.id}")
 
@@ -64,6 +78,9 @@ class BundleStore:
     def part_path(self, split_id: str) -> Path:
         return self.split_dir(split_id) / f"{self.part}.onnx"
 
+    def codes_path(self, split_id: str) -> Path:
+        return self.split_dir(split_id) / codes_file(self.part)
+
     def full_model_path(self, model_sha256: str) -> Path:
         if not is_hex(model_sha256, 64):
             raise BadRequest(f"{model_sha256[:80]!r} is not a model sha256 (64 lowercase hex characters)")
@@ -77,6 +94,8 @@ class BundleStore:
         directory = self.split_dir(manifest.id)
         directory.mkdir(parents=True, exist_ok=True)
         _atomic_write(directory / f"{self.part}.onnx", files.part)
+        if files.part_codes is not None:
+            _atomic_write(directory / codes_file(self.part), files.part_codes)
         # The manifest goes last: a directory without one is an interrupted write and is ignored on restore.
         _atomic_write(directory / "manifest.json", manifest.to_json_bytes())
 
@@ -109,7 +128,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def read_bundle_zip(data: bytes, part: Part) -> BundleFiles:
-    """A zip holding manifest.json, <part>.onnx and optionally model.onnx; members are read by name only."""
+    """A zip holding manifest.json, <part>.onnx and optionally model.onnx and <part>_codes.onnx; members are read
+    by name only."""
     what = "the bundle zip"
     if not data.startswith(b"PK"):
         raise BadRequest("the bundle is not a zip file: download one from GET /api/splits/{id}/bundle.zip")
@@ -120,17 +140,28 @@ def read_bundle_zip(data: bytes, part: Part) -> BundleFiles:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         manifest = parse_manifest(read_member(archive, members["manifest.json"], BadRequest, what))
         full = read_member(archive, members["model.onnx"], BadRequest, what) if "model.onnx" in members else None
+        codes = codes_file(part)
+        part_codes = read_member(archive, members[codes], BadRequest, what) if codes in members else None
         files = BundleFiles(
-            manifest=manifest, part=read_member(archive, members[f"{part}.onnx"], BadRequest, what), full_model=full
+            manifest=manifest,
+            part=read_member(archive, members[f"{part}.onnx"], BadRequest, what),
+            full_model=full,
+            part_codes=part_codes,
         )
     check_bundle(files, part)
     return files
 
 
 def fetch_bundle(
-    client: httpx.Client, splitter_url: str, split_id: str, part: Part, store: BundleStore | None = None
+    client: httpx.Client,
+    splitter_url: str,
+    split_id: str,
+    part: Part,
+    store: BundleStore | None = None,
+    with_codes: bool = False,
 ) -> BundleFiles:
-    """Pull a split's manifest, this side's half and the full model from the splitter.
+    """Pull a split's manifest, this side's half and the full model from the splitter (and, ``with_codes``, its half
+    with the codes inside, where the split has one).
 
     The full model is skipped when ``store`` already holds it: many splits share one model, and on a thin robot
     link its tens of megabytes are most of a deploy's cost.
@@ -143,7 +174,10 @@ def fetch_bundle(
     full = None
     if store is None or not store.has_full_model(manifest):
         full = _get(client, f"{base}/api/models/{manifest.model_id}/model.onnx", split_id)
-    files = BundleFiles(manifest=manifest, part=part_bytes, full_model=full)
+    codes = None
+    if with_codes and manifest.code_graphs is not None:
+        codes = _get(client, f"{base}/api/splits/{split_id}/{codes_file(part)}", split_id)
+    files = BundleFiles(manifest=manifest, part=part_bytes, full_model=full, part_codes=codes)
     check_bundle(files, part)
     return files
 

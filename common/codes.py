@@ -16,7 +16,8 @@ import numpy.typing as npt
 from common.errors import FrameMismatch, InvalidArgument
 from common.manifest import SplitManifest, TensorSpec
 from common.quantization import QUANTIZED_BITS, packed_size
-from common.tensor_records import codes_record, decode_features, feature_record
+from common.tensor_records import coded_record, codes_record, decode_features, feature_record
+from common.wire import TensorRecord
 
 CODES_SUFFIX = ".codes"
 
@@ -50,6 +51,26 @@ def features_to_codes(manifest: SplitManifest, features: Sequence[npt.ArrayLike]
         ]
         codes[codes_name(spec.name)] = np.stack(rows) if rows else np.zeros((0, codes_width(manifest, spec)), np.uint8)
     return codes
+
+
+def codes_to_records(manifest: SplitManifest, codes: Mapping[str, npt.NDArray[np.uint8]]) -> list[TensorRecord]:
+    """One sample's code tensors (``[1, bytes]`` each) as the frame records ``encode_features`` would have made
+    of its features: same kinds and envelopes, Zstandard-coded where the manifest asks for it."""
+    _need_codes(manifest)
+    quantization = manifest.quantization
+    records = []
+    for spec in manifest.cut:
+        rows = codes[codes_name(spec.name)]
+        if rows.shape[0] != 1:
+            raise FrameMismatch(
+                f"a frame carries one sample's codes here, {codes_name(spec.name)!r} has {rows.shape[0]}"
+            )
+        clip = quantization.range_of(spec.name)
+        record = codes_record(
+            spec.name, (1, *spec.shape[1:]), quantization.bits, clip, quantization.scheme, rows[0].tobytes()
+        )
+        records.append(coded_record(record) if quantization.entropy == "zstd" else record)
+    return records
 
 
 def codes_to_features(

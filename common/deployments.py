@@ -19,14 +19,17 @@ class Deployment:
     manifest: SplitManifest
     part: LoadedSession
     full: LoadedSession | None
+    codes: LoadedSession | None = None  # the half with the codes inside, where this side quantizes in the graph
 
 
 class DeploymentSet:
     """Every split this side holds, keyed by split id; the most recently deployed one is the default."""
 
-    def __init__(self, store: BundleStore, options: SessionOptions) -> None:
+    def __init__(self, store: BundleStore, options: SessionOptions, with_codes: bool = False) -> None:
+        """``with_codes``: also load each split's half with the codes inside (where it has one)."""
         self._store = store
         self._options = options
+        self.with_codes = with_codes
         self._lock = threading.Lock()
         self._deployments: dict[str, Deployment] = {}
         self._full_sessions: dict[str, LoadedSession] = {}
@@ -56,7 +59,10 @@ class DeploymentSet:
         part_shapes = _input_shapes(manifest) if self._store.part == "head" else _cut_shapes(manifest)
         part_session = create_session(str(self._store.part_path(manifest.id)), self._options, part_shapes)
         full = self._full_session(manifest)
-        deployment = Deployment(manifest=manifest, part=part_session, full=full)
+        codes = None
+        if self.with_codes and self._store.codes_path(manifest.id).is_file():
+            codes = create_session(str(self._store.codes_path(manifest.id)), self._options, part_shapes)
+        deployment = Deployment(manifest=manifest, part=part_session, full=full, codes=codes)
         with self._lock:
             self._deployments[manifest.id] = deployment
             self.active_id = manifest.id

@@ -46,12 +46,13 @@ def create_runtime_app(
     description: str,
     on_shutdown: Callable[[], None] = lambda: None,
     background: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    codes_in_graph: bool = False,
 ) -> RuntimeApp:
     """``background``: work that runs for the service's lifetime once its bundles are restored (the robot's camera
-    source), cancelled at shutdown."""
+    source), cancelled at shutdown. ``codes_in_graph``: deploy each split's half with the codes inside too."""
     store = BundleStore(settings.data_dir, part)
     session_options = settings.session_options()
-    deployments = DeploymentSet(store, session_options)
+    deployments = DeploymentSet(store, session_options, codes_in_graph)
     fetch_client = httpx.Client(timeout=settings.fetch_timeout_s, headers=bearer_header(settings.splitter_token))
     token_setting = f"{service.upper()}_TOKEN"
     writes = token_guard(settings.token, token_setting)

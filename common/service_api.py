@@ -67,6 +67,7 @@ class DeploymentInfo(BaseModel):
     provider: str
     full_model_provider: str | None
     weights_trained: bool
+    codes_in_graph: bool = Field(False, description="this side quantizes (dequantizes) inside its half's graph")
 
     @classmethod
     def of(cls, deployment: Deployment) -> DeploymentInfo:
@@ -80,6 +81,7 @@ class DeploymentInfo(BaseModel):
             provider=deployment.part.provider,
             full_model_provider=deployment.full.provider if deployment.full else None,
             weights_trained=manifest.weights_trained,
+            codes_in_graph=deployment.codes is not None,
         )
 
 
@@ -101,7 +103,9 @@ def deployment_router(
         dependencies=writes,
     )
     async def deploy(request: DeployRequest) -> DeploymentInfo:
-        files = await run_in_threadpool(fetch_bundle, client, splitter_url, request.split_id, part, deployments.store)
+        files = await run_in_threadpool(
+            fetch_bundle, client, splitter_url, request.split_id, part, deployments.store, deployments.with_codes
+        )
         deployment = await run_in_threadpool(deployments.install, files)
         return DeploymentInfo.of(deployment)
 

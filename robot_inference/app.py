@@ -65,6 +65,7 @@ def create_app(settings: RobotSettings | None = None) -> FastAPI:
         description="Runs the head of a split, quantizes the features and sends them to the edge.",
         on_shutdown=edge.close,
         background=run_camera,
+        codes_in_graph=settings.quantize_in_graph,
     )
     app, deployments, metrics, writes = runtime.app, runtime.deployments, runtime.metrics, runtime.writes
     pipeline = RobotPipeline(deployments, edge, settings.fallback_to_robot)

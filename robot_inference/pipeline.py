@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from common.codes import features_to_codes, has_codes
+from common.codes import codes_to_records, features_to_codes, has_codes
 from common.deployments import Deployment, DeploymentSet
 from common.errors import BadGateway, InvalidArgument, InvalidImage, NotDeployed, UpstreamTimeout, UpstreamUnavailable
 from common.imaging import Geometry, decode_image, geometry_of, image_size, preprocess, release
@@ -20,6 +20,7 @@ from common.postprocess import Answer, DetectionOptions, answer_batch
 from common.postprocess.answers import NO_OPTIONS
 from common.postprocess.placement import place
 from common.results import MODES, InferenceResult, Mode, Providers, WireBytes
+from common.sessions import LoadedSession
 from common.tensor_records import encode_features, image_record
 from common.timing import StageTimer
 from common.wire import encode_frame
@@ -161,6 +162,8 @@ class RobotPipeline:
         self, deployment: Deployment, call: _Call, batch: np.ndarray, geometry: Geometry, bits: int | None
     ) -> Prepared:
         manifest = deployment.manifest
+        if deployment.codes is not None and bits in (None, manifest.quantization.bits):
+            return self._split_in_graph(deployment, deployment.codes, call, batch, geometry)
         with call.timer.stage("head"):
             features = deployment.part.run({deployment.part.input_names[0]: batch})
         if self.edge.protocol == "oip":
@@ -172,6 +175,26 @@ class RobotPipeline:
         sizes = _Sizes(len(frame), feature_bytes, _image_bytes(call.request.image))
         travel = bits if bits is not None else manifest.quantization.bits
         return Prepared(deployment, call, "split", geometry, frame=frame, sizes=sizes, bits=travel)
+
+    def _split_in_graph(
+        self, deployment: Deployment, codes_head: LoadedSession, call: _Call, batch: np.ndarray, geometry: Geometry
+    ) -> Prepared:
+        """The head with the quantizer inside: its outputs are the packed codes, framed (or sent) as they are."""
+        manifest = deployment.manifest
+        with call.timer.stage("head + quantize (in graph)"):
+            outputs = codes_head.run({codes_head.input_names[0]: batch})
+        codes = dict(zip(codes_head.output_names, outputs, strict=True))
+        feature_bytes = sum(spec.elements * 4 for spec in manifest.cut)
+        own = manifest.quantization.bits
+        if self.edge.protocol == "oip":
+            with call.timer.stage("quantize"):
+                request = infer_request(manifest, codes, call.request_id)
+            sizes = _Sizes(len(request.body), feature_bytes, _image_bytes(call.request.image))
+            return Prepared(deployment, call, "split", geometry, sizes=sizes, bits=own, oip=request)
+        with call.timer.stage("quantize"):
+            frame = encode_frame(manifest.id, codes_to_records(manifest, codes), request_id=call.request_id)
+        sizes = _Sizes(len(frame), feature_bytes, _image_bytes(call.request.image))
+        return Prepared(deployment, call, "split", geometry, frame=frame, sizes=sizes, bits=own)
 
     def _split_oip(
         self, deployment: Deployment, call: _Call, features: list[np.ndarray], geometry: Geometry, bits: int | None

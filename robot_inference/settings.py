@@ -34,6 +34,10 @@ class RobotSettings(RuntimeSettings):
     # oip: split frames go as the cut's packed codes (UINT8 <cut>.codes) to <edge>/v2/models/<name>/infer, the
     # tail's outputs come back and the robot post-processes them; all-edge and adaptive streams need splitbot.
     edge_protocol: EdgeProtocol = "splitbot"
+    # Run the split's head with the quantizer inside (head_codes.onnx: clip, round, pack in ONNX ops), so an
+    # accelerator quantizes and only the packed codes come back to the host; the codes are the numpy ones byte for
+    # byte (checked when the split is made). On a CPU numpy is faster (docs/quantization.md): off by default.
+    quantize_in_graph: bool = False
     # When the edge is down or too slow, answer with the full model on the robot (if it holds it) and say so.
     fallback_to_robot: bool = False
     # A camera on the robot itself (robot_inference/stream/source.py): a directory of images, an image, a video

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 
-from model_splitter.store.registry import Registry
+from model_splitter.store.registry import HEAD_CODES_FILE, TAIL_CODES_FILE, Registry
 
 
 def bundle_zip(registry: Registry, split_id: str) -> bytes:
@@ -14,5 +14,8 @@ def bundle_zip(registry: Registry, split_id: str) -> bytes:
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name in ("manifest.json", "head.onnx", "tail.onnx"):
             archive.write(registry.split_file(split_id, name), arcname=name)
+        if manifest.code_graphs is not None:  # the halves with the codes inside, for sides that quantize in graph
+            for name in (HEAD_CODES_FILE, TAIL_CODES_FILE):
+                archive.write(registry.split_file(split_id, name), arcname=name)
         archive.write(registry.model_onnx_path(manifest.model_id), arcname="model.onnx")
     return buffer.getvalue()

@@ -86,7 +86,14 @@ def test_split_creation_is_content_addressed(client: httpx.Client, model_id: str
     assert hashlib.sha256(head).hexdigest() == manifest["head_sha256"]
     assert hashlib.sha256(tail).hexdigest() == manifest["tail_sha256"]
     bundle = zipfile.ZipFile(io.BytesIO(client.get(f"/api/splits/{manifest['id']}/bundle.zip").content))
-    assert sorted(bundle.namelist()) == ["head.onnx", "manifest.json", "model.onnx", "tail.onnx"]
+    assert sorted(bundle.namelist()) == [
+        "head.onnx",
+        "head_codes.onnx",
+        "manifest.json",
+        "model.onnx",
+        "tail.onnx",
+        "tail_codes.onnx",
+    ]
     triton = client.get(f"/api/splits/{manifest['id']}/triton.zip", params={"max_batch_size": 4, "tensorrt": "true"})
     assert triton.status_code == 200 and triton.headers["content-type"] == "application/zip"
     repository = zipfile.ZipFile(io.BytesIO(triton.content))
