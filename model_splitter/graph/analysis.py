@@ -22,6 +22,7 @@ from model_splitter.graph.cuts import data_flow, find_pair_cuts
 from model_splitter.graph.cutting import infer_shapes
 from model_splitter.graph.inputs import node_inputs, real_inputs
 from model_splitter.graph.labels import label_tensors
+from model_splitter.graph.min_cuts import find_k_cuts
 from model_splitter.graph.shapes import measured_value_infos
 from model_splitter.records import SplitPoint
 
@@ -124,7 +125,8 @@ def analyse_split_points(
     model: onnx.ModelProto, input_shape: tuple[int, ...], *, pair_cuts: bool = False
 ) -> list[SplitPoint]:
     """Every single-tensor split point of ``model`` with its wire size and head share of compute and weights;
-    with ``pair_cuts``, also the cuts of two tensors that ``find_pair_cuts`` offers (see the module docstring)."""
+    with ``pair_cuts``, also the cuts of two tensors that ``find_pair_cuts`` offers and the cheapest cuts of three to
+    sixteen tensors along the network (``min_cuts.find_k_cuts``)."""
     flow = data_flow(model)  # also runs ensure_cuttable
     labels = label_tensors(model, flow.cuts)
     shapes, types = _shapes(model, input_shape, flow.live)
@@ -183,42 +185,49 @@ def analyse_split_points(
     def sendable(name: str) -> bool:
         return types.get(name) == onnx.TensorProto.FLOAT and name in shapes
 
-    pairs = find_pair_cuts(model, eligible=sendable)
-    if not pairs:
+    def wire_size(name: str) -> int | None:
+        return math.prod(shapes[name]) * 4 if sendable(name) else None
+
+    groups: list[tuple[str, ...]] = list(find_pair_cuts(model, eligible=sendable))
+    offered = {frozenset(group) for group in groups}
+    groups += [cut for cut in find_k_cuts(model, wire_size) if frozenset(cut) not in offered]
+    if not groups:
         return points
     producers = {name: node for node in flow.nodes for name in node.output if name}
     positioned = [(position_of[p.tensor], 0, p) for p in points]
     used = {p.label for p in points}
-    for a, b in pairs:
-        pair_labels = label_tensors(model, [a, b])
-        label = base = f"{pair_labels[a]} + {pair_labels[b]}"
+    for group in groups:
+        group_labels = label_tensors(model, list(group))
+        names = [group_labels[name] for name in group]
+        label = base = " + ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} tensors)"
         repeat = 1
         while label in used:
             repeat += 1
             label = f"{base}#{repeat}"
         used.add(label)
-        ancestors = _live_ancestors([a, b], producers, flow.live)
+        ancestors = _live_ancestors(list(group), producers, flow.live)
         head_flops = sum(node_costs[name][1] for name in ancestors)
         head_params = sum(sizes[name] for name in set().union(*(node_costs[name][2] for name in ancestors)))
-        pair_shapes = [shapes[a], shapes[b]]
+        group_shapes = [shapes[name] for name in group]
         positioned.append(
             (
-                max(position_of[a], position_of[b]),
+                max(position_of[name] for name in group),
                 1,
                 SplitPoint(
                     index=0,
                     label=label,
-                    tensor=f"{a} + {b}",
-                    shape=pair_shapes[0],
-                    dtype=_dtype_name(types[a]),
-                    elements=sum(math.prod(shape) for shape in pair_shapes),
+                    tensor=" + ".join(group),
+                    shape=group_shapes[0],
+                    dtype=_dtype_name(types[group[0]]),
+                    elements=sum(math.prod(shape) for shape in group_shapes),
                     wire_bytes={
-                        bits: sum(math.ceil(math.prod(shape) * bits / 8) for shape in pair_shapes) for bits in WIRE_BITS
+                        bits: sum(math.ceil(math.prod(shape) * bits / 8) for shape in group_shapes)
+                        for bits in WIRE_BITS
                     },
                     head_flops_share=head_flops / flops if flops else 0.0,
                     head_params_share=head_params / params if params else 0.0,
-                    tensors=[a, b],
-                    shapes=pair_shapes,
+                    tensors=list(group),
+                    shapes=group_shapes,
                 ),
             )
         )

@@ -74,7 +74,7 @@ class DataFlow:
 
 
 @dataclass(frozen=True)
-class _TensorDag:
+class TensorDag:
     """Tensors indexed in topological order; index 0 is a virtual source that feeds every real input."""
 
     nodes: list[onnx.NodeProto]  # topological
@@ -87,7 +87,7 @@ class _TensorDag:
     live: list[bool]  # reachable from a real input and reaching a graph output
 
 
-def _tensor_dag(model: onnx.ModelProto) -> _TensorDag:
+def tensor_dag(model: onnx.ModelProto) -> TensorDag:
     ensure_cuttable(model)
     graph = model.graph
     nodes = topological_nodes(graph)
@@ -130,12 +130,12 @@ def _tensor_dag(model: onnx.ModelProto) -> _TensorDag:
             for p in preds[t]:
                 coreach[p] = True
     live = [reach[t] and coreach[t] for t in range(count)]
-    return _TensorDag(nodes, inputs, tensors, index, preds, producer, outputs, live)
+    return TensorDag(nodes, inputs, tensors, index, preds, producer, outputs, live)
 
 
 def data_flow(model: onnx.ModelProto) -> DataFlow:
     """Build the tensor DAG and find its single-tensor cuts as the dominators of the virtual sink."""
-    dag = _tensor_dag(model)
+    dag = tensor_dag(model)
     nodes, inputs, tensors, index, preds, outputs, live = (
         dag.nodes,
         dag.inputs,
@@ -221,7 +221,7 @@ def find_pair_cuts(
 
     ``eligible`` restricts which tensors may be sent (the splitter passes "floating point, with a known shape").
     """
-    dag = _tensor_dag(model)
+    dag = tensor_dag(model)
     count = len(dag.tensors)
     sink = count  # a virtual sink fed by the graph outputs
     single = [dag.index[name] for name in data_flow(model).cuts]

@@ -1,47 +1,53 @@
-"""The KServe InferenceService export: what KServe's own SDK model classes build for the Triton runtime."""
+"""The KServe InferenceService export: what KServe's own SDK model classes build for the Triton runtime.
+
+The SDK is asked in a child process: importing ``kserve`` registers its own copy of the Open Inference Protocol's
+protobuf messages (``inference.*``), which collides with tritonclient's in one process.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
-from kserve import (
-    ApiClient,
-    V1beta1InferenceService,
-    V1beta1InferenceServiceSpec,
-    V1beta1ModelFormat,
-    V1beta1ModelSpec,
-    V1beta1PredictorSpec,
-    constants,
-)
-from kubernetes.client import V1ObjectMeta, V1ResourceRequirements
 
 from common.errors import InvalidArgument
 from model_splitter.store.kserve_manifest import KServeOptions, inference_service, inference_service_json
 from tests.support import TinySplit
 
-
-def sdk_service(name: str, annotations: dict[str, str], storage_uri: str, gpu: bool) -> dict[str, object]:
-    service = V1beta1InferenceService(
-        api_version=constants.KSERVE_V1BETA1,
-        kind=constants.KSERVE_KIND_INFERENCESERVICE,
-        metadata=V1ObjectMeta(name=name, annotations=annotations),
-        spec=V1beta1InferenceServiceSpec(
-            predictor=V1beta1PredictorSpec(
-                min_replicas=1,
-                max_replicas=3,
-                model=V1beta1ModelSpec(
-                    name="kserve-container",
-                    model_format=V1beta1ModelFormat(name="triton"),
-                    runtime="kserve-tritonserver",
-                    storage_uri=storage_uri,
-                    resources=V1ResourceRequirements(limits={"nvidia.com/gpu": "1"}) if gpu else None,
-                ),
-            )
+SDK_BUILD = """
+import json, sys
+from kserve import (ApiClient, V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1ModelFormat,
+    V1beta1ModelSpec, V1beta1PredictorSpec, constants)
+from kubernetes.client import V1ObjectMeta, V1ResourceRequirements
+a = json.loads(sys.argv[1])
+service = V1beta1InferenceService(
+    api_version=constants.KSERVE_V1BETA1,
+    kind=constants.KSERVE_KIND_INFERENCESERVICE,
+    metadata=V1ObjectMeta(name=a["name"], annotations=a["annotations"]),
+    spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(
+        min_replicas=a["min"], max_replicas=a["max"],
+        model=V1beta1ModelSpec(
+            name="kserve-container",
+            model_format=V1beta1ModelFormat(name="triton"),
+            runtime="kserve-tritonserver",
+            storage_uri=a["storage_uri"],
+            resources=V1ResourceRequirements(limits={"nvidia.com/gpu": "1"}) if a["gpu"] else None,
         ),
+    )),
+)
+print(json.dumps(ApiClient().sanitize_for_serialization(service)))
+"""
+
+
+def sdk_service(name: str, annotations: dict[str, str], storage_uri: str, gpu: bool) -> object:
+    arguments = {"name": name, "annotations": annotations, "storage_uri": storage_uri, "gpu": gpu, "min": 1, "max": 3}
+    built = subprocess.run(
+        [sys.executable, "-c", SDK_BUILD, json.dumps(arguments)], capture_output=True, text=True, timeout=120
     )
-    built: dict[str, object] = ApiClient().sanitize_for_serialization(service)
-    return built
+    assert built.returncode == 0, built.stderr[-2000:]
+    return json.loads(built.stdout)
 
 
 @pytest.mark.parametrize("gpu", [True, False])
