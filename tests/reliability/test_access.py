@@ -202,7 +202,14 @@ def test_the_robot_with_a_wrong_edge_token_says_the_edge_refused(
 
 # Background registration and sample routes (model_splitter/api/jobs.py), checked on their own below as well.
 JOB_ROUTES = [("POST", "/api/model-jobs"), ("GET", "/api/model-jobs/{job_id}"), ("GET", "/api/samples")]
-PATH_VALUES = {"model_id": "0123456789abcdef", "split_id": "0" * 64, "job_id": "0" * 32, "name": "m", "version": "1"}
+PATH_VALUES = {
+    "model_id": "0123456789abcdef",
+    "split_id": "0" * 64,
+    "job_id": "0" * 32,
+    "name": "m",
+    "version": "1",
+    "part": "head",
+}
 
 
 def schema_operations(url: str) -> list[tuple[str, str]]:
