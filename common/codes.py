@@ -9,6 +9,7 @@ graphs; this module is its numpy twin, for the robot (codes out) and the edge (c
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,20 +38,29 @@ def codes_width(manifest: SplitManifest, spec: TensorSpec) -> int:
 
 
 def features_to_codes(manifest: SplitManifest, features: Sequence[npt.ArrayLike]) -> dict[str, npt.NDArray[np.uint8]]:
-    """The head's outputs (in the manifest's cut order, ``[batch, ...]``) as code tensors at the split's width."""
+    """The head's outputs (in the manifest's cut order) as code tensors at the split's width: one row per sample,
+    a sample being the tensor as the manifest declares it (``[1, ...]``, or the whole of a tensor without a batch
+    axis, such as a detector's ``[boxes, 4]``)."""
     _need_codes(manifest)
     quantization = manifest.quantization
     codes = {}
     for spec, tensor in zip(manifest.cut, features, strict=True):
         clip = quantization.range_of(spec.name)
-        rows = [
-            np.frombuffer(
-                feature_record(spec.name, sample[None], quantization.bits, clip, quantization.scheme).payload, np.uint8
-            )
-            for sample in np.asarray(tensor)
+        samples = _samples(spec, np.asarray(tensor))
+        records = [
+            feature_record(spec.name, sample, quantization.bits, clip, quantization.scheme) for sample in samples
         ]
+        rows = [np.frombuffer(record.payload, np.uint8) for record in records]
         codes[codes_name(spec.name)] = np.stack(rows) if rows else np.zeros((0, codes_width(manifest, spec)), np.uint8)
     return codes
+
+
+def _samples(spec: TensorSpec, tensor: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
+    if spec.elements == 0 or tensor.size % spec.elements:
+        raise FrameMismatch(
+            f"the head's {spec.name!r} has {tensor.size} values, not a whole number of samples of {list(spec.shape)}"
+        )
+    return [row.reshape(spec.shape) for row in tensor.reshape(-1, spec.elements)]
 
 
 def codes_to_records(manifest: SplitManifest, codes: Mapping[str, npt.NDArray[np.uint8]]) -> list[TensorRecord]:
@@ -93,7 +103,7 @@ def codes_to_features(
                 f"{quantization.bits}-bit codes of one {list(spec.shape[1:])} sample a row), one batch for all"
             )
         clip = quantization.range_of(spec.name)
-        sample_shape = (1, *spec.shape[1:])
+        sample_shape = tuple(spec.shape)
         rows = [
             codes_record(spec.name, sample_shape, quantization.bits, clip, quantization.scheme, row.tobytes())
             for row in array

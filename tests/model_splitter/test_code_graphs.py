@@ -142,3 +142,21 @@ def test_the_numpy_codes_round_trip_through_the_edge_decoder(tiny_split: TinySpl
     assert np.array_equal(restored, np.concatenate(expected))
     with pytest.raises(FrameMismatch, match=r"uint8 \[batch, "):
         codes_to_features(manifest, {codes_name(cut.name): codes[:, :-1]})
+
+
+def test_a_cut_tensor_without_a_batch_axis_is_one_sample(tiny_split: TinySplit) -> None:
+    """A detector's ``[boxes, 4]``: its codes are one row, the frame payload of the whole tensor."""
+    clip = TensorRange(name="boxes", lo=0.0, hi=320.0)
+    manifest = tiny_split.manifest.model_copy(
+        update={
+            "cut": [TensorSpec(name="boxes", shape=[150, 4])],
+            "quantization": Quantization(bits=4, ranges=[clip], scheme="affine"),
+        }
+    )
+    boxes = np.random.default_rng(2).uniform(0, 320, (150, 4)).astype(np.float32)
+    codes = features_to_codes(manifest, [boxes])[codes_name("boxes")]
+    record = feature_record("boxes", boxes, 4, clip, "affine")
+    assert codes.shape == (1, 300) and codes[0].tobytes() == bytes(record.payload)
+    assert np.array_equal(run(quantizer_model(manifest), {"boxes": boxes}), codes)
+    restored = codes_to_features(manifest, {codes_name("boxes"): codes})["boxes"]
+    assert np.array_equal(restored, decode_record(record))
