@@ -186,7 +186,10 @@ def analyse_split_points(
         return types.get(name) == onnx.TensorProto.FLOAT and name in shapes
 
     def wire_size(name: str) -> int | None:
-        return math.prod(shapes[name]) * 4 if sendable(name) else None
+        # Cuts of several tensors carry the batch first in every tensor: a detector's per-box tensors ([boxes, 4])
+        # would be stacked across images by calibration and by batched serving.
+        batch_first = sendable(name) and bool(shapes[name]) and shapes[name][0] == input_shape[0]
+        return math.prod(shapes[name]) * 4 if batch_first else None
 
     groups: list[tuple[str, ...]] = list(find_pair_cuts(model, eligible=sendable))
     offered = {frozenset(group) for group in groups}

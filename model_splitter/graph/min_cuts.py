@@ -59,14 +59,18 @@ def find_k_cuts(
             if depth[t] <= level:
                 forced.add_edge(SOURCE, (t, "in"))
             elif depth[t] > level + window:
-                forced.add_edge((t, "out"), SINK)
+                forced.add_edge((t, "in"), SINK)  # computed by the tail
         try:
             value, (head, _) = nx.minimum_cut(forced, SOURCE, SINK)
         except nx.NetworkXUnbounded:
             continue  # nothing sendable separates the graph in this window
         if value == float("inf"):
             continue
-        sent = tuple(sorted(t for t in live if (t, "in") in head and (t, "out") not in head))
+        tail = {t for t in live if (t, "in") not in head}
+        read = {p for t in tail for p in dag.preds[t]} | set(dag.outputs)
+        # What the tail reads of what the head computes: a tensor the head also computes but nothing in the tail
+        # reads is not sent (it costs nothing in the flow, so the cut may hold it).
+        sent = tuple(sorted(t for t in live if (t, "in") in head and (t, "out") not in head and t in read))
         if min_tensors <= len(sent) <= MAX_CUT_TENSORS:
             found.add(sent)
     ordered = sorted(found, key=lambda cut: (max(cut), cut))

@@ -38,7 +38,7 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 
-from common.errors import InvalidArgument
+from common.errors import InvalidArgument, UnprocessableModel
 from common.manifest import TensorRange
 from common.quantization import QUANTIZED_BITS, SUPPORTED_BITS
 from model_splitter.graph.inputs import real_inputs
@@ -83,7 +83,13 @@ def run_batched(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> 
     parts: list[list[np.ndarray]] = []
     for start in range(0, count, step):
         chunk = {name: array[start : start + step] for name, array in feeds.items()}
-        parts.append([np.asarray(out) for out in session.run(None, chunk)])
+        try:
+            parts.append([np.asarray(out) for out in session.run(None, chunk)])
+        except Exception as exc:  # onnxruntime's own error types: this graph cannot take these images one by one
+            raise UnprocessableModel(
+                f"the calibration images could not be run through this part of the model one sample at a time: "
+                f"{str(exc).splitlines()[0][:300]}; pick a split point whose tensors carry the batch first"
+            ) from exc
     return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
 
 
