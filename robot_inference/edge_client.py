@@ -134,22 +134,15 @@ class EdgeClient:
             except (ValueError, KeyError, TypeError) as exc:
                 raise BadGateway(f"the edge answered with an unreadable error: {reply.body[:200]!r}") from exc
             raise peer_error("edge", status, reply.body)
-        return EdgeReply(
-            result=_edge_result(reply.body),
-            round_trip_ms=round_trip_ms,
-            received_bytes=len(reply.body),
-            edge_url=self.base_url,
-        )
+        return self._reply(reply.body, round_trip_ms)
 
     def _infer_over_http(self, frame: bytes, request_id: str, options: DetectionOptions) -> EdgeReply:
         headers = {"content-type": "application/octet-stream", **trace_headers(request_id)}
         response, round_trip_ms = self._post("/api/infer", frame, headers, options.query())
-        return EdgeReply(
-            result=_edge_result(response.content),
-            round_trip_ms=round_trip_ms,
-            received_bytes=len(response.content),
-            edge_url=self.base_url,
-        )
+        return self._reply(response.content, round_trip_ms)
+
+    def _reply(self, body: bytes, round_trip_ms: float) -> EdgeReply:
+        return EdgeReply(_edge_result(body), round_trip_ms, len(body), self.base_url)
 
     def probe(self, body: bytes, timeout_s: float | None = None) -> tuple[float, int]:
         """POST ``body`` to the edge's /api/probe (which only counts it): round trip ms and bytes it received."""

@@ -184,17 +184,14 @@ class RobotPipeline:
         with call.timer.stage("head + quantize (in graph)"):
             outputs = codes_head.run({codes_head.input_names[0]: batch})
         codes = dict(zip(codes_head.output_names, outputs, strict=True))
-        feature_bytes = sum(spec.elements * 4 for spec in manifest.cut)
-        own = manifest.quantization.bits
         if self.edge.protocol == "oip":
             with call.timer.stage("quantize"):
                 request = infer_request(manifest, codes, call.request_id)
-            sizes = _Sizes(len(request.body), feature_bytes, _image_bytes(call.request.image))
-            return Prepared(deployment, call, "split", geometry, sizes=sizes, bits=own, oip=request)
+            return self._oip_prepared(deployment, call, geometry, request)
         with call.timer.stage("quantize"):
             frame = encode_frame(manifest.id, codes_to_records(manifest, codes), request_id=call.request_id)
-        sizes = _Sizes(len(frame), feature_bytes, _image_bytes(call.request.image))
-        return Prepared(deployment, call, "split", geometry, frame=frame, sizes=sizes, bits=own)
+        sizes = _Sizes(len(frame), _feature_bytes(manifest), _image_bytes(call.request.image))
+        return Prepared(deployment, call, "split", geometry, frame=frame, sizes=sizes, bits=manifest.quantization.bits)
 
     def _split_oip(
         self, deployment: Deployment, call: _Call, features: list[np.ndarray], geometry: Geometry, bits: int | None
@@ -209,9 +206,12 @@ class RobotPipeline:
         with call.timer.stage("quantize"):
             codes = features_to_codes(manifest, features) if has_codes(manifest) else _floats(manifest, features)
             request = infer_request(manifest, codes, call.request_id)
-        feature_bytes = sum(int(np.asarray(t).size) * 4 for t in features)
-        sizes = _Sizes(len(request.body), feature_bytes, _image_bytes(call.request.image))
-        return Prepared(deployment, call, "split", geometry, sizes=sizes, bits=own, oip=request)
+        return self._oip_prepared(deployment, call, geometry, request)
+
+    def _oip_prepared(self, deployment: Deployment, call: _Call, geometry: Geometry, request: OipRequest) -> Prepared:
+        manifest = deployment.manifest
+        sizes = _Sizes(len(request.body), _feature_bytes(manifest), _image_bytes(call.request.image))
+        return Prepared(deployment, call, "split", geometry, sizes=sizes, bits=manifest.quantization.bits, oip=request)
 
     def _complete_oip(self, prepared: Prepared, request: OipRequest) -> InferenceResult:
         deployment, call, sizes = prepared.deployment, prepared.call, prepared.sizes
@@ -239,7 +239,7 @@ class RobotPipeline:
                 raise InvalidImage("the image is empty: send a JPEG, PNG or WebP file")
             geometry = geometry_of(image_size(image), manifest.preprocessing)
             frame = encode_frame(manifest.id, [image_record(IMAGE_TENSOR_NAME, image)], request_id=call.request_id)
-        feature_bytes = sum(spec.elements * 4 for spec in manifest.cut)
+        feature_bytes = _feature_bytes(manifest)
         sizes = _Sizes(len(frame), feature_bytes, len(image))
         return Prepared(deployment, call, "all-edge", geometry, frame=frame, sizes=sizes)
 
@@ -252,7 +252,7 @@ class RobotPipeline:
         with call.timer.stage("postprocess"):
             (found,) = answer_batch(outputs, manifest, 1, call.request.options)
             answer = place(found, geometry, manifest.postprocessing.labels)
-        feature_bytes = sum(spec.elements * 4 for spec in manifest.cut)
+        feature_bytes = _feature_bytes(manifest)
         result = _result(
             deployment,
             "all-robot",
@@ -288,6 +288,11 @@ class RobotPipeline:
         if prepared.bits is not None:
             update["bits"] = prepared.bits
         return result.model_copy(update=update)
+
+
+def _feature_bytes(manifest: SplitManifest) -> int:
+    """What the cut tensors of one image weigh as float32."""
+    return sum(spec.elements * 4 for spec in manifest.cut)
 
 
 def _floats(manifest: SplitManifest, features: list[np.ndarray]) -> dict[str, np.ndarray]:

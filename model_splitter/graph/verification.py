@@ -111,10 +111,12 @@ def check_head_tail(
     return difference, tolerance
 
 
-def seeded_input(model: onnx.ModelProto, input_shape: tuple[int, ...], batch: int = 2) -> dict[str, np.ndarray]:
-    """The seeded input the checks above feed ``model`` (at its own batch where that is fixed)."""
-    name, sample = _sample(_session(model), input_shape, batch)
-    return {name: sample}
+def seeded_outputs(model: onnx.ModelProto, input_shape: tuple[int, ...], what: str) -> dict[str, np.ndarray]:
+    """``model``'s outputs by name on the seeded input the checks above feed (one session, as production runs it)."""
+    session = _session(model)
+    name, sample = _sample(session, input_shape, 2)
+    names = [value.name for value in session.get_outputs()]
+    return dict(zip(names, _run(session, {name: sample}, what), strict=True))
 
 
 def outputs_by_name(model: onnx.ModelProto, feeds: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:

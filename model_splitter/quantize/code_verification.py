@@ -16,7 +16,7 @@ import onnx
 
 from common.codes import codes_to_features, features_to_codes, has_codes
 from common.manifest import CodeGraphs, SplitManifest, sha256_hex
-from model_splitter.graph.verification import head_tail_tolerance, outputs_by_name, seeded_input
+from model_splitter.graph.verification import head_tail_tolerance, outputs_by_name, seeded_outputs
 from model_splitter.quantize.code_graphs import MIN_OPSET, head_with_codes, model_opset, tail_with_codes
 
 logger = logging.getLogger(__name__)
@@ -40,8 +40,7 @@ def code_graphs_for(
         return None
     head_q = head_with_codes(head, manifest, keep_features=True)
     tail_q = tail_with_codes(tail, manifest)
-    feeds = seeded_input(head, input_shape)
-    given = outputs_by_name(head_q, feeds, "head with the quantizer")
+    given = seeded_outputs(head_q, input_shape, "head with the quantizer")
     expected_codes = features_to_codes(manifest, [given[spec.name] for spec in manifest.cut])
     for name, codes in expected_codes.items():
         if given[name].shape != codes.shape or not np.array_equal(given[name], codes):
