@@ -266,6 +266,21 @@ class CodeGraphs(_Frozen):
         return _checked_sha256(value)
 
 
+class FineTuning(_Frozen):
+    """How the tail of this split was trained for its bit width(s) (the head and the cut are its base split's)."""
+
+    base_split: str = Field(description="the split whose tail was fine-tuned; its head and ranges are this one's")
+    bits: list[StrictInt] = Field(description="the widths trained for (several: one tail across widths)")
+    steps: int
+    learning_rate: float
+    samples: int = Field(description="training samples: the fitting images and random crops of them")
+    images: Literal["uploaded", "bundled"] = Field(description="where the fitting and held-out images came from")
+    first_loss: float = Field(description="mean distillation loss over the first tenth of the steps")
+    last_loss: float = Field(description="mean distillation loss over the last tenth of the steps")
+    seconds: float = Field(description="training time on the splitter's CPU")
+    base_fidelity: Fidelity = Field(description="the base split's tail measured on the same held-out images")
+
+
 class SplitManifest(_Frozen):
     format_version: int = MANIFEST_FORMAT_VERSION
     id: str = ""
@@ -285,6 +300,8 @@ class SplitManifest(_Frozen):
     tail_sha256: str
     # Absent from splits at 16/32 bits, from models below opset 13, and from splits made before there were any.
     code_graphs: CodeGraphs | None = Field(None, exclude_if=_is_none)
+    # Only on splits whose tail was fine-tuned (POST /api/splits/{id}/fine-tune).
+    fine_tuning: FineTuning | None = Field(None, exclude_if=_is_none)
 
     @field_validator("model_sha256", "head_sha256", "tail_sha256")
     @classmethod
@@ -324,7 +341,8 @@ class SplitManifest(_Frozen):
     def readable_name(self) -> str:
         """``<model>-<split point>-<bits>b``, anything but letters, digits, ``.``, ``-``, ``_`` made ``_``: the name
         serving engines (Triton, the Open Inference Protocol) know the tail by, beside the split id."""
-        return _UNSAFE_NAME.sub("_", f"{self.model_name}-{self.split_point}-{self.quantization.bits}b")
+        tuned = "-tuned" if self.fine_tuning is not None else ""
+        return _UNSAFE_NAME.sub("_", f"{self.model_name}-{self.split_point}-{self.quantization.bits}b{tuned}")
 
     def content_id(self) -> str:
         return compute_split_id(self.model_dump(mode="json"))

@@ -17,6 +17,7 @@ from common.errors import NotReady
 from common.http_errors import install_error_handlers
 from common.observability import Metrics, install_observability
 from model_splitter.api.calibration import calibration_router
+from model_splitter.api.fine_tuning import fine_tuning_router
 from model_splitter.api.jobs import job_router
 from model_splitter.api.models import api_router
 from model_splitter.api.plans import plan_router
@@ -53,6 +54,7 @@ def create_app(settings: SplitterSettings | None = None) -> FastAPI:
     install_observability(app, Metrics("splitter"), context.read_guard)
     app.include_router(api_router(context))
     app.include_router(calibration_router(context))
+    app.include_router(fine_tuning_router(context))
     app.include_router(job_router(context))
     app.include_router(plan_router(context))
     app.include_router(stream_router(context))

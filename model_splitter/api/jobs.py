@@ -1,10 +1,10 @@
 """Long work as background jobs (for the web UI's progress display), and the names of the sample photos.
 
 Each ``POST .../*-jobs`` route takes what its waiting twin takes (``POST /api/models``, ``.../calibrate``,
-``.../splits``, ``.../plan``, ``/api/splits/{id}/deploy``), checks what can be checked at once (the model or split
-exists, the form's values: a 4xx now, not a failed job later), and answers 202 with the job; ``GET /api/jobs/{id}``
-tells its state, its stage in words, and then the waiting twin's answer (``result``) or its error. The routes only
-translate HTTP into calls of the services through ``store.jobs.JobTable``.
+``.../splits``, ``.../plan``, ``/api/splits/{id}/deploy``, ``.../fine-tune``), checks what can be checked at once
+(the model or split exists, the form's values: a 4xx now, not a failed job later), and answers 202 with the job;
+``GET /api/jobs/{id}`` tells its state, its stage in words, and then the waiting twin's answer (``result``) or its
+error. The routes only translate HTTP into calls of the services through ``store.jobs.JobTable``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
 from model_splitter.api.calibration import calibration_form
+from model_splitter.api.fine_tuning import fine_tune_form
 from model_splitter.api.plans import plan_params
 from model_splitter.api.registration import registration_form
 from model_splitter.context import SplitterContext
 from model_splitter.records import SplitRequest
 from model_splitter.services.calibration import CalibrationRequest
+from model_splitter.services.fine_tuning import FineTuneRequest, check_tunable, fine_tune_split
 from model_splitter.services.models import RegistrationRequest, registration_of
 from model_splitter.services.plans import PlanParams, PlanService
 from model_splitter.services.splits import check_request, create_split, find_split_point
@@ -43,7 +45,7 @@ class JobView(BaseModel):
     stage: str
     model_id: str | None
     model_name: str | None
-    split_id: str | None = Field(None, description="the split a deployment job deploys")
+    split_id: str | None = Field(None, description="the split a deployment job deploys, a fine-tuning tunes")
     split_point: str | None = Field(None, description="where a split job cuts")
     result: dict[str, Any] | None = Field(
         None, description="once done: what the waiting route answers (a model, calibration, split, plan, deployment)"
@@ -62,7 +64,7 @@ class JobView(BaseModel):
             stage=job.stage,
             model_id=job.model_id,
             model_name=job.model_name,
-            split_id=job.subject if job.kind == "deployment" else None,
+            split_id=job.subject if job.kind in ("deployment", "fine-tuning") else None,
             split_point=job.subject if job.kind == "split" else None,
             result=job.result.model_dump(mode="json") if job.result is not None else None,
             error=JobErrorView(status=error.status, code=error.code, detail=error.detail) if error else None,
@@ -170,6 +172,29 @@ def job_router(context: SplitterContext) -> APIRouter:
         job = table.submit(
             lambda progress: context.peers.deploy(split_id, progress),
             "deployment",
+            manifest.model_id,
+            manifest.model_name,
+            subject=manifest.id,
+        )
+        return started(job, response)
+
+    @router.post(
+        "/splits/{split_id}/fine-tune-jobs",
+        status_code=202,
+        tags=["splits"],
+        summary="Fine-tune the split's tail in the background (the form of POST .../fine-tune)",
+        dependencies=writes,
+    )
+    async def start_fine_tune_job(
+        split_id: str,
+        response: Response,
+        request: FineTuneRequest = Depends(fine_tune_form(settings.max_image_bytes)),
+    ) -> JobView:
+        manifest = registry.get_split(split_id)
+        check_tunable(manifest)
+        job = table.submit(
+            lambda progress: fine_tune_split(registry, split_id, request, progress),
+            "fine-tuning",
             manifest.model_id,
             manifest.model_name,
             subject=manifest.id,

@@ -213,6 +213,20 @@ def measure_fidelity(
     if missing:
         raise InvalidArgument(f"no clip range for cut tensor(s) {missing}")
     head, tail = cut_model(model, cut_tensors, input_shape=(1, *batch.shape[1:]))
+    return parts_fidelity(model, head, tail, bits, ranges, batch, scheme)
+
+
+def parts_fidelity(
+    model: onnx.ModelProto,
+    head: onnx.ModelProto,
+    tail: onnx.ModelProto,
+    bits: int,
+    ranges: list[TensorRange],
+    batch: F32,
+    scheme: Scheme = "affine",
+) -> Fidelity:
+    """``measure_fidelity`` of a head and tail already cut (a fine-tuned tail is not the model's own)."""
+    by_name = {entry.name: entry for entry in ranges}
     head_session = cpu_session(head)
     feed = {value.name: batch for value in head_session.get_inputs()}
     reference = run_batched(cpu_session(model), feed)[0]

@@ -30,12 +30,19 @@ from model_splitter.records import ModelRecord, Progress
 logger = logging.getLogger(__name__)
 
 JobState = Literal["queued", "running", "done", "failed"]
-JobKind = Literal["registration", "calibration", "split", "plan", "plan-deployment", "deployment"]
+JobKind = Literal["registration", "calibration", "split", "fine-tuning", "plan", "plan-deployment", "deployment"]
 Work = Callable[[Progress], BaseModel]
 
 DEFAULT_WORKERS = 2
 # Calibration and split creation run ONNX Runtime over every split point: two at once only halve each other's speed.
-LANE_WORKERS: dict[JobKind, int] = {"calibration": 1, "split": 1, "plan": 2, "plan-deployment": 1, "deployment": 2}
+LANE_WORKERS: dict[JobKind, int] = {
+    "calibration": 1,
+    "split": 1,
+    "fine-tuning": 1,
+    "plan": 2,
+    "plan-deployment": 1,
+    "deployment": 2,
+}
 DEFAULT_MAX_REMEMBERED = 100
 # Jobs waiting or running at once; more are refused (409) rather than queued without bound.
 DEFAULT_MAX_PENDING = 16

@@ -42,7 +42,9 @@ def static_version() -> str:
 
 
 def split_view(manifest: SplitManifest) -> dict[str, Any]:
-    """What the pages need to know of a split (the manifest without its label list)."""
+    """What the pages need to know of a split (the manifest without its label list); ``splitOf`` in
+    model-page.js makes the same from a manifest."""
+    fidelity, tuning = manifest.verification.fidelity, manifest.fine_tuning
     return {
         "id": manifest.id,
         "model_id": manifest.model_id,
@@ -53,6 +55,10 @@ def split_view(manifest: SplitManifest) -> dict[str, Any]:
         "clip_method": manifest.quantization.method,
         "weights_trained": manifest.weights_trained,
         "head_tail_max_abs_diff": manifest.verification.head_tail_max_abs_diff,
+        "agreement": fidelity.answer_agreement if fidelity else None,
+        "held_out_images": fidelity.images if fidelity else None,
+        "tuned_from": tuning.base_split if tuning else None,
+        "base_agreement": tuning.base_fidelity.answer_agreement if tuning else None,
     }
 
 

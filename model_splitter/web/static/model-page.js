@@ -34,7 +34,16 @@ const ModelPage = (() => {
   };
 
   /* A manifest (POST /api/models/{id}/splits, GET /api/splits/{id}) as the page lists splits. */
+  /* The share of held-out images whose answer is the float model's (Fidelity.answer_agreement). */
+  function agreementOf(fidelity) {
+    if (!fidelity) return null;
+    return fidelity.task ? fidelity.task.agreement : fidelity.top1_agreement;
+  }
+
+  /* What routes.split_view gives the page, from a manifest the API answered. */
   function splitOf(manifest) {
+    const fidelity = manifest.verification.fidelity;
+    const tuning = manifest.fine_tuning;
     return {
       id: manifest.id,
       model_id: manifest.model_id,
@@ -45,6 +54,10 @@ const ModelPage = (() => {
       clip_method: manifest.quantization.method,
       weights_trained: manifest.weights_trained,
       head_tail_max_abs_diff: manifest.verification.head_tail_max_abs_diff,
+      agreement: agreementOf(fidelity),
+      held_out_images: fidelity ? fidelity.images : null,
+      tuned_from: tuning ? tuning.base_split : null,
+      base_agreement: tuning ? agreementOf(tuning.base_fidelity) : null,
     };
   }
 
@@ -55,7 +68,8 @@ const ModelPage = (() => {
         : split.clip && split.clip.length
           ? ` · clip [${split.clip[0].join(", ")}]`
           : "";
-    return `${split.split_point} · ${split.bits} bits${split.bits < 16 ? clip : ""}`;
+    const tuned = split.tuned_from ? " · tail fine-tuned" : "";
+    return `${split.split_point} · ${split.bits} bits${split.bits < 16 ? clip : ""}${tuned}`;
   }
 
   return {

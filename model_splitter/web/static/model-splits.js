@@ -1,5 +1,5 @@
-/* The model page's splits: creating one at the selected point, the list of this model's splits, deploying one (both
-   background jobs, their stage shown as they go), and what the robot and the edge run now. */
+/* The model page's splits: creating one at the selected point, the list of this model's splits, deploying one or
+   fine-tuning its tail (background jobs, their stage shown as they go), and what the robot and the edge run now. */
 "use strict";
 
 const Splits = (() => {
@@ -36,6 +36,20 @@ const Splits = (() => {
           { type: "button", class: "btn btn-small", "data-deploy": split.id, "aria-label": `Deploy ${splitText(split)}` },
           "Deploy"
         );
+        const tune =
+          split.bits < 16
+            ? UI.el(
+                "button",
+                {
+                  type: "button",
+                  class: "btn btn-small btn-ghost",
+                  "data-tune": split.id,
+                  "aria-label": `Fine-tune the tail of ${splitText(split)}`,
+                  title: "Train the tail for this bit width on unlabelled photos (distillation from the float model)",
+                },
+                "Fine-tune tail"
+              )
+            : null;
         const run = UI.el(
           "a",
           { class: "btn btn-small btn-ghost", href: `/infer?split=${split.id}`, "aria-label": `Run inference on ${splitText(split)}` },
@@ -49,9 +63,10 @@ const Splits = (() => {
             { class: "split-main" },
             UI.el("span", { class: "mono" }, splitText(split)),
             where.length ? UI.el("span", { class: "badge badge-ok" }, `active on ${where.join(" and ")}`) : null,
+            agreementBadge(split),
             UI.el("div", { class: "muted mono small" }, UI.shortId(split.id))
           ),
-          UI.el("div", { class: "split-actions" }, deploy, run)
+          UI.el("div", { class: "split-actions" }, deploy, tune, run)
         );
       })
     );
@@ -105,6 +120,55 @@ const Splits = (() => {
     }
   }
 
+  function percent(share) {
+    return `${Math.round(share * 1000) / 10} %`;
+  }
+
+  /* The held-out agreement with the float model, and for a fine-tuned tail what its base split's tail reached. */
+  function agreementBadge(split) {
+    if (split.agreement === null || split.agreement === undefined) return null;
+    const base = split.tuned_from ? ` (base tail ${percent(split.base_agreement)})` : "";
+    return UI.el(
+      "div",
+      { class: "muted small", "data-testid": "split-agreement" },
+      `agrees with the float model on ${percent(split.agreement)} of ${split.held_out_images} held-out images${base}`
+    );
+  }
+
+  async function fineTune(splitId, button) {
+    UI.clearError("split-error");
+    const form = new FormData();
+    await showTuning(splitId, button, (onStage) => Jobs.run(`/api/splits/${splitId}/fine-tune-jobs`, { body: form }, onStage));
+  }
+
+  /* Shows a fine-tuning job until it ends, then the new split beside its base, with both tails' held-out figures. */
+  async function showTuning(splitId, button, following) {
+    const base = splits.find((s) => s.id === splitId);
+    const name = base ? splitText(base) : UI.shortId(splitId);
+    try {
+      const manifest = await UI.busy(button, "Training…", () =>
+        following((words, seconds) => {
+          splitStatus.textContent = `Fine-tuning the tail of ${name}… ${seconds}s: ${words}.`;
+        })
+      );
+      const split = splitOf(manifest);
+      if (!splits.some((s) => s.id === split.id)) splits.push(split);
+      state.split = split;
+      deployButton.disabled = false;
+      splitStatus.textContent = "";
+      splitStatus.append(
+        UI.el("strong", { "data-testid": "tuned" }, "Tail fine-tuned: "),
+        UI.el("span", { class: "mono", "data-testid": "split-id" }, UI.shortId(split.id)),
+        ` · held-out agreement ${percent(split.base_agreement)} → ${percent(split.agreement)} on ${split.held_out_images} images. `,
+        "Deploy it to run it."
+      );
+      renderSplits();
+    } catch (error) {
+      splitStatus.textContent = "";
+      UI.showError(error, "split-error");
+    }
+  }
+
   async function deploy(splitId, button) {
     UI.clearError("split-error");
     await showDeploying(splitId, button, (onStage) => Jobs.run(`/api/splits/${splitId}/deploy-jobs`, {}, onStage));
@@ -144,6 +208,7 @@ const Splits = (() => {
   /* A job of this model's splits that was running when the page loaded (started before a reload, or elsewhere). */
   function resume(job) {
     if (job.kind === "split") return showCreating((onStage) => Jobs.follow(job, onStage), job.split_point);
+    if (job.kind === "fine-tuning") return showTuning(job.split_id, deployButton, (onStage) => Jobs.follow(job, onStage));
     return showDeploying(job.split_id, deployButton, (onStage) => Jobs.follow(job, onStage));
   }
 
@@ -239,6 +304,8 @@ const Splits = (() => {
     document.getElementById("split-list").addEventListener("click", (event) => {
       const button = event.target.closest("button[data-deploy]");
       if (button) deploy(button.dataset.deploy, button);
+      const tune = event.target.closest("button[data-tune]");
+      if (tune) fineTune(tune.dataset.tune, tune);
     });
     document.getElementById("refresh-health").addEventListener("click", refreshSides);
   }

@@ -48,6 +48,7 @@
       calibration: Calibration.resume,
       split: Splits.resume,
       deployment: Splits.resume,
+      "fine-tuning": Splits.resume,
       plan: Planner.resume,
       "plan-deployment": Planner.resume,
     };
