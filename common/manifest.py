@@ -273,6 +273,7 @@ class FineTuning(_Frozen):
     bits: list[StrictInt] = Field(description="the widths trained for (several: one tail across widths)")
     steps: int
     learning_rate: float
+    anchor: float = Field(0.0, description="the weight of the L2-SP term that keeps the tail near its trained weights")
     samples: int = Field(description="training samples: the fitting images and random crops of them")
     images: Literal["uploaded", "bundled"] = Field(description="where the fitting and held-out images came from")
     first_loss: float = Field(description="mean distillation loss over the first tenth of the steps")
@@ -339,8 +340,9 @@ class SplitManifest(_Frozen):
 
     @property
     def readable_name(self) -> str:
-        """``<model>-<split point>-<bits>b``, anything but letters, digits, ``.``, ``-``, ``_`` made ``_``: the name
-        serving engines (Triton, the Open Inference Protocol) know the tail by, beside the split id."""
+        """``<model>-<split point>-<bits>b`` (``-tuned`` after it for a fine-tuned tail), anything but letters,
+        digits, ``.``, ``-``, ``_`` made ``_``: the name serving engines (Triton, the Open Inference Protocol) know
+        the tail by, beside the split id."""
         tuned = "-tuned" if self.fine_tuning is not None else ""
         return _UNSAFE_NAME.sub("_", f"{self.model_name}-{self.split_point}-{self.quantization.bits}b{tuned}")
 

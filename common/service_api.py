@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import httpx
 from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, WebSocket
@@ -14,7 +15,7 @@ from starlette.datastructures import UploadFile as AnyUploadFile
 from common.auth import Guard
 from common.bundles import fetch_bundle, read_bundle_zip
 from common.deployments import Deployment, DeploymentSet
-from common.errors import NotAcceptable, PayloadTooLarge, SplitComputingError
+from common.errors import InvalidArgument, NotAcceptable, PayloadTooLarge, SplitComputingError
 from common.postprocess.raw import HEADER_LENGTH, binary_answer
 from common.results import InferenceResult
 
@@ -42,6 +43,15 @@ async def read_upload(upload: AnyUploadFile, limit: int, what: str) -> bytes:
     if len(data) > limit:
         raise PayloadTooLarge(f"the {what} is larger than {limit:,} bytes, the most this service accepts")
     return data
+
+
+async def read_image_uploads(uploads: Sequence[AnyUploadFile] | None, most: int, limit: int, what: str) -> list[bytes]:
+    """The files of a multipart field that a form left empty or filled (a browser sends an empty part when no file
+    is chosen): at most ``most`` of them, counted before any is read, each within ``limit`` bytes."""
+    files = [upload for upload in uploads or [] if upload.filename]
+    if len(files) > most:
+        raise InvalidArgument(f"at most {most} {what}s, got {len(files)}")
+    return [await read_upload(upload, limit, what) for upload in files]
 
 
 HEX64 = r"^[0-9a-f]{64}$"

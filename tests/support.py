@@ -91,6 +91,26 @@ def running_service(
         service.stop()
 
 
+@contextmanager
+def running_pair(root: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """An edge and a robot that sends to it, each with its data under ``root``: (robot, edge)."""
+    with (
+        running_service("edge_inference", "EDGE", root / "edge") as edge,
+        running_service("robot_inference", "ROBOT", root / "robot", edge_url=edge.url) as robot,
+    ):
+        yield robot, edge
+
+
+@contextmanager
+def running_stack(root: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess, ServiceProcess]]:
+    """The three services as ``make up`` runs them, the splitter deploying to the robot and edge: (splitter, robot,
+    edge)."""
+    with running_pair(root) as (robot, edge):
+        env = {"robot_url": robot.url, "edge_url": edge.url}
+        with running_service("model_splitter", "SPLITTER", root / "splitter", **env) as splitter:
+            yield splitter, robot, edge
+
+
 class TinySplit:
     """A split of ``tiny_classifier`` made through the real registry, and its bundle zip."""
 

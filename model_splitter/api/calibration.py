@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from common.errors import InvalidArgument, NotFound
 from common.manifest import Scheme
-from common.service_api import read_upload
+from common.service_api import read_image_uploads
 from model_splitter.context import SplitterContext
 from model_splitter.records import CalibrationResult
 from model_splitter.services.calibration import (
@@ -54,10 +54,7 @@ def calibration_form(max_image_bytes: int) -> CalibrationForm:
         bits: list[str] | None = Form(None, description="bit widths, e.g. 2,4,8 (the default)"),
         scheme: Scheme = Form("affine", description="affine (zero-exact codes, the default) or clip"),
     ) -> CalibrationRequest:
-        files = [image for image in images or [] if image.filename]
-        if len(files) > MAX_CALIBRATION_IMAGES:
-            raise InvalidArgument(f"at most {MAX_CALIBRATION_IMAGES} calibration images, got {len(files)}")
-        uploads = [await read_upload(image, max_image_bytes, "calibration image") for image in files]
+        uploads = await read_image_uploads(images, MAX_CALIBRATION_IMAGES, max_image_bytes, "calibration image")
         request = CalibrationRequest(uploads, method, per_channel, tuple(parse_bits(bits)), scheme)
         request.check()
         return request

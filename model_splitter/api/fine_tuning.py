@@ -8,11 +8,13 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from common.manifest import SplitManifest
-from common.service_api import read_upload
+from common.service_api import read_image_uploads
 from model_splitter.context import SplitterContext
 from model_splitter.services.fine_tuning import (
     DEFAULT_LEARNING_RATE,
     DEFAULT_STEPS,
+    MAX_IMAGES,
+    MAX_LEARNING_RATE,
     MAX_STEPS,
     FineTuneRequest,
     Widths,
@@ -32,12 +34,13 @@ def fine_tune_form(max_image_bytes: int) -> FineTuneForm:
             description="unlabelled images (at least 2): every other one trains the tail, the rest measure it; "
             "default: the 16 bundled fitting inputs train, 32 others measure",
         ),
-        steps: int = Form(DEFAULT_STEPS, description=f"training steps of 16 samples (1..{MAX_STEPS})"),
-        learning_rate: float = Form(DEFAULT_LEARNING_RATE, description="Adam's learning rate, decayed to 0"),
+        steps: int = Form(DEFAULT_STEPS, ge=1, le=MAX_STEPS, description="training steps of 16 samples"),
+        learning_rate: float = Form(
+            DEFAULT_LEARNING_RATE, gt=0.0, le=MAX_LEARNING_RATE, description="Adam's learning rate, decayed to 0"
+        ),
         widths: Widths = Form("split", description="split: the split's width; all: also its alternatives"),
     ) -> FineTuneRequest:
-        files = [image for image in images or [] if image.filename]
-        uploads = [await read_upload(image, max_image_bytes, "image") for image in files]
+        uploads = await read_image_uploads(images, MAX_IMAGES, max_image_bytes, "image")
         request = FineTuneRequest(uploads, steps, learning_rate, widths)
         request.check()
         return request

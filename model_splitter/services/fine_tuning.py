@@ -23,11 +23,11 @@ import onnx
 from common.errors import InvalidArgument, UnprocessableModel
 from common.manifest import BitsVariant, Fidelity, FineTuning, SplitManifest, TensorRange, sha256_hex
 from common.quantization import QUANTIZED_BITS
-from model_splitter.quantize.code_verification import code_graphs_for
 from model_splitter.quantize.fidelity import parts_fidelity
 from model_splitter.quantize.images import MAX_CALIBRATION_IMAGES, calibration_sets
 from model_splitter.records import Progress, no_progress
-from model_splitter.store.registry import HEAD_CODES_FILE, TAIL_CODES_FILE, Registry
+from model_splitter.services.splits import save_with_code_graphs
+from model_splitter.store.registry import Registry
 from model_splitter.store.samples import calibration_photos
 from model_splitter.training.distillation import Schedule
 from model_splitter.training.tuning_job import TuningJob
@@ -36,6 +36,10 @@ from model_splitter.training.worker import TUNING
 Widths = Literal["split", "all"]
 DEFAULT_STEPS = 200
 MAX_STEPS = 5000
+MAX_IMAGES = MAX_CALIBRATION_IMAGES
+MAX_LEARNING_RATE = 0.1
+DEFAULT_ANCHOR = 0.0
+MAX_ANCHOR = 1e4
 DEFAULT_LEARNING_RATE = 1e-4
 BATCH_SIZE = 16
 CROPS_PER_IMAGE = 8
@@ -47,14 +51,17 @@ class FineTuneRequest:
     steps: int = DEFAULT_STEPS
     learning_rate: float = DEFAULT_LEARNING_RATE
     widths: Widths = "split"
+    anchor: float = DEFAULT_ANCHOR
 
     def check(self) -> None:
         if not 1 <= self.steps <= MAX_STEPS:
             raise InvalidArgument(f"steps must be 1..{MAX_STEPS}, got {self.steps}")
-        if not 0.0 < self.learning_rate <= 0.1:
-            raise InvalidArgument(f"learning_rate must be in (0, 0.1], got {self.learning_rate}")
-        if len(self.uploads) > MAX_CALIBRATION_IMAGES:
-            raise InvalidArgument(f"at most {MAX_CALIBRATION_IMAGES} images, got {len(self.uploads)}")
+        if not 0.0 < self.learning_rate <= MAX_LEARNING_RATE:
+            raise InvalidArgument(f"learning_rate must be in (0, {MAX_LEARNING_RATE}], got {self.learning_rate}")
+        if not 0.0 <= self.anchor <= MAX_ANCHOR:
+            raise InvalidArgument(f"anchor must be in [0, {MAX_ANCHOR:g}], got {self.anchor}")
+        if len(self.uploads) > MAX_IMAGES:
+            raise InvalidArgument(f"at most {MAX_IMAGES} images, got {len(self.uploads)}")
 
 
 def check_tunable(manifest: SplitManifest) -> None:
@@ -94,7 +101,9 @@ def fine_tune_split(
         images=np.ascontiguousarray(images.fit),
         sample_bytes=sum(4 * int(np.prod(spec.shape[1:])) for spec in base.cut),
         classifier=record.postprocessing.task == "classification",
-        schedule=Schedule(steps=request.steps, batch_size=BATCH_SIZE, learning_rate=request.learning_rate),
+        schedule=Schedule(
+            steps=request.steps, batch_size=BATCH_SIZE, learning_rate=request.learning_rate, anchor=request.anchor
+        ),
         crops_per_image=CROPS_PER_IMAGE,
         threads=max(1, os.cpu_count() or 1),
     )
@@ -129,6 +138,7 @@ def fine_tune_split(
                 bits=sorted(widths),
                 steps=request.steps,
                 learning_rate=request.learning_rate,
+                anchor=request.anchor,
                 samples=outcome.samples,
                 images=images.source,
                 first_loss=outcome.log.first_loss,
@@ -138,13 +148,4 @@ def fine_tune_split(
             ),
         }
     )
-    progress("putting the quantizer inside the head and the dequantizer inside the tail")
-    graphs = code_graphs_for(head, tuned, manifest, tuple(record.input_shape))
-    extra = {}
-    if graphs is not None:
-        manifest = manifest.model_copy(update={"code_graphs": graphs.record})
-        extra = {HEAD_CODES_FILE: graphs.head, TAIL_CODES_FILE: graphs.tail}
-    progress("saving")
-    # model_copy skips validation: the manifest is rebuilt from its JSON so that its own checks run.
-    checked = SplitManifest.model_validate(manifest.model_dump(mode="json"))
-    return registry.save_split(checked.with_id(), head_bytes, outcome.tail, extra)
+    return save_with_code_graphs(registry, manifest, (head, tuned), (head_bytes, outcome.tail), record, progress)

@@ -141,14 +141,28 @@ def create_split(
         )
     except ValidationError as exc:  # anything the manifest's own checks refuse could never be served
         raise UnprocessableModel(f"this split cannot be served: {exc.errors()[0]['msg']}") from exc
+    return save_with_code_graphs(registry, manifest, (head, tail), (head_bytes, tail_bytes), record, progress)
+
+
+def save_with_code_graphs(
+    registry: Registry,
+    manifest: SplitManifest,
+    parts: tuple[onnx.ModelProto, onnx.ModelProto],
+    files: tuple[bytes, bytes],
+    record: ModelRecord,
+    progress: Progress,
+) -> SplitManifest:
+    """Saves the split with its checked code graphs (the quantizer in the head, the dequantizer in the tail)."""
     progress("putting the quantizer inside the head and the dequantizer inside the tail")
-    graphs = code_graphs_for(head, tail, manifest, tuple(record.input_shape))
+    graphs = code_graphs_for(*parts, manifest, tuple(record.input_shape))
     extra = {}
     if graphs is not None:
         manifest = manifest.model_copy(update={"code_graphs": graphs.record})
         extra = {HEAD_CODES_FILE: graphs.head, TAIL_CODES_FILE: graphs.tail}
     progress("saving")
-    return registry.save_split(manifest.with_id(), head_bytes, tail_bytes, extra)
+    # model_copy skips validation: the manifest is rebuilt from its JSON so that its own checks run.
+    checked = SplitManifest.model_validate(manifest.model_dump(mode="json"))
+    return registry.save_split(checked.with_id(), *files, extra)
 
 
 Measured = tuple[list[TensorRange], Fidelity | None]

@@ -38,6 +38,9 @@ class Schedule:
     batch_size: int
     learning_rate: float
     seed: int = 0
+    # L2-SP (Li et al. 2018): the weights' squared change, relative to each tensor's mean square, added to the loss
+    # with this weight, so that a few images pull the tail only as far from its trained weights as they must.
+    anchor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,11 @@ def distillation_loss(
     return torch.stack(terms).sum()
 
 
+def anchor_penalty(weights: Sequence[torch.Tensor], start: Sequence[torch.Tensor]) -> torch.Tensor:
+    terms = [(w - w0).pow(2).mean() / w0.pow(2).mean().clamp_min(1e-12) for w, w0 in zip(weights, start, strict=True)]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
 def train(
     module: OnnxModule,
     data: TrainingData,
@@ -79,6 +87,7 @@ def train(
     )
     features = {bits: [torch.from_numpy(x) for x in arrays] for bits, arrays in data.features.items()}
     teacher = [torch.from_numpy(y) for y in data.teacher]
+    start = [w.detach().clone() for w in list(module.weights)]
     losses: list[float] = []
     began = time.perf_counter()
     last_report = began
@@ -94,6 +103,10 @@ def train(
             loss = distillation_loss(outputs, [y[group] for y in teacher], data.classifier) * (len(group) / len(rows))
             loss.backward()  # type: ignore[no-untyped-call]
             total += float(loss.detach())
+        if schedule.anchor > 0.0:
+            penalty = anchor_penalty(list(module.weights), start) * schedule.anchor
+            penalty.backward()  # type: ignore[no-untyped-call]
+            total += float(penalty.detach())
         optimizer.step()
         scheduler.step()
         losses.append(total)

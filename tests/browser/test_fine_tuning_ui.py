@@ -21,7 +21,7 @@ def _percent(share: float) -> str:
 
 
 def test_fine_tune_a_tail_from_the_model_page(page: Page, api: httpx.Client) -> None:
-    upload = {"file": ("tiny-tuned.onnx", tiny_classifier(seed=5).SerializeToString())}
+    upload = {"file": ("tiny-tuned.onnx", tiny_classifier(seed=27).SerializeToString())}
     model = api.post("/api/models", files=upload, data={"input_shape": "1,3,32,32", "task": "classification"})
     assert model.status_code == 201, model.text
     model_id = model.json()["id"]

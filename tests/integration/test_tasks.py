@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from common.postprocess.agreement import mask_agreement
+from common.postprocess.agreement import detection_recovery, mask_agreement
 from common.postprocess.answers import Answer
 from common.postprocess.detection import iou_matrix
 from common.postprocess.segmentation import decode_png
@@ -90,6 +90,22 @@ def test_layout_boxes_at_8_bits_match_the_unsplit_model_in_every_mode(
         assert (ious >= 0.9).all(), (mode, ious)
         width, height = _size(image)
         assert (boxes(found)[:, [0, 2]] <= width).all() and (boxes(found)[:, [1, 3]] <= height).all()
+
+
+@pytest.mark.parametrize("point", ["div#4", "div#11"])
+def test_layout_boxes_at_4_bits_stay_with_the_ranges_fitted_as_the_split_is_made(
+    stack: LocalStack, layout_model: dict[str, Any], point: str
+) -> None:
+    # A detector's raw head at 4 bits: with the graph's default ranges div#11 loses every box (the detection
+    # bench); the ranges calibrated as the split is made keep each of the float model's boxes, same class.
+    split_id = deployed_split(stack, layout_model["id"], point, 4)
+    manifest = httpx.get(f"{stack.splitter_url}/api/splits/{split_id}").json()
+    assert manifest["quantization"]["method"] == "calibrated"
+    for image in ("page.png", "text.png"):
+        reference = reference_answer(stack, image, split_id, score_threshold="0.3")
+        found = robot_answer(stack, image, split_id, "split", score_threshold="0.3")
+        recovered, mean_iou = detection_recovery(reference.detections, found.detections)
+        assert reference.detections and recovered == 1.0 and mean_iou >= 0.8, (image, found.detections)
 
 
 def test_detection_options_reach_the_edge(stack: LocalStack, layout_model: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from model_splitter.services.calibration import load_fidelity
 from model_splitter.services.models import default_preprocessing
 from model_splitter.store.registry import Registry
 from model_splitter.store.samples import calibration_photos
-from tests.support import SAMPLES, TinySplit, running_service, tiny_classifier
+from tests.support import SAMPLES, TinySplit, running_stack, tiny_classifier
 from tools.local_stack import ServiceProcess
 
 RNG = np.random.default_rng(0)
@@ -191,13 +191,8 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ServiceProcess, ServiceProcess, ServiceProcess]]:
     root = tmp_path_factory.mktemp("calibration-stack")
-    with (
-        running_service("edge_inference", "EDGE", root / "edge") as edge,
-        running_service("robot_inference", "ROBOT", root / "robot", edge_url=edge.url) as robot,
-    ):
-        env = {"robot_url": robot.url, "edge_url": edge.url}
-        with running_service("model_splitter", "SPLITTER", root / "splitter", **env) as splitter:
-            yield splitter, robot, edge
+    with running_stack(root) as services:
+        yield services
 
 
 def _expected_logits(client: httpx.Client, manifest: SplitManifest, image: bytes, bits: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 from common.imaging import decode_image, preprocess
 from common.manifest import SplitManifest
 from model_splitter.quantize.fidelity import roundtrip
-from tests.support import SAMPLES, running_service, tiny_classifier
+from tests.support import SAMPLES, running_stack, tiny_classifier
 from tools.local_stack import ServiceProcess
 
 STEPS = 40
@@ -26,13 +26,8 @@ STEPS = 40
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, ServiceProcess, ServiceProcess]]:
     root = tmp_path_factory.mktemp("fine-tuning-stack")
-    with (
-        running_service("edge_inference", "EDGE", root / "edge") as edge,
-        running_service("robot_inference", "ROBOT", root / "robot", edge_url=edge.url) as robot,
-    ):
-        env = {"robot_url": robot.url, "edge_url": edge.url}
-        with running_service("model_splitter", "SPLITTER", root / "splitter", **env) as splitter:
-            yield splitter, robot, edge
+    with running_stack(root) as services:
+        yield services
 
 
 def _register(client: httpx.Client, model: onnx.ModelProto, name: str) -> str:
@@ -149,9 +144,9 @@ def test_the_job_route_and_the_refusals(stack: tuple[ServiceProcess, ServiceProc
         refused = client.post(f"/api/splits/{wide.id}/fine-tune")
         assert refused.status_code == 400 and "1..8 bits" in refused.json()["detail"]
         assert client.post(f"/api/splits/{wide.id}/fine-tune-jobs").status_code == 400
-        for form, words in (({"steps": "0"}, "steps must be"), ({"learning_rate": "1"}, "learning_rate must be")):
+        for form, words in (({"steps": "0"}, "steps: "), ({"learning_rate": "1"}, "learning_rate: ")):
             bad = client.post(f"/api/splits/{base.id}/fine-tune", data=form)
-            assert bad.status_code == 400 and words in bad.json()["detail"], bad.text
+            assert bad.status_code == 422 and words in bad.json()["detail"], bad.text
         one = client.post(
             f"/api/splits/{base.id}/fine-tune", files=[("images", ("a.jpg", (SAMPLES / "chelsea.jpg").read_bytes()))]
         )

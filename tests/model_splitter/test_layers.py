@@ -25,7 +25,9 @@ ALLOWED: dict[str, set[str]] = {
     "planning": BASE,
     "intake": BASE | {"graph"},
     "quantize": BASE | {"graph"},
-    "services": BASE | STAGES | {"settings"},
+    # Fine-tuning trains a tail on what the quantizer delivers: it sits on quantize.
+    "training": BASE | {"graph", "quantize"},
+    "services": BASE | STAGES | {"settings", "training"},
     "context": {"settings", "services", "store"},
     # Routes read the store as it is (a manifest, a file, a listing); everything that computes goes through services.
     "api": BASE | {"services", "store", "context", "settings"},

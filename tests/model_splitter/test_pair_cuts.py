@@ -25,7 +25,7 @@ from model_splitter.services.models import register_upload
 from model_splitter.services.splits import create_split
 from model_splitter.store.bundle_zip import bundle_zip
 from model_splitter.store.registry import Registry
-from tests.support import CLASSIFIER, SAMPLES, running_service, tiny_classifier
+from tests.support import CLASSIFIER, SAMPLES, running_pair, tiny_classifier
 from tools.local_stack import ServiceProcess
 
 
@@ -178,10 +178,7 @@ def robot_and_edge(
 ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     registry, _, splits = pair_splits
     root = tmp_path_factory.mktemp("pair-services")
-    with (
-        running_service("edge_inference", "EDGE", root / "edge") as edge,
-        running_service("robot_inference", "ROBOT", root / "robot", edge_url=edge.url) as robot,
-    ):
+    with running_pair(root) as (robot, edge):
         for split_id in splits.values():
             for service in (edge, robot):
                 files = {"bundle": ("b.zip", bundle_zip(registry, split_id))}

@@ -39,6 +39,8 @@ OPAQUE_CONTENT = {
     "POST /api/model-jobs",
     "POST /api/models/{model_id}/calibrate",  # images
     "POST /api/models/{model_id}/calibration-jobs",
+    "POST /api/splits/{split_id}/fine-tune",  # images
+    "POST /api/splits/{split_id}/fine-tune-jobs",
     # not content, but a comma list in one string: the schema cannot state each value's range (0.001..1e6)
     "GET /api/models/{model_id}/plan/curve",
     # a clip range needs lo < hi, which a JSON schema cannot state either

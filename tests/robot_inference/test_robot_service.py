@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import SAMPLES, TinySplit, robot_infer, running_service, tcp_server, upload_bundle
+from tests.support import SAMPLES, TinySplit, robot_infer, running_pair, running_service, tcp_server, upload_bundle
 from tools.local_stack import ServiceProcess, free_port
 
 Pair = tuple[ServiceProcess, ServiceProcess]
@@ -21,10 +21,7 @@ def pair(
     tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit
 ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     root = tmp_path_factory.mktemp("pair")
-    with (
-        running_service("edge_inference", "EDGE", root / "edge") as edge,
-        running_service("robot_inference", "ROBOT", root / "robot", edge_url=edge.url) as robot,
-    ):
+    with running_pair(root) as (robot, edge):
         upload_bundle(edge, tiny_split.zip_bytes)
         upload_bundle(robot, tiny_split.zip_bytes)
         yield robot, edge

@@ -20,6 +20,7 @@ from tests.support import (
     TinySplit,
     delta,
     make_tiny_split,
+    running_pair,
     running_service,
     scrape,
     upload_bundle,
@@ -40,10 +41,7 @@ def widths_split(tmp_path_factory: pytest.TempPathFactory) -> TinySplit:
 @pytest.fixture(scope="module")
 def robot(tmp_path_factory: pytest.TempPathFactory, widths_split: TinySplit) -> Iterator[ServiceProcess]:
     root = tmp_path_factory.mktemp("stream")
-    with (
-        running_service("edge_inference", "EDGE", root / "edge") as edge,
-        running_service("robot_inference", "ROBOT", root / "robot", edge_url=edge.url) as robot,
-    ):
+    with running_pair(root) as (robot, edge):
         upload_bundle(edge, widths_split.zip_bytes)
         upload_bundle(robot, widths_split.zip_bytes)
         yield robot

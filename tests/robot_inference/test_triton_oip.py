@@ -67,7 +67,8 @@ def test_triton_serves_the_exported_tail_and_batches_robots(
     session = ort.InferenceSession(str(tiny_split.registry.split_file(manifest.id, "tail.onnx")))
     for codes, answer in zip(samples, answers, strict=True):
         (expected,) = session.run(None, codes_to_features(manifest, codes))
-        np.testing.assert_allclose(answer, expected, atol=1e-5)
+        # Triton ran the frames as one batch: its matrix products sum in another order than a single sample's
+        np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-5)
     inferences, executions = after[0] - before[0], after[1] - before[1]
     assert inferences == 8 and executions < 8  # Triton's dynamic batcher ran several robots' frames at once
 

@@ -94,12 +94,13 @@ const Splits = (() => {
     await showCreating(following, point.label);
   }
 
-  /* Shows a split-creation job until it ends (``following(onStage)`` follows it), then the split or the error. */
-  async function showCreating(following, label) {
+  /* Follows a job that makes a split (``following(onStage)``) until it ends, then shows the new split or the error:
+     ``job`` names the button, its busy label, the stage line's lead, the heading and the words about the split. */
+  async function showNewSplit(job, following) {
     try {
-      const manifest = await UI.busy(createButton, "Creating…", () =>
+      const manifest = await UI.busy(job.button, job.busy, () =>
         following((words, seconds) => {
-          splitStatus.textContent = `Creating the split at ${label}… ${seconds}s: ${words}.`;
+          splitStatus.textContent = `${job.stage}… ${seconds}s: ${words}.`;
         })
       );
       const split = splitOf(manifest);
@@ -108,9 +109,9 @@ const Splits = (() => {
       deployButton.disabled = false;
       splitStatus.textContent = "";
       splitStatus.append(
-        UI.el("strong", {}, "Split created: "),
+        UI.el("strong", { "data-testid": job.headingId }, job.heading),
         UI.el("span", { class: "mono", "data-testid": "split-id" }, UI.shortId(split.id)),
-        ` · ${splitText(split)} · head→tail max difference ${split.head_tail_max_abs_diff.toExponential(1)} (verified). `,
+        ` · ${job.describe(split)} `,
         "Deploy it to run it."
       );
       renderSplits();
@@ -118,6 +119,13 @@ const Splits = (() => {
       splitStatus.textContent = "";
       UI.showError(error, "split-error");
     }
+  }
+
+  function showCreating(following, label) {
+    const describe = (split) =>
+      `${splitText(split)} · head→tail max difference ${split.head_tail_max_abs_diff.toExponential(1)} (verified).`;
+    const job = { button: createButton, busy: "Creating…", stage: `Creating the split at ${label}` };
+    return showNewSplit({ ...job, heading: "Split created: ", headingId: "created", describe }, following);
   }
 
   function percent(share) {
@@ -142,31 +150,13 @@ const Splits = (() => {
   }
 
   /* Shows a fine-tuning job until it ends, then the new split beside its base, with both tails' held-out figures. */
-  async function showTuning(splitId, button, following) {
+  function showTuning(splitId, button, following) {
     const base = splits.find((s) => s.id === splitId);
     const name = base ? splitText(base) : UI.shortId(splitId);
-    try {
-      const manifest = await UI.busy(button, "Training…", () =>
-        following((words, seconds) => {
-          splitStatus.textContent = `Fine-tuning the tail of ${name}… ${seconds}s: ${words}.`;
-        })
-      );
-      const split = splitOf(manifest);
-      if (!splits.some((s) => s.id === split.id)) splits.push(split);
-      state.split = split;
-      deployButton.disabled = false;
-      splitStatus.textContent = "";
-      splitStatus.append(
-        UI.el("strong", { "data-testid": "tuned" }, "Tail fine-tuned: "),
-        UI.el("span", { class: "mono", "data-testid": "split-id" }, UI.shortId(split.id)),
-        ` · held-out agreement ${percent(split.base_agreement)} → ${percent(split.agreement)} on ${split.held_out_images} images. `,
-        "Deploy it to run it."
-      );
-      renderSplits();
-    } catch (error) {
-      splitStatus.textContent = "";
-      UI.showError(error, "split-error");
-    }
+    const describe = (split) =>
+      `held-out agreement ${percent(split.base_agreement)} → ${percent(split.agreement)} on ${split.held_out_images} images.`;
+    const job = { button, busy: "Training…", stage: `Fine-tuning the tail of ${name}` };
+    return showNewSplit({ ...job, heading: "Tail fine-tuned: ", headingId: "tuned", describe }, following);
   }
 
   async function deploy(splitId, button) {
