@@ -30,7 +30,7 @@ from common.imaging import preprocess
 from common.manifest import SplitManifest
 from model_splitter.quantize.fidelity import parts_fidelity
 from model_splitter.records import ModelRecord, SplitRequest
-from model_splitter.services.fine_tuning import FineTuneRequest, fine_tune_split
+from model_splitter.services.fine_tuning import DEFAULT_ANCHOR, DEFAULT_STEPS, FineTuneRequest, fine_tune_split
 from model_splitter.services.splits import create_split
 from model_splitter.store.registry import Registry
 from tools.assets import UNSEEN_PHOTOS, ensure
@@ -114,7 +114,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run(out: Path, every: int, steps: int) -> dict[str, Any]:
+def run(out: Path, every: int, steps: int, anchor: float) -> dict[str, Any]:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         registry = Registry(Path(scratch))
@@ -128,18 +128,19 @@ def run(out: Path, every: int, steps: int) -> dict[str, Any]:
         for point in points:
             for bits in BITS:
                 base = create_split(registry, record.id, SplitRequest(split_point=point, bits=bits))
-                tuned = fine_tune_split(registry, base.id, FineTuneRequest(steps=steps))
+                tuned = fine_tune_split(registry, base.id, FineTuneRequest(steps=steps, anchor=anchor))
                 rows.append(_row(registry, model, base, tuned, batch))
                 print(json.dumps(rows[-1]), flush=True)
         for point in best:
             base = create_split(registry, record.id, SplitRequest(split_point=point, bits=2, alternatives=[4]))
-            tuned = fine_tune_split(registry, base.id, FineTuneRequest(steps=steps, widths="all"))
+            tuned = fine_tune_split(registry, base.id, FineTuneRequest(steps=steps, widths="all", anchor=anchor))
             across.append(_row(registry, model, base, tuned, batch))
             print(json.dumps(across[-1]), flush=True)
     result = {
         "model": "mobilenet_v2, torchvision IMAGENET1K_V1 weights",
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, torch CPU training, onnxruntime CPU",
         "steps": steps,
+        "anchor": anchor,
         "images": {"fit": 16, "held_out": 32, "unseen": len(batch), "unseen_photos": UNSEEN_PHOTOS},
         "best_three_at_2_bits": best,
         "summary": _summary(rows),
@@ -171,7 +172,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ("unseen_tuned", "s-"),
         ):
             ax.plot(range(len(rows)), [r[key] for r in rows], style, label=key.replace("_", " "))
-        ax.set_title(f"{bits} bits, {result['steps']} steps")
+        ax.set_title(f"{bits} bits, {result['steps']} steps, anchor {result.get('anchor', 0.0):g}")
         ax.set_xticks(range(len(labels)), labels, rotation=70, fontsize=7)
         ax.axhline(0.99, color="grey", lw=0.6)
         ax.axhline(0.95, color="grey", lw=0.6, ls=":")
@@ -186,9 +187,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fine-tuning.json")
     parser.add_argument("--every", type=int, default=6, help="fine-tune at every n-th split point")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--anchor", type=float, default=DEFAULT_ANCHOR, help="the L2-SP weight (0: none)")
     args = parser.parse_args()
-    run(args.out, args.every, args.steps)
+    run(args.out, args.every, args.steps, args.anchor)
 
 
 if __name__ == "__main__":

@@ -280,6 +280,15 @@ class FineTuning(_Frozen):
     last_loss: float = Field(description="mean distillation loss over the last tenth of the steps")
     seconds: float = Field(description="training time on the splitter's CPU")
     base_fidelity: Fidelity = Field(description="the base split's tail measured on the same held-out images")
+    # The held-out images are other views of the photos the tail trained on; these are other scenes.
+    unseen_fidelity: Fidelity | None = Field(
+        None,
+        exclude_if=_is_none,
+        description="the fine-tuned tail on photos of other scenes that no calibration or training used",
+    )
+    base_unseen_fidelity: Fidelity | None = Field(
+        None, exclude_if=_is_none, description="the base split's tail on the same photos of other scenes"
+    )
 
 
 class SplitManifest(_Frozen):

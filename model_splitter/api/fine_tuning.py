@@ -11,8 +11,10 @@ from common.manifest import SplitManifest
 from common.service_api import read_image_uploads
 from model_splitter.context import SplitterContext
 from model_splitter.services.fine_tuning import (
+    DEFAULT_ANCHOR,
     DEFAULT_LEARNING_RATE,
     DEFAULT_STEPS,
+    MAX_ANCHOR,
     MAX_IMAGES,
     MAX_LEARNING_RATE,
     MAX_STEPS,
@@ -39,9 +41,15 @@ def fine_tune_form(max_image_bytes: int) -> FineTuneForm:
             DEFAULT_LEARNING_RATE, gt=0.0, le=MAX_LEARNING_RATE, description="Adam's learning rate, decayed to 0"
         ),
         widths: Widths = Form("split", description="split: the split's width; all: also its alternatives"),
+        anchor: float = Form(
+            DEFAULT_ANCHOR,
+            ge=0.0,
+            le=MAX_ANCHOR,
+            description="weight of the L2-SP term that keeps the weights near the trained ones (0: none)",
+        ),
     ) -> FineTuneRequest:
         uploads = await read_image_uploads(images, MAX_IMAGES, max_image_bytes, "image")
-        request = FineTuneRequest(uploads, steps, learning_rate, widths)
+        request = FineTuneRequest(uploads, steps, learning_rate, widths, anchor)
         request.check()
         return request
 

@@ -112,6 +112,23 @@ def held_out_images(photos: Sequence[Path]) -> list[tuple[str, Image.Image]]:
     return out
 
 
+def unseen_images(photos: Sequence[Path]) -> list[tuple[str, Image.Image]]:
+    """Photos no fitting or training set uses, each as it is, mirrored and its centre (12 from 4)."""
+    out: list[tuple[str, Image.Image]] = []
+    for path in photos:
+        photo = _open(path)
+        out += [
+            (path.stem, photo),
+            (f"{path.stem}-mirrored", ImageOps.mirror(photo)),
+            (f"{path.stem}-centre", _crop(photo, CROP_SHARE, 0.5, 0.5)),
+        ]
+    return out
+
+
+def unseen_batch(photos: Sequence[Path], spec: Preprocessing) -> F32:
+    return _batch([image for _, image in unseen_images(photos)], spec)
+
+
 def _batch(images: Sequence[Image.Image], spec: Preprocessing) -> F32:
     return np.concatenate([preprocess(image.convert(spec.color), spec) for image in images]).astype(
         np.float32, copy=False

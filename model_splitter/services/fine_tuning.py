@@ -6,9 +6,11 @@ and the codes stay the base split's, so the robot sends exactly what it sent; on
 (``training.onnx_module``), so the new tail takes the same inputs and gives the same outputs. Training runs in a
 worker process (``training.worker``) on the fitting images and crops of them (the bundled photos, or the uploads'
 fitting half: ``quantize.images``); both tails are then measured on the held-out images, and the new split carries
-both figures (``fine_tuning.base_fidelity`` and ``verification.fidelity``). ``widths="all"`` trains one tail across
-the split's width and its alternatives (each measured again); else the new split keeps only the width it was trained
-for.
+both figures (``fine_tuning.base_fidelity`` and ``verification.fidelity``). The held-out images are other views of
+the photos the tail trained on, so both tails are also measured on photos of other scenes that nothing trains or
+calibrates on (``store.samples.unseen_photos``): a tail that learnt its few photos rather than its bit width shows
+there. ``widths="all"`` trains one tail across the split's width and its alternatives (each measured again); else
+the new split keeps only the width it was trained for.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from common.errors import InvalidArgument, UnprocessableModel
 from common.manifest import BitsVariant, Fidelity, FineTuning, SplitManifest, TensorRange, sha256_hex
 from common.quantization import QUANTIZED_BITS
 from model_splitter.quantize.fidelity import parts_fidelity
-from model_splitter.quantize.images import MAX_CALIBRATION_IMAGES, calibration_sets
+from model_splitter.quantize.images import MAX_CALIBRATION_IMAGES, calibration_sets, unseen_batch
 from model_splitter.records import Progress, no_progress
 from model_splitter.services.splits import save_with_code_graphs
 from model_splitter.store.registry import Registry
-from model_splitter.store.samples import calibration_photos
+from model_splitter.store.samples import calibration_photos, unseen_photos
 from model_splitter.training.distillation import Schedule
 from model_splitter.training.tuning_job import TuningJob
 from model_splitter.training.worker import TUNING
@@ -38,7 +40,7 @@ DEFAULT_STEPS = 200
 MAX_STEPS = 5000
 MAX_IMAGES = MAX_CALIBRATION_IMAGES
 MAX_LEARNING_RATE = 0.1
-DEFAULT_ANCHOR = 0.0
+DEFAULT_ANCHOR = 100.0
 MAX_ANCHOR = 1e4
 DEFAULT_LEARNING_RATE = 1e-4
 BATCH_SIZE = 16
@@ -121,6 +123,10 @@ def fine_tune_split(
 
     base_fidelity = measured(tail, q.bits, list(q.ranges), base.verification.fidelity)
     fidelity = measured(tuned, q.bits, list(q.ranges), base.verification.fidelity)
+    unseen = unseen_batch(unseen_photos(), record.preprocessing)
+    progress(f"measuring both tails on {len(unseen)} inputs from photos of other scenes")
+    base_unseen = parts_fidelity(model, head, tail, q.bits, list(q.ranges), unseen, q.scheme)
+    tuned_unseen = parts_fidelity(model, head, tuned, q.bits, list(q.ranges), unseen, q.scheme)
     alternatives = [
         BitsVariant(bits=v.bits, ranges=v.ranges, fidelity=measured(tuned, v.bits, list(v.ranges), v.fidelity))
         for v in q.alternatives or []
@@ -145,6 +151,8 @@ def fine_tune_split(
                 last_loss=outcome.log.last_loss,
                 seconds=round(outcome.log.seconds, 1),
                 base_fidelity=base_fidelity,
+                unseen_fidelity=tuned_unseen,
+                base_unseen_fidelity=base_unseen,
             ),
         }
     )

@@ -27,6 +27,11 @@ def sample_path(name: str) -> Path:
     return SAMPLES_DIR / name
 
 
+def unseen_photos() -> list[Path]:
+    """Photos of other scenes that no calibration or training uses: what a fine-tuned tail is checked on."""
+    return sorted((SAMPLES_DIR / "unseen").glob("*.jpg"))
+
+
 def calibration_photos() -> list[Path]:
     """The photos calibration uses when none are uploaded: every JPEG (the PNG is a copy of one of them)."""
     return sorted(SAMPLES_DIR.glob("*.jpg"))

@@ -45,8 +45,8 @@ class Schedule:
 
 @dataclass(frozen=True)
 class TrainingLog:
-    first_loss: float  # mean loss over the first tenth of the steps
-    last_loss: float  # mean loss over the last tenth
+    first_loss: float  # mean distillation loss (without the anchor's term) over the first tenth of the steps
+    last_loss: float  # the same over the last tenth
     seconds: float
 
 
@@ -106,7 +106,6 @@ def train(
         if schedule.anchor > 0.0:
             penalty = anchor_penalty(list(module.weights), start) * schedule.anchor
             penalty.backward()  # type: ignore[no-untyped-call]
-            total += float(penalty.detach())
         optimizer.step()
         scheduler.step()
         losses.append(total)

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from common.auth import TOKEN_COOKIE, token_matches
 from common.errors import NotFound, Unauthorized
-from common.manifest import SplitManifest
+from common.manifest import FineTuning, SplitManifest
 from model_splitter.context import SplitterContext
 from model_splitter.records import ModelRecord, ModelSummary
 from model_splitter.services.models import DEFAULT_INPUT_SHAPE, architecture_list
@@ -59,6 +59,17 @@ def split_view(manifest: SplitManifest) -> dict[str, Any]:
         "held_out_images": fidelity.images if fidelity else None,
         "tuned_from": tuning.base_split if tuning else None,
         "base_agreement": tuning.base_fidelity.answer_agreement if tuning else None,
+        **_unseen_view(tuning),
+    }
+
+
+def _unseen_view(tuning: FineTuning | None) -> dict[str, Any]:
+    unseen = tuning.unseen_fidelity if tuning else None
+    base = tuning.base_unseen_fidelity if tuning else None
+    return {
+        "unseen_agreement": unseen.answer_agreement if unseen else None,
+        "base_unseen_agreement": base.answer_agreement if base else None,
+        "unseen_images": unseen.images if unseen else None,
     }
 
 

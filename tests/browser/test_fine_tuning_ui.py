@@ -45,9 +45,18 @@ def test_fine_tune_a_tail_from_the_model_page(page: Page, api: httpx.Client) -> 
     after = tuned["verification"]["fidelity"]["top1_agreement"]
     before = tuning["base_fidelity"]["top1_agreement"]
     expect(status).to_contain_text(f"{_percent(before)} → {_percent(after)} on 32 images")
+    unseen_before = tuning["base_unseen_fidelity"]["top1_agreement"]
+    unseen_after = tuning["unseen_fidelity"]["top1_agreement"]
+    unseen = f"on 12 inputs from photos of other scenes {_percent(unseen_before)} → {_percent(unseen_after)}"
+    expect(status).to_contain_text(unseen)
+    worse = after < before or unseen_after < unseen_before
+    if worse:
+        expect(status).to_contain_text("It agrees less than its base: keep the base split.")
+    else:
+        expect(status).not_to_contain_text("keep the base split")
     item = page.locator(f'li[data-split-id="{tuned["id"]}"]')
     expect(item).to_contain_text("stem · 2 bits · calibrated clip · tail fine-tuned")
-    expect(item.get_by_test_id("split-agreement")).to_contain_text(f"(base tail {_percent(before)})")
+    expect(item.get_by_test_id("split-agreement")).to_contain_text(f"(base tail {_percent(before)}); {unseen}")
     screenshot(page, "fine-tuned")
 
     # After a reload the list comes from the server's view of the splits: the same words.

@@ -17,6 +17,9 @@ from onnx import helper, numpy_helper
 from common.imaging import decode_image, preprocess
 from common.manifest import SplitManifest
 from model_splitter.quantize.fidelity import roundtrip
+from model_splitter.quantize.images import unseen_batch
+from model_splitter.services.fine_tuning import DEFAULT_ANCHOR
+from model_splitter.store.samples import unseen_photos
 from tests.support import SAMPLES, running_stack, tiny_classifier
 from tools.local_stack import ServiceProcess
 
@@ -55,20 +58,34 @@ def test_a_fine_tuned_tail_is_a_new_split_served_as_it_computes(
     with httpx.Client(base_url=splitter.url, timeout=300) as client:
         model_id = _register(client, tiny_classifier(), "tiny")
         base = _split(client, model_id, "stem", 2)
-        response = client.post(f"/api/splits/{base.id}/fine-tune", data={"steps": str(STEPS)})
+        # Without the anchor: the tiny tail's loss, already small, must still fall in a few steps.
+        response = client.post(f"/api/splits/{base.id}/fine-tune", data={"steps": str(STEPS), "anchor": "0"})
         assert response.status_code == 201, response.text
         tuned = SplitManifest.model_validate(response.json())
         assert client.get(f"/api/splits/{tuned.id}").json() == response.json()
 
         tuning = tuned.fine_tuning
         assert tuning is not None and tuning.base_split == base.id and tuning.bits == [2]
-        assert (tuning.steps, tuning.samples, tuning.images) == (STEPS, 16 * 9, "bundled")
+        assert (tuning.steps, tuning.samples, tuning.images, tuning.anchor) == (STEPS, 16 * 9, "bundled", 0.0)
         assert tuning.last_loss < tuning.first_loss
         # The base tail measured again on the held-out images is what its own split says it is.
         assert base.verification.fidelity is not None and tuned.verification.fidelity is not None
         assert tuning.base_fidelity.top1_agreement == base.verification.fidelity.top1_agreement
         assert tuning.base_fidelity.cosine == pytest.approx(base.verification.fidelity.cosine, abs=1e-6)
         assert tuned.verification.fidelity.images == 32 and tuned.verification.fidelity.fit_images == 16
+        # Both tails on the photos of other scenes: the base one as the base split itself answers them.
+        assert tuning.unseen_fidelity is not None and tuning.base_unseen_fidelity is not None
+        assert tuning.unseen_fidelity.images == tuning.base_unseen_fidelity.images == 12
+        unseen = unseen_batch(unseen_photos(), base.preprocessing)
+        head_model = onnx.load_from_string(client.get(f"/api/splits/{base.id}/head.onnx").content)
+        base_tail = onnx.load_from_string(client.get(f"/api/splits/{base.id}/tail.onnx").content)
+        (base_features,) = _session(head_model).run(None, {"input": unseen})
+        (base_logits,) = _session(base_tail).run(
+            None, {base.cut[0].name: roundtrip(base_features, 2, base.quantization.ranges[0])}
+        )
+        (float_logits,) = _session(tiny_classifier()).run(None, {"input": unseen})
+        agreeing = np.mean(np.argmax(base_logits, axis=1) == np.argmax(float_logits, axis=1))
+        assert tuning.base_unseen_fidelity.top1_agreement == pytest.approx(agreeing)
         assert tuned.id != base.id and tuned.readable_name.endswith("-tuned")
         assert tuned.head_sha256 == base.head_sha256 and tuned.tail_sha256 != base.tail_sha256
         assert tuned.quantization == base.quantization and tuned.cut == base.cut
@@ -138,6 +155,7 @@ def test_the_job_route_and_the_refusals(stack: tuple[ServiceProcess, ServiceProc
         assert any(stage.startswith("training the tail: step") for stage in stages), stages
         result = job["result"]
         assert isinstance(result, dict) and result["fine_tuning"]["base_split"] == base.id
+        assert result["fine_tuning"]["anchor"] == DEFAULT_ANCHOR > 0
         assert client.get(f"/api/splits/{result['id']}").status_code == 200
 
         wide = _split(client, model_id, "block", 32)

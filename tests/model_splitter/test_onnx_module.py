@@ -13,6 +13,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from model_splitter.graph.cutting import cut_model
+from model_splitter.training.distillation import Schedule, TrainingData, anchor_penalty, train
 from model_splitter.training.onnx_module import OnnxModule, UnsupportedOperator, run_numpy, trainable_initializers
 from tests.support import tiny_classifier
 
@@ -170,3 +171,23 @@ def test_an_operator_without_a_twin_is_refused_by_name() -> None:
     model = _one_node("Sin", [2, 3], {}, [])
     with pytest.raises(UnsupportedOperator, match="Sin"):
         OnnxModule(model)
+
+
+def test_an_anchor_keeps_the_trained_weights_nearer_their_start() -> None:
+    model = tiny_classifier(seed=4)
+    head, tail = cut_model(model, ["r1"], input_shape=(1, 3, 32, 32))
+    x = RNG.standard_normal((32, 3, 32, 32)).astype(np.float32)
+    features = _ort(head, [x])[0]
+    # A teacher the tail does not answer yet: its own logits, shuffled between images.
+    teacher = _ort(tail, [features])[0][RNG.permutation(32)]
+    data = TrainingData(features={4: [features]}, teacher=[teacher], classifier=True)
+    changes, losses = {}, {}
+    for anchor in (0.0, 10.0):
+        module = OnnxModule(tail)
+        start = [w.detach().clone() for w in module.weights]
+        log = train(module, data, Schedule(steps=60, batch_size=8, learning_rate=3e-2, anchor=anchor), False, print)
+        changes[anchor] = float(anchor_penalty(list(module.weights), start).detach())
+        losses[anchor] = (log.first_loss, log.last_loss)
+    assert all(last < first for first, last in losses.values()), losses
+    assert changes[10.0] < 0.5 * changes[0.0], changes
+    assert anchor_penalty(start, start).item() == 0.0

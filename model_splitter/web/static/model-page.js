@@ -58,6 +58,9 @@ const ModelPage = (() => {
       held_out_images: fidelity ? fidelity.images : null,
       tuned_from: tuning ? tuning.base_split : null,
       base_agreement: tuning ? agreementOf(tuning.base_fidelity) : null,
+      unseen_agreement: tuning ? agreementOf(tuning.unseen_fidelity) : null,
+      base_unseen_agreement: tuning ? agreementOf(tuning.base_unseen_fidelity) : null,
+      unseen_images: tuning && tuning.unseen_fidelity ? tuning.unseen_fidelity.images : null,
     };
   }
 

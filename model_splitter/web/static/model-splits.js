@@ -132,14 +132,22 @@ const Splits = (() => {
     return `${Math.round(share * 1000) / 10} %`;
   }
 
+  /* A fine-tuned tail on photos of other scenes, beside its base split's tail ("" when not measured). */
+  function unseenText(split) {
+    if (split.unseen_agreement === null || split.unseen_agreement === undefined) return "";
+    return `on ${split.unseen_images} inputs from photos of other scenes ${percent(split.base_unseen_agreement)} → ${percent(split.unseen_agreement)}`;
+  }
+
   /* The held-out agreement with the float model, and for a fine-tuned tail what its base split's tail reached. */
   function agreementBadge(split) {
     if (split.agreement === null || split.agreement === undefined) return null;
     const base = split.tuned_from ? ` (base tail ${percent(split.base_agreement)})` : "";
+    const unseen = unseenText(split);
     return UI.el(
       "div",
       { class: "muted small", "data-testid": "split-agreement" },
-      `agrees with the float model on ${percent(split.agreement)} of ${split.held_out_images} held-out images${base}`
+      `agrees with the float model on ${percent(split.agreement)} of ${split.held_out_images} held-out images${base}` +
+        (unseen ? `; ${unseen}` : "")
     );
   }
 
@@ -153,8 +161,15 @@ const Splits = (() => {
   function showTuning(splitId, button, following) {
     const base = splits.find((s) => s.id === splitId);
     const name = base ? splitText(base) : UI.shortId(splitId);
-    const describe = (split) =>
-      `held-out agreement ${percent(split.base_agreement)} → ${percent(split.agreement)} on ${split.held_out_images} images.`;
+    const describe = (split) => {
+      const unseen = unseenText(split);
+      const figures = `held-out agreement ${percent(split.base_agreement)} → ${percent(split.agreement)} on ${split.held_out_images} images${unseen ? `; ${unseen}` : ""}.`;
+      // Few images teach a tail their own photos: a worse figure on either set is a reason to keep the base split.
+      const worse =
+        split.agreement < split.base_agreement ||
+        (split.unseen_agreement !== null && split.unseen_agreement < split.base_unseen_agreement);
+      return worse ? `${figures} It agrees less than its base: keep the base split.` : figures;
+    };
     const job = { button, busy: "Training…", stage: `Fine-tuning the tail of ${name}` };
     return showNewSplit({ ...job, heading: "Tail fine-tuned: ", headingId: "tuned", describe }, following);
   }

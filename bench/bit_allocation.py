@@ -1,0 +1,206 @@
+"""Whether bits given per channel keep more of the answer than the same bits spread evenly (issue 13, item 4).
+
+``python -m bench.bit_allocation`` registers torchvision's ImageNet mobilenet_v2 (real weights, tools/assets) and,
+at every floating-point single-tensor cut with a channel axis, compares at the same payload bytes:
+
+* **uniform**: every channel at ``b`` bits, its own MSE-fitted affine range (what ``per_channel=true`` calibration
+  gives);
+* **allocated**: each channel at 1..8 bits, chosen by rate-distortion (Auto-Split's Lagrangian, solved greedily:
+  start every channel at 1 bit and give the next bit to the channel whose squared error drops most, until the
+  channels hold ``b`` bits on average), each at its MSE-fitted range for its own width.
+
+Both fit on the 16 bundled fitting inputs and are judged on the 32 held-out ones (``quantize.images``), by top-1
+agreement with the float model. The quantizer is the wire's own (``quantize.fidelity.roundtrip``, affine codes), run
+per group of channels of one width. This is a measurement, not a served feature: no frame carries mixed widths.
+Results: bench/results/bit-allocation.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+
+from bench.trained import register_trained_mobilenet_v2
+from common.manifest import TensorRange
+from model_splitter.graph.cutting import cut_model
+from model_splitter.quantize.calibration import cpu_session, run_batched
+from model_splitter.quantize.fidelity import output_agreement, roundtrip
+from model_splitter.quantize.images import calibration_sets
+from model_splitter.quantize.range_estimators import histogram_of, mse_range, samples_of
+from model_splitter.store.registry import Registry
+from model_splitter.store.samples import calibration_photos
+
+REPO = Path(__file__).resolve().parents[1]
+WIDTHS = tuple(range(1, 9))
+AVERAGES = (2, 4)
+F32 = npt.NDArray[np.float32]
+
+
+def channel_ranges(fit: F32) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel MSE ranges of the fitting features at every width."""
+    samples = samples_of(fit, per_channel=True)
+    hist = histogram_of(samples)
+    return {bits: mse_range(samples, bits, hist) for bits in WIDTHS}
+
+
+def restored(x: F32, widths: np.ndarray, ranges: dict[int, tuple[np.ndarray, np.ndarray]]) -> F32:
+    """``x`` (N, C, ...) through the wire's affine per-channel quantizer, channel ``c`` at ``widths[c]`` bits."""
+    out = np.empty_like(x)
+    for bits in np.unique(widths):
+        channels = np.flatnonzero(widths == bits)
+        lo, hi = (np.asarray(v, dtype=np.float32)[channels] for v in ranges[int(bits)])
+        hi = np.where(hi > lo, hi, lo + np.float32(1e-6)).astype(np.float32)
+        clip = TensorRange(
+            name="t",
+            lo=float(lo.min()),
+            hi=float(hi.max()),
+            channel_lo=[float(v) for v in lo],
+            channel_hi=[float(v) for v in hi],
+        )
+        out[:, channels] = roundtrip(np.ascontiguousarray(x[:, channels]), int(bits), clip, "affine")
+    return out
+
+
+def distortion(fit: F32, ranges: dict[int, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """(C, 8): each channel's squared error on the fitting features at 1..8 bits."""
+    channels = fit.shape[1]
+    table = np.empty((channels, len(WIDTHS)))
+    for column, bits in enumerate(WIDTHS):
+        error = restored(fit, np.full(channels, bits), ranges) - fit
+        table[:, column] = np.square(np.moveaxis(error, 1, 0).reshape(channels, -1), dtype=np.float64).sum(axis=1)
+    return table
+
+
+def allocate(table: np.ndarray, average: int) -> np.ndarray:
+    """Widths 1..8 per channel summing to ``average * C``: greedy on the largest drop of squared error per bit."""
+    channels = table.shape[0]
+    widths = np.ones(channels, dtype=np.int64)
+    gains = [(-(table[c, 0] - table[c, 1]), c) for c in range(channels)]
+    heapq.heapify(gains)
+    for _ in range((average - 1) * channels):
+        _, c = heapq.heappop(gains)
+        widths[c] += 1
+        if widths[c] < WIDTHS[-1]:
+            heapq.heappush(gains, (-(table[c, widths[c] - 1] - table[c, widths[c]]), c))
+    return widths
+
+
+def measure_point(model: onnx.ModelProto, tensor: str, fit_in: F32, held_in: F32, reference: F32) -> dict[str, Any]:
+    head, tail = cut_model(model, [tensor], input_shape=(1, *fit_in.shape[1:]))
+    head_session, tail_session = cpu_session(head), cpu_session(tail)
+    feed_name = head_session.get_inputs()[0].name
+    fit = run_batched(head_session, {feed_name: fit_in})[0]
+    held = run_batched(head_session, {feed_name: held_in})[0]
+    tail_input = tail_session.get_inputs()[0].name
+    ranges = channel_ranges(fit)
+    table = distortion(fit, ranges)
+    row: dict[str, Any] = {"tensor": tensor, "channels": int(fit.shape[1])}
+    for average in AVERAGES:
+        widths = allocate(table, average)
+        for name, chosen in (("uniform", np.full(fit.shape[1], average)), ("allocated", widths)):
+            outputs = run_batched(tail_session, {tail_input: restored(held, chosen, ranges)})[0]
+            top1, cosine = output_agreement(reference, outputs)
+            error = float(np.square(restored(held, chosen, ranges) - held, dtype=np.float64).mean())
+            row[f"{name}_{average}"] = {"top1": round(top1, 4), "cosine": round(cosine, 4), "mse": error}
+        row[f"widths_{average}"] = {str(b): int(np.sum(widths == b)) for b in WIDTHS if np.any(widths == b)}
+    return row
+
+
+def run(out: Path) -> dict[str, Any]:
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        registry = Registry(Path(scratch))
+        record = register_trained_mobilenet_v2(registry)
+        model = onnx.load(str(registry.model_onnx_path(record.id)))
+        images = calibration_sets(None, record.preprocessing, calibration_photos())
+        session = cpu_session(model)
+        reference = run_batched(session, {session.get_inputs()[0].name: images.held_out})[0]
+        rows = []
+        for point in record.split_points:
+            if point.dtype != "float32" or len(point.tensors) != 1 or len(point.shape) < 2 or point.shape[1] < 2:
+                continue
+            row = {"point": point.label} | measure_point(model, point.tensor, images.fit, images.held_out, reference)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    summary = _summary(rows)
+    result = {
+        "model": "mobilenet_v2, torchvision IMAGENET1K_V1 weights",
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, onnxruntime CPU",
+        "images": {"fit": 16, "held_out": 32},
+        "summary": summary,
+        "points": rows,
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out.with_suffix(".png"))
+    print(json.dumps(summary), flush=True)
+    return result
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def top1(row: dict[str, Any], name: str, average: int) -> float:
+        return float(row[f"{name}_{average}"]["top1"])
+
+    out: dict[str, Any] = {}
+    for average in AVERAGES:
+        out[str(average)] = {
+            name: {
+                "mean_top1": round(statistics.fmean(top1(r, name, average) for r in rows), 4),
+                "points_at_least_0.99": sum(1 for r in rows if top1(r, name, average) >= 0.99),
+            }
+            for name in ("uniform", "allocated")
+        } | {
+            "points_better": sum(1 for r in rows if top1(r, "allocated", average) > top1(r, "uniform", average)),
+            "points_worse": sum(1 for r in rows if top1(r, "allocated", average) < top1(r, "uniform", average)),
+            "median_mse_ratio": round(
+                statistics.median(
+                    r[f"allocated_{average}"]["mse"] / max(r[f"uniform_{average}"]["mse"], 1e-30) for r in rows
+                ),
+                4,
+            ),
+        }
+    return out
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(AVERAGES), figsize=(13, 4.5), sharey=True)
+    rows = result["points"]
+    for ax, average in zip(axes, AVERAGES, strict=True):
+        for name, style in (("uniform", "o--"), ("allocated", "o-")):
+            ax.plot(range(len(rows)), [r[f"{name}_{average}"]["top1"] for r in rows], style, ms=3, label=name)
+        ax.set_title(f"{average} bits per value on average (same bytes)")
+        ax.set_xticks(range(len(rows)), [r["point"] for r in rows], rotation=80, fontsize=5)
+        ax.axhline(0.99, color="grey", lw=0.6)
+    axes[0].set_ylabel("held-out top-1 agreement with the float model")
+    axes[0].legend(fontsize=8)
+    figure.suptitle(f"Per-channel bit allocation vs uniform, mobilenet_v2 — {result['machine']}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "bit-allocation.json")
+    args = parser.parse_args()
+    run(args.out)
+
+
+if __name__ == "__main__":
+    main()
