@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
+from bench.agreement_plot import Panel, agreement_figure
 from bench.trained import register_trained_mobilenet_v2
 from common.manifest import TensorRange
 from model_splitter.graph.cutting import cut_model
@@ -44,6 +45,7 @@ from model_splitter.store.samples import calibration_photos
 REPO = Path(__file__).resolve().parents[1]
 WIDTHS = tuple(range(1, 9))
 AVERAGES = (2, 4)
+STYLES = (("uniform", "o--"), ("allocated", "o-"))
 F32 = npt.NDArray[np.float32]
 
 
@@ -175,24 +177,17 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(AVERAGES), figsize=(13, 4.5), sharey=True)
     rows = result["points"]
-    for ax, average in zip(axes, AVERAGES, strict=True):
-        for name, style in (("uniform", "o--"), ("allocated", "o-")):
-            ax.plot(range(len(rows)), [r[f"{name}_{average}"]["top1"] for r in rows], style, ms=3, label=name)
-        ax.set_title(f"{average} bits per value on average (same bytes)")
-        ax.set_xticks(range(len(rows)), [r["point"] for r in rows], rotation=80, fontsize=5)
-        ax.axhline(0.99, color="grey", lw=0.6)
-    axes[0].set_ylabel("held-out top-1 agreement with the float model")
-    axes[0].legend(fontsize=8)
-    figure.suptitle(f"Per-channel bit allocation vs uniform, mobilenet_v2 — {result['machine']}", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    panels = [
+        Panel(
+            f"{average} bits per value on average (same bytes)",
+            [r["point"] for r in rows],
+            {name: ([r[f"{name}_{average}"]["top1"] for r in rows], style) for name, style in STYLES},
+        )
+        for average in AVERAGES
+    ]
+    title = f"Per-channel bit allocation vs uniform, mobilenet_v2 — {result['machine']}"
+    agreement_figure(path, panels, "held-out top-1 agreement with the float model", title, fontsize=5)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from PIL import Image, ImageOps
 
+from bench.agreement_plot import Panel, agreement_figure
 from bench.trained import register_trained_mobilenet_v2
 from common.imaging import preprocess
 from common.manifest import SplitManifest
@@ -156,31 +157,15 @@ def run(out: Path, every: int, steps: int, anchor: float) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(BITS), figsize=(13, 4.5), sharey=True)
-    for ax, bits in zip(axes, BITS, strict=True):
+    styles = (("held_out_base", "o--"), ("held_out_tuned", "o-"), ("unseen_base", "s--"), ("unseen_tuned", "s-"))
+    panels = []
+    for bits in BITS:
         rows = [r for r in result["per_width"] if r["bits"] == bits]
-        labels = [r["point"] for r in rows]
-        for key, style in (
-            ("held_out_base", "o--"),
-            ("held_out_tuned", "o-"),
-            ("unseen_base", "s--"),
-            ("unseen_tuned", "s-"),
-        ):
-            ax.plot(range(len(rows)), [r[key] for r in rows], style, label=key.replace("_", " "))
-        ax.set_title(f"{bits} bits, {result['steps']} steps, anchor {result.get('anchor', 0.0):g}")
-        ax.set_xticks(range(len(labels)), labels, rotation=70, fontsize=7)
-        ax.axhline(0.99, color="grey", lw=0.6)
-        ax.axhline(0.95, color="grey", lw=0.6, ls=":")
-    axes[0].set_ylabel("top-1 agreement with the float model")
-    axes[0].legend(fontsize=8)
-    figure.suptitle(f"Fine-tuned tails, mobilenet_v2 (ImageNet weights) — {result['machine']}", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+        series = {key.replace("_", " "): ([r[key] for r in rows], style) for key, style in styles}
+        title = f"{bits} bits, {result['steps']} steps, anchor {result.get('anchor', 0.0):g}"
+        panels.append(Panel(title, [r["point"] for r in rows], series))
+    title = f"Fine-tuned tails, mobilenet_v2 (ImageNet weights) — {result['machine']}"
+    agreement_figure(path, panels, "top-1 agreement with the float model", title)
 
 
 def main() -> None:
