@@ -10,15 +10,15 @@ at every floating-point single-tensor cut with a channel axis, compares at the s
   channels hold ``b`` bits on average), each at its MSE-fitted range for its own width.
 
 Both fit on the 16 bundled fitting inputs and are judged on the 32 held-out ones (``quantize.images``), by top-1
-agreement with the float model. The quantizer is the wire's own (``quantize.fidelity.roundtrip``, affine codes), run
-per group of channels of one width. This is a measurement, not a served feature: no frame carries mixed widths.
-Results: bench/results/bit-allocation.json and .png.
+agreement with the float model. The quantizer is the wire's own (``quantize.fidelity.roundtrip``, affine codes,
+allocated widths as wire kind 8: common/mixed_widths.py), and the allocation is the one a split gets with
+``"allocation": "rate-distortion"`` (model_splitter/quantize/bit_allocation.py). Results:
+bench/results/bit-allocation.json and .png.
 """
 
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
 import platform
 import statistics
@@ -33,69 +33,18 @@ import onnx
 
 from bench.agreement_plot import Panel, agreement_figure
 from bench.trained import register_trained_mobilenet_v2
-from common.manifest import TensorRange
 from model_splitter.graph.cutting import cut_model
+from model_splitter.quantize.bit_allocation import allocate, channel_ranges, distortion, restored
 from model_splitter.quantize.calibration import cpu_session, run_batched
-from model_splitter.quantize.fidelity import output_agreement, roundtrip
+from model_splitter.quantize.fidelity import output_agreement
 from model_splitter.quantize.images import calibration_sets
-from model_splitter.quantize.range_estimators import histogram_of, mse_range, samples_of
 from model_splitter.store.registry import Registry
 from model_splitter.store.samples import calibration_photos
 
 REPO = Path(__file__).resolve().parents[1]
-WIDTHS = tuple(range(1, 9))
 AVERAGES = (2, 4)
 STYLES = (("uniform", "o--"), ("allocated", "o-"))
 F32 = npt.NDArray[np.float32]
-
-
-def channel_ranges(fit: F32) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per-channel MSE ranges of the fitting features at every width."""
-    samples = samples_of(fit, per_channel=True)
-    hist = histogram_of(samples)
-    return {bits: mse_range(samples, bits, hist) for bits in WIDTHS}
-
-
-def restored(x: F32, widths: np.ndarray, ranges: dict[int, tuple[np.ndarray, np.ndarray]]) -> F32:
-    """``x`` (N, C, ...) through the wire's affine per-channel quantizer, channel ``c`` at ``widths[c]`` bits."""
-    out = np.empty_like(x)
-    for bits in np.unique(widths):
-        channels = np.flatnonzero(widths == bits)
-        lo, hi = (np.asarray(v, dtype=np.float32)[channels] for v in ranges[int(bits)])
-        hi = np.where(hi > lo, hi, lo + np.float32(1e-6)).astype(np.float32)
-        clip = TensorRange(
-            name="t",
-            lo=float(lo.min()),
-            hi=float(hi.max()),
-            channel_lo=[float(v) for v in lo],
-            channel_hi=[float(v) for v in hi],
-        )
-        out[:, channels] = roundtrip(np.ascontiguousarray(x[:, channels]), int(bits), clip, "affine")
-    return out
-
-
-def distortion(fit: F32, ranges: dict[int, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """(C, 8): each channel's squared error on the fitting features at 1..8 bits."""
-    channels = fit.shape[1]
-    table = np.empty((channels, len(WIDTHS)))
-    for column, bits in enumerate(WIDTHS):
-        error = restored(fit, np.full(channels, bits), ranges) - fit
-        table[:, column] = np.square(np.moveaxis(error, 1, 0).reshape(channels, -1), dtype=np.float64).sum(axis=1)
-    return table
-
-
-def allocate(table: np.ndarray, average: int) -> np.ndarray:
-    """Widths 1..8 per channel summing to ``average * C``: greedy on the largest drop of squared error per bit."""
-    channels = table.shape[0]
-    widths = np.ones(channels, dtype=np.int64)
-    gains = [(-(table[c, 0] - table[c, 1]), c) for c in range(channels)]
-    heapq.heapify(gains)
-    for _ in range((average - 1) * channels):
-        _, c = heapq.heappop(gains)
-        widths[c] += 1
-        if widths[c] < WIDTHS[-1]:
-            heapq.heappush(gains, (-(table[c, widths[c] - 1] - table[c, widths[c]]), c))
-    return widths
 
 
 def measure_point(model: onnx.ModelProto, tensor: str, fit_in: F32, held_in: F32, reference: F32) -> dict[str, Any]:
@@ -115,7 +64,7 @@ def measure_point(model: onnx.ModelProto, tensor: str, fit_in: F32, held_in: F32
             top1, cosine = output_agreement(reference, outputs)
             error = float(np.square(restored(held, chosen, ranges) - held, dtype=np.float64).mean())
             row[f"{name}_{average}"] = {"top1": round(top1, 4), "cosine": round(cosine, 4), "mse": error}
-        row[f"widths_{average}"] = {str(b): int(np.sum(widths == b)) for b in WIDTHS if np.any(widths == b)}
+        row[f"widths_{average}"] = {str(b): int(np.sum(widths == b)) for b in range(1, 9) if np.any(widths == b)}
     return row
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, StrictInt, ValidationError, field_validator, model_validator
 
 from common.errors import BadRequest, InvalidArgument
+from common.mixed_widths import validate_widths
 from common.model_io import Frozen as _Frozen
 from common.model_io import Postprocessing, Preprocessing, Task
 from common.model_io import is_none as _is_none
@@ -68,6 +69,12 @@ class TensorRange(_Frozen):
     hi: float
     channel_lo: list[float] | None = Field(None, exclude_if=_is_none, description="per-channel lo (axis 1)")
     channel_hi: list[float] | None = Field(None, exclude_if=_is_none, description="per-channel hi (axis 1)")
+    channel_bits: list[StrictInt] | None = Field(
+        None,
+        exclude_if=_is_none,
+        description="per-channel widths 1..8 (axis 1; wire kind 8), averaging the split's bits; the channel "
+        "ranges are each channel's range at its own width",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> TensorRange:
@@ -82,7 +89,18 @@ class TensorRange(_Frozen):
                 validate_channel_ranges(self.channel_lo, self.channel_hi)
             except InvalidArgument as exc:
                 raise ValueError(f"clip range of {self.name}: {exc.message}") from None
+        if self.channel_bits is not None:
+            try:
+                validate_widths(self.channel_bits, len(self.channel_lo or []) or None)
+            except InvalidArgument as exc:
+                raise ValueError(f"clip range of {self.name}: {exc.message}") from None
+            if self.channel_lo is None:
+                raise ValueError(f"clip range of {self.name}: channel_bits needs channel_lo and channel_hi")
         return self
+
+    def average_bits(self) -> int | None:
+        """The bits per value the channel widths average, or None without them."""
+        return sum(self.channel_bits) // len(self.channel_bits) if self.channel_bits else None
 
     @property
     def per_channel(self) -> bool:
@@ -137,6 +155,14 @@ class Quantization(_Frozen):
         for variant in self.alternatives or []:
             if [entry.name for entry in variant.ranges] != names:
                 raise ValueError(f"the {variant.bits}-bit alternative needs ranges for the tensors {names}")
+        for bits, ranges in ((self.bits, self.ranges), *((v.bits, v.ranges) for v in self.alternatives or [])):
+            for entry in ranges:
+                average = entry.average_bits()
+                if average is not None and (self.scheme != "affine" or average != bits):
+                    raise ValueError(
+                        f"the channel widths of {entry.name} average {average} bits: they need affine codes and "
+                        f"the width they are given at ({bits} bits)"
+                    )
         return self
 
     def range_of(self, tensor: str) -> TensorRange:

@@ -17,6 +17,7 @@ from common.affine import affine_channel_params, affine_params, dequantize_affin
 from common.entropy import code_payload, decode_payload
 from common.errors import InvalidArgument
 from common.manifest import SplitManifest, TensorRange
+from common.mixed_widths import decode_mixed, encode_mixed, validate_widths
 from common.quantization import (
     decode_tensor,
     decode_tensor_per_channel,
@@ -54,6 +55,8 @@ def feature_record(name: str, tensor: npt.ArrayLike, bits: int, clip: TensorRang
     """One cut tensor as a record: kinds 6/7 (affine) or 1/5 (clip) at 1..8 bits, float16/float32 above."""
     per_channel = clip.channel_lo is not None and clip.channel_hi is not None
     if bits <= 8 and scheme == "affine":
+        if per_channel and clip.channel_bits is not None:
+            return mixed_record(name, tensor, clip)
         if per_channel:
             return affine_channel_record(name, tensor, bits, clip.channel_lo or [], clip.channel_hi or [])
         return affine_record(name, tensor, bits, clip.lo, clip.hi)
@@ -69,7 +72,8 @@ def codes_record(
     (1..8 bits): the envelope a code tensor that came without a frame needs to be decoded."""
     per_channel = clip.channel_lo is not None and clip.channel_hi is not None
     if scheme == "affine" and per_channel:
-        record = TensorRecord(name, TensorKind.AFFINE_PER_CHANNEL, bits, 0.0, 0.0, shape, payload)
+        kind = TensorKind.AFFINE_MIXED if clip.channel_bits is not None else TensorKind.AFFINE_PER_CHANNEL
+        record = TensorRecord(name, kind, bits, 0.0, 0.0, shape, payload)
     elif scheme == "affine":
         scale, zero_point = affine_params(clip.lo, clip.hi, bits)
         record = TensorRecord(name, TensorKind.AFFINE, bits, scale, float(zero_point), shape, payload)
@@ -94,16 +98,16 @@ def coded_record(record: TensorRecord) -> TensorRecord:
 
 def decode_features(manifest: SplitManifest, records: Sequence[TensorRecord]) -> dict[str, npt.NDArray[np.float32]]:
     """The tail's feeds from records already checked against the manifest; per-channel ranges come from it."""
-    return {record.name: decode_record(record, _channel_ranges(manifest, record)) for record in records}
+    return {record.name: _decode_with_manifest(manifest, record) for record in records}
 
 
-def _channel_ranges(manifest: SplitManifest, record: TensorRecord) -> tuple[list[float], list[float]] | None:
+def _decode_with_manifest(manifest: SplitManifest, record: TensorRecord) -> npt.NDArray[np.float32]:
     if record.kind not in PER_CHANNEL_KINDS:
-        return None
+        return decode_record(record)
     expected = manifest.quantization.at(record.bits).range_of(record.name)
     if expected.channel_lo is None or expected.channel_hi is None:
-        return None  # a per-channel record without ranges: decode_record refuses it
-    return expected.channel_lo, expected.channel_hi
+        return decode_record(record)  # a per-channel record without ranges: decode_record refuses it
+    return decode_record(record, (expected.channel_lo, expected.channel_hi), expected.channel_bits)
 
 
 def quantized_record(name: str, x: npt.ArrayLike, bits: int, lo: float, hi: float) -> TensorRecord:
@@ -162,6 +166,18 @@ def affine_channel_record(
     return record
 
 
+def mixed_record(name: str, x: npt.ArrayLike, clip: TensorRange) -> TensorRecord:
+    """Encode ``x`` (ndim >= 2) as affine codes at a width per channel (kind 8; the widths, scales and zero points
+    derive from the manifest's range, so they stay out of the frame; the header's bits is the widths' average)."""
+    arr = np.asarray(x)
+    widths, lo, hi = clip.channel_bits or [], clip.channel_lo or [], clip.channel_hi or []
+    payload = encode_mixed(arr, widths, lo, hi)
+    shape = tuple(int(d) for d in arr.shape)
+    record = TensorRecord(name, TensorKind.AFFINE_MIXED, int(sum(widths) // len(widths)), 0.0, 0.0, shape, payload)
+    validate_record(record, 0)
+    return record
+
+
 def image_record(name: str, data: bytes | memoryview) -> TensorRecord:
     """A record carrying encoded image bytes (JPEG/PNG/WebP) untouched."""
     record = TensorRecord(name, TensorKind.ENCODED_IMAGE, 8, 0.0, 0.0, (memoryview(data).nbytes,), data)
@@ -170,12 +186,14 @@ def image_record(name: str, data: bytes | memoryview) -> TensorRecord:
 
 
 def decode_record(
-    record: TensorRecord, channel_ranges: tuple[Sequence[float], Sequence[float]] | None = None
+    record: TensorRecord,
+    channel_ranges: tuple[Sequence[float], Sequence[float]] | None = None,
+    channel_bits: Sequence[int] | None = None,
 ) -> npt.NDArray[np.float32]:
     """The float32 tensor a quantized / float16 / float32 record carries (C-contiguous, writable).
 
-    A per-channel record (kinds 5 and 7) needs ``channel_ranges`` = (lo per channel, hi per channel) from the
-    manifest. A coded payload is decoded (bounded by the packed size) first.
+    A per-channel record (kinds 5, 7 and 8) needs ``channel_ranges`` = (lo per channel, hi per channel) from the
+    manifest, and kind 8 its ``channel_bits``. A coded payload is decoded (bounded by the packed size) first.
     """
     if record.kind is TensorKind.ENCODED_IMAGE:
         raise InvalidArgument(f"tensor {record.name!r} is an encoded image; decode it with the image codec")
@@ -188,6 +206,15 @@ def decode_record(
                 f"tensor {record.name!r} is quantized per channel; its ranges come from the split's manifest"
             )
         ranges = validate_channel_ranges(channel_ranges[0], channel_ranges[1], record.shape[1])
+    if record.kind is TensorKind.AFFINE_MIXED and ranges is not None:
+        if channel_bits is None:
+            raise InvalidArgument(f"tensor {record.name!r} has a width per channel; the widths are in the manifest")
+        widths, average = validate_widths(channel_bits, record.shape[1])
+        if average != record.bits:
+            raise InvalidArgument(
+                f"tensor {record.name!r} says {record.bits} bits per value; its channel widths average {average}"
+            )
+        return decode_mixed(payload, widths.tolist(), ranges[0], ranges[1], record.shape)
     if record.kind is TensorKind.AFFINE:
         codes = unpack_codes(payload, record.bits, count)
         return dequantize_affine(codes, record.bits, record.lo, record.hi, record.shape)

@@ -17,8 +17,10 @@ Version 1, all integers and floats little-endian::
 Kinds: 1 quantized (lo/hi in the header), 2 float16, 3 float32, 4 encoded image, 5 quantized per channel (the
 per-channel ranges of axis 1 are not in the frame: they come from the split's manifest; lo = hi = 0 in the header),
 6 affine (zero-exact codes, common/affine.py: scale and zero point in the lo/hi fields), 7 affine per channel
-(scales and zero points from the manifest's ranges; lo = hi = 0). The kind byte's high bit (0x80) says the payload
-of a code kind (1, 5, 6, 7) is coded with Zstandard (common/entropy.py) and is shorter than the packed codes.
+(scales and zero points from the manifest's ranges; lo = hi = 0), 8 affine per channel with a width per channel
+(common/mixed_widths.py: widths, scales and zero points from the manifest; bits = the widths' average; lo = hi = 0).
+The kind byte's high bit (0x80) says the payload of a code kind (1, 5, 6, 7, 8) is coded with Zstandard
+(common/entropy.py) and is shorter than the packed codes.
 
 Decoding checks the structure before the CRC, so that a malformed frame gets a message naming the field at
 fault, and it never reads past the buffer or allocates from header values. Payloads of a decoded frame are
@@ -65,6 +67,7 @@ class TensorKind(IntEnum):
     QUANTIZED_PER_CHANNEL = 5
     AFFINE = 6
     AFFINE_PER_CHANNEL = 7
+    AFFINE_MIXED = 8
 
 
 CODED = 0x80  # on the kind byte: the payload is the Zstandard coding of the packed codes
@@ -76,9 +79,16 @@ _KIND_BITS: dict[TensorKind, tuple[int, ...]] = {
     TensorKind.QUANTIZED_PER_CHANNEL: (1, 2, 3, 4, 5, 6, 7, 8),
     TensorKind.AFFINE: (1, 2, 3, 4, 5, 6, 7, 8),
     TensorKind.AFFINE_PER_CHANNEL: (1, 2, 3, 4, 5, 6, 7, 8),
+    TensorKind.AFFINE_MIXED: (1, 2, 3, 4, 5, 6, 7, 8),
 }
-CODE_KINDS = (TensorKind.QUANTIZED, TensorKind.QUANTIZED_PER_CHANNEL, TensorKind.AFFINE, TensorKind.AFFINE_PER_CHANNEL)
-PER_CHANNEL_KINDS = (TensorKind.QUANTIZED_PER_CHANNEL, TensorKind.AFFINE_PER_CHANNEL)
+CODE_KINDS = (
+    TensorKind.QUANTIZED,
+    TensorKind.QUANTIZED_PER_CHANNEL,
+    TensorKind.AFFINE,
+    TensorKind.AFFINE_PER_CHANNEL,
+    TensorKind.AFFINE_MIXED,
+)
+PER_CHANNEL_KINDS = (TensorKind.QUANTIZED_PER_CHANNEL, TensorKind.AFFINE_PER_CHANNEL, TensorKind.AFFINE_MIXED)
 
 
 @dataclass(frozen=True)
@@ -168,7 +178,7 @@ def decode_frame(data: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_
         if isinstance(kind, str):
             raise InvalidFrame(f"tensor {i}: {kind}")
         if coded and kind not in CODE_KINDS:
-            raise InvalidFrame(f"tensor {i}: only code kinds (1, 5, 6, 7) can be coded, got kind {int(kind)} coded")
+            raise InvalidFrame(f"tensor {i}: only code kinds (1, 5, 6, 7, 8) can be coded, got kind {int(kind)} coded")
         _refuse(_bits_problem(kind, bits), i)
         _refuse(_ndim_problem(kind, ndim), i)
         _need(off, 4 * ndim + _PAYLOAD_LEN.size + name_len, end, f"tensor {i} dims, payload length and name")
@@ -218,7 +228,7 @@ def validate_record(r: object, i: int) -> bytes:
     if isinstance(kind, str):
         raise InvalidArgument(f"tensor {i} ({r.name!r}): {kind}")
     if r.coded and kind not in CODE_KINDS:
-        raise InvalidArgument(f"tensor {i} ({r.name!r}): only code kinds (1, 5, 6, 7) can be coded")
+        raise InvalidArgument(f"tensor {i} ({r.name!r}): only code kinds (1, 5, 6, 7, 8) can be coded")
     if not isinstance(r.name, str):
         raise InvalidArgument(f"tensor {i}: name must be a str, got {type(r.name).__name__}")
     try:
@@ -251,7 +261,7 @@ def _kind(raw: object) -> TensorKind | str:
     except (ValueError, TypeError):
         return (
             f"unknown kind {raw!r} (1 quantized, 2 float16, 3 float32, 4 encoded image, 5 quantized per channel, "
-            "6 affine, 7 affine per channel)"
+            "6 affine, 7 affine per channel, 8 affine per channel at a width per channel)"
         )
 
 

@@ -174,7 +174,9 @@ def _check_range(manifest: SplitManifest, record: TensorRecord) -> None:
     expected = quantization.range_of(record.name)
     # Per-channel ranges travel in the manifest only: such a tensor must arrive as a per-channel kind.
     per_channel = expected.channel_lo is not None
-    if quantization.scheme == "affine":
+    if quantization.scheme == "affine" and expected.channel_bits is not None:
+        want = TensorKind.AFFINE_MIXED
+    elif quantization.scheme == "affine":
         want = TensorKind.AFFINE_PER_CHANNEL if per_channel else TensorKind.AFFINE
     else:
         want = TensorKind.QUANTIZED_PER_CHANNEL if per_channel else TensorKind.QUANTIZED

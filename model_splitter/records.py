@@ -117,6 +117,11 @@ class SplitRequest(BaseModel):
         "when the ranges come from it, else affine",
     )
     entropy: Entropy = Field("zstd", description="'zstd': Zstandard-code the packed codes when shorter; 'none'")
+    allocation: Literal["uniform", "rate-distortion"] = Field(
+        "uniform",
+        description="1..8 bits: 'uniform', every value at bits; 'rate-distortion', a width of 1..8 per channel "
+        "averaging bits (the same bytes), more where a channel's error drops most, fitted as the split is made",
+    )
     alternatives: list[StrictInt] = Field(
         default_factory=list,
         description="more bit widths the split carries, each with its own ranges and fidelity (e.g. [2, 8] beside "

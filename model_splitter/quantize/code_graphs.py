@@ -183,6 +183,8 @@ def _checked(manifest: SplitManifest) -> int:
     bits = manifest.quantization.bits
     if bits not in QUANTIZED_BITS:
         raise InvalidArgument(f"a {bits}-bit split sends floats: it has no codes to put in a graph")
+    if any(entry.channel_bits for entry in manifest.quantization.ranges):
+        raise InvalidArgument("this split codes each channel at its own width; the code graphs pack one width")
     return bits
 
 

@@ -35,6 +35,10 @@ def code_graphs_for(
     """The checked graphs; None where the split has no codes (16/32 bits) or the model is older than opset 13."""
     if not has_codes(manifest):
         return None
+    if any(entry.channel_bits for entry in manifest.quantization.ranges):
+        # The graphs pack one width per tensor; numpy (common/mixed_widths.py) is the only coder of kind 8.
+        logger.info("split at %s: a width per channel, no in-graph codes", manifest.split_point)
+        return None
     if min(model_opset(head), model_opset(tail)) < MIN_OPSET:
         logger.info("split at %s: opset below %d, no in-graph codes", manifest.split_point, MIN_OPSET)
         return None

@@ -35,9 +35,9 @@ import onnxruntime as ort
 from common.errors import InvalidArgument
 from common.manifest import Fidelity, Scheme, TaskFidelity, TensorRange
 from common.postprocess import OutputLayout
-from common.quantization import QUANTIZED_BITS, validate_bits
-from common.tensor_records import coded_record, decode_record, feature_record
+from common.quantization import QUANTIZED_BITS
 from model_splitter.graph.cutting import cut_model, tensor_value_infos
+from model_splitter.quantize.bit_allocation import allocated_ranges
 from model_splitter.quantize.calibration import (
     DEFAULT_METHOD,
     Method,
@@ -49,6 +49,8 @@ from model_splitter.quantize.calibration import (
     run_batched,
 )
 from model_splitter.quantize.images import CalibrationImages
+from model_splitter.quantize.roundtrip import coded_bytes as coded_bytes
+from model_splitter.quantize.roundtrip import roundtrip as roundtrip
 from model_splitter.quantize.task_fidelity import per_image, task_fidelity
 from model_splitter.records import ModelRecord, Progress, no_progress
 
@@ -70,28 +72,6 @@ class PointFidelity:
     label: str
     tensors: list[str]
     by_bits: dict[int, BitsFidelity]
-
-
-def roundtrip(x: np.ndarray, bits: int, clip: TensorRange | None, scheme: Scheme = "affine") -> F32:
-    """What the edge feeds the tail when the robot sends ``x`` at ``bits`` with ``clip`` in ``scheme``."""
-    b = validate_bits(bits)
-    array = np.ascontiguousarray(x, dtype=np.float32)
-    if b == 32:
-        return array
-    if b <= 8 and clip is None:
-        raise InvalidArgument(f"quantizing at {b} bits needs a clip range")
-    record = feature_record("t", array, b, clip or TensorRange(name="t", lo=-1.0, hi=1.0), scheme)
-    ranges = (clip.channel_lo, clip.channel_hi) if clip is not None and clip.channel_lo and clip.channel_hi else None
-    return decode_record(record, ranges)
-
-
-def coded_bytes(x: np.ndarray, bits: int, clip: TensorRange, scheme: Scheme) -> int:
-    """The total payload of ``x``'s images (axis 0) sent one frame each, each Zstandard-coded when that is shorter."""
-    total = 0
-    for row in np.ascontiguousarray(x, dtype=np.float32):
-        record = coded_record(feature_record("t", row[None], bits, clip, scheme))
-        total += memoryview(record.payload).nbytes
-    return total
 
 
 def stack_images(images: Sequence[np.ndarray] | np.ndarray) -> F32:
@@ -252,9 +232,13 @@ def fidelity_table(
     scheme: Scheme = "affine",
     labels: Sequence[str] | None = None,
     progress: Progress = no_progress,
+    allocated: bool = False,
 ) -> list[PointFidelity]:
     """Ranges fitted on ``images.fit`` and fidelity measured on ``images.held_out``, for every (floating-point)
-    split point of ``record`` (or those named in ``labels``) and every bit width."""
+    split point of ``record`` (or those named in ``labels``) and every bit width; ``allocated``: a width per
+    channel (``quantize.bit_allocation``, affine codes only)."""
+    if allocated and scheme != "affine":
+        raise InvalidArgument("bits per channel are affine codes: leave the scheme out or make it affine")
     bits_sorted = check_bits(bits_list)
     check_method(method, per_channel)
     fit, held_out = stack_images(images.fit), stack_images(images.held_out)
@@ -269,7 +253,9 @@ def fidelity_table(
     answers_of = _TaskAnswers(model, record, held_out, [out[fitted:] for out in outputs])
     progress("estimating ranges")
     ranges = {
-        name: estimate_ranges(model, name, activations[name][:fitted], bits_sorted, method, per_channel)
+        name: allocated_ranges(model, name, activations[name][:fitted], bits_sorted)
+        if allocated
+        else estimate_ranges(model, name, activations[name][:fitted], bits_sorted, method, per_channel)
         for name in tensors
     }
     measured = {name: activations[name][fitted:] for name in tensors}

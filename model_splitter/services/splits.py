@@ -66,6 +66,13 @@ def check_request(request: SplitRequest) -> None:
         raise InvalidArgument(f"bits must be one of {', '.join(map(str, SUPPORTED_BITS))}, got {request.bits}")
     if request.bits in request.alternatives:
         raise InvalidArgument(f"bits {request.bits} is the split's own width: list only other widths in alternatives")
+    if request.allocation == "rate-distortion":
+        if request.bits not in QUANTIZED_BITS:
+            raise InvalidArgument(f"bits per channel need 1..8 bits, got {request.bits}")
+        if request.clip is not None:
+            raise InvalidArgument("bits per channel are fitted as the split is made: leave clip out")
+        if request.scheme == "clip":
+            raise InvalidArgument("bits per channel are affine codes: leave the scheme out or make it affine")
     if isinstance(request.clip, tuple):
         lo, hi = request.clip
         try:
@@ -172,6 +179,8 @@ def _scheme(registry: Registry, record: ModelRecord, request: SplitRequest) -> S
     """The request's scheme; else that of the model's calibration when the ranges may come from it; else affine."""
     if request.scheme is not None:
         return request.scheme
+    if request.allocation == "rate-distortion":
+        return "affine"
     calibration = registry.get_calibration(record.id) if request.clip in (None, "calibrated") else None
     return calibration.scheme if calibration is not None else "affine"
 
@@ -199,6 +208,11 @@ def _ranges(
             out[bits] = given
         elif request.clip == "calibrated":
             out[bits] = calibrated_ranges(registry, record, point, bits, codes)
+        elif request.allocation == "rate-distortion":
+            if bits in QUANTIZED_BITS:
+                fresh.append(bits)  # no stored calibration has widths per channel
+            else:
+                out[bits] = given
         else:
             stored = stored_ranges(registry, record, point, bits, codes)
             if stored is not None:
@@ -209,7 +223,7 @@ def _ranges(
                 out[bits] = given
     if fresh:
         progress(f"calibrating {point.label} at {', '.join(map(str, fresh))} bits on the bundled photos")
-        measured = calibrate_point(model, record, point, fresh, scheme)
+        measured = calibrate_point(model, record, point, fresh, scheme, request.allocation == "rate-distortion")
         for bits in fresh:
             out[bits] = measured.get(bits) or given
     return out
@@ -253,12 +267,19 @@ def stored_ranges(
 
 
 def calibrate_point(
-    model: onnx.ModelProto, record: ModelRecord, point: SplitPoint, widths: list[int], scheme: Scheme
+    model: onnx.ModelProto,
+    record: ModelRecord,
+    point: SplitPoint,
+    widths: list[int],
+    scheme: Scheme,
+    allocated: bool = False,
 ) -> dict[int, Measured]:
-    """Ranges for ``point`` alone at each width, fitted on the bundled photos and measured on the held-out ones
-    (nothing for a cut that is not floating point: there is nothing to calibrate)."""
+    """Ranges for ``point`` alone at each width (``allocated``: a width per channel), fitted on the bundled photos
+    and measured on the held-out ones (nothing for a cut that is not floating point: there is nothing to calibrate)."""
     images = calibration_sets(None, record.preprocessing, calibration_photos())
-    table = fidelity_table(model, record, images, widths, DEFAULT_METHOD, scheme=scheme, labels=[point.label])
+    table = fidelity_table(
+        model, record, images, widths, DEFAULT_METHOD, scheme=scheme, labels=[point.label], allocated=allocated
+    )
     if not table:
         return {}
     return {bits: (list(m.ranges), m.fidelity) for bits, m in table[0].by_bits.items()}

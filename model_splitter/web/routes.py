@@ -53,6 +53,7 @@ def split_view(manifest: SplitManifest) -> dict[str, Any]:
         "bits": manifest.quantization.bits,
         "clip": [[r.lo, r.hi] for r in manifest.quantization.ranges],
         "clip_method": manifest.quantization.method,
+        "bits_per_channel": any(r.channel_bits for r in manifest.quantization.ranges),
         "weights_trained": manifest.weights_trained,
         "head_tail_max_abs_diff": manifest.verification.head_tail_max_abs_diff,
         "agreement": fidelity.answer_agreement if fidelity else None,

@@ -192,12 +192,13 @@ FIELD_CASES = [
         KIND,
         b"\x00",
         "tensor 0: unknown kind 0 (1 quantized, 2 float16, 3 float32, 4 encoded image, 5 quantized per channel, "
-        "6 affine, 7 affine per channel)",
+        "6 affine, 7 affine per channel, 8 affine per channel at a width per channel)",
     ),
-    (KIND, b"\x08", "tensor 0: unknown kind 8"),
+    (KIND, b"\x09", "tensor 0: unknown kind 9"),
+    (KIND, b"\x08", "tensor 0: a per-channel quantized tensor has lo = hi = 0 (ranges are in the manifest)"),
     (KIND, b"\x06", "tensor 0: an affine scale must be a positive finite float32 whose inverse is finite, got 0.0"),
     (KIND, b"\x07", "tensor 0: a per-channel quantized tensor has lo = hi = 0 (ranges are in the manifest)"),
-    (KIND, b"\x82", "tensor 0: only code kinds (1, 5, 6, 7) can be coded, got kind 2 coded"),
+    (KIND, b"\x82", "tensor 0: only code kinds (1, 5, 6, 7, 8) can be coded, got kind 2 coded"),
     (KIND, b"\x81", "tensor 0: a coded payload must be shorter than the 2 bytes of packed codes it replaces, got 2"),
     (
         KIND,
@@ -404,7 +405,7 @@ def _rec(**changes: object) -> TensorRecord:
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        (_rec(kind=8), "tensor 0 ('t'): unknown kind 8"),
+        (_rec(kind=9), "tensor 0 ('t'): unknown kind 9"),
         (_rec(coded=True), "tensor 0 ('t'): a coded payload must be shorter than the 2 bytes of packed codes"),
         (_rec(bits=16), "tensor 0 ('t'): bits 16 not valid for kind quantized (must be 1..8)"),
         (_rec(bits=4.0), "tensor 0 ('t'): bits must be an int, got 4.0"),

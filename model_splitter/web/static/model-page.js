@@ -52,6 +52,7 @@ const ModelPage = (() => {
       bits: manifest.quantization.bits,
       clip: manifest.quantization.ranges.map((r) => [r.lo, r.hi]),
       clip_method: manifest.quantization.method,
+      bits_per_channel: manifest.quantization.ranges.some((r) => Array.isArray(r.channel_bits)),
       weights_trained: manifest.weights_trained,
       head_tail_max_abs_diff: manifest.verification.head_tail_max_abs_diff,
       agreement: agreementOf(fidelity),
@@ -72,7 +73,8 @@ const ModelPage = (() => {
           ? ` · clip [${split.clip[0].join(", ")}]`
           : "";
     const tuned = split.tuned_from ? " · tail fine-tuned" : "";
-    return `${split.split_point} · ${split.bits} bits${split.bits < 16 ? clip : ""}${tuned}`;
+    const widths = split.bits_per_channel ? " on average, a width per channel" : "";
+    return `${split.split_point} · ${split.bits} bits${widths}${split.bits < 16 ? clip : ""}${tuned}`;
   }
 
   return {

@@ -339,6 +339,11 @@ const SplitPoints = (() => {
     return null;
   }
 
+  /* "rate-distortion" when a width per channel is chosen (at 1..8 bits), else null (every value at the bits). */
+  function allocationRequest() {
+    return state.bits < 16 && clipMode.value === "per-channel" ? "rate-distortion" : null;
+  }
+
   function describeSelection() {
     if (state.selected === null) return;
     const point = points[state.selected];
@@ -409,6 +414,7 @@ const SplitPoints = (() => {
   return {
     chartBox,
     clipMode,
+    allocationRequest,
     drawChart,
     buildTable,
     updateTable,

@@ -85,6 +85,8 @@ const Splits = (() => {
     const point = points[state.selected];
     const body = { split_point: point.label, bits: state.bits };
     if (clip) body.clip = clip;
+    const allocation = SplitPoints.allocationRequest();
+    if (allocation) body.allocation = allocation;
     const following = (onStage) =>
       Jobs.run(
         `/api/models/${model.id}/split-jobs`,
