@@ -21,11 +21,11 @@ LO = [-2.0, -1.0, -3.0, -0.5, 0.1, -4.0]
 HI = [2.0, 1.0, 0.5, 3.0, 4.0, 0.25]
 
 
-def _features() -> np.ndarray:
-    x = RNG.standard_normal((2, 6, 3, 5)).astype(np.float32) * 2
+def _features(shape: tuple[int, ...] = (2, 6, 3, 5)) -> np.ndarray:
+    x = RNG.standard_normal(shape).astype(np.float32) * 2
     x[0, 2] = 0.0
-    x[1, 0, 0, :3] = [np.nan, np.inf, -np.inf]
-    x[1, 4, 1, 1] = 1e30
+    x[1, 0].flat[:3] = [np.nan, np.inf, -np.inf]
+    x[1, 4].flat[-1] = 1e30
     return x
 
 
@@ -52,9 +52,11 @@ def _channel_codes(channel: np.ndarray, bits: int, c: int) -> bytes:
     return quantize_affine(channel, bits, scales, zero_points).tobytes()
 
 
+# 15 values a channel: blocks end inside bytes; 16: every block is whole bytes (the packer's fast path).
+@pytest.mark.parametrize("shape", [(2, 6, 3, 5), (2, 6, 4, 4), (3, 6)])
 @pytest.mark.parametrize("widths", [[1, 8, 4, 2, 5, 4], [3, 3, 3, 3, 3, 3], [8, 1, 1, 8, 4, 2], [7, 5, 3, 1, 2, 6]])
-def test_the_stream_is_each_value_at_its_channels_width(widths: list[int]) -> None:
-    x = _features()
+def test_the_stream_is_each_value_at_its_channels_width(widths: list[int], shape: tuple[int, ...]) -> None:
+    x = _features(shape)
     payload = encode_mixed(x, widths, LO, HI)
     assert payload == _reference_stream(x, widths)
     average = sum(widths) // len(widths)
