@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Panel(NamedTuple):
@@ -31,3 +33,10 @@ def agreement_figure(path: Path, panels: list[Panel], ylabel: str, title: str, f
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+
+
+def save_result(out: Path, result: dict[str, Any], plot: Callable[[dict[str, Any], Path], None]) -> None:
+    """The result as JSON at ``out`` and its figure beside it (same name, .png)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out.with_suffix(".png"))

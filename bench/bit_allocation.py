@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from bench.agreement_plot import Panel, agreement_figure
+from bench.agreement_plot import Panel, agreement_figure, save_result
 from bench.trained import register_trained_mobilenet_v2
 from model_splitter.graph.cutting import cut_model
 from model_splitter.quantize.bit_allocation import allocate, channel_ranges, distortion, restored
@@ -93,9 +93,7 @@ def run(out: Path) -> dict[str, Any]:
         "points": rows,
         "seconds": round(time.perf_counter() - began, 1),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out.with_suffix(".png"))
+    save_result(out, result, plot)
     print(json.dumps(summary), flush=True)
     return result
 

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from PIL import Image, ImageOps
 
-from bench.agreement_plot import Panel, agreement_figure
+from bench.agreement_plot import Panel, agreement_figure, save_result
 from bench.trained import register_trained_mobilenet_v2
 from common.imaging import preprocess
 from common.manifest import SplitManifest
@@ -149,9 +149,7 @@ def run(out: Path, every: int, steps: int, anchor: float) -> dict[str, Any]:
         "across_widths": across,
         "seconds": round(time.perf_counter() - began, 1),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out.with_suffix(".png"))
+    save_result(out, result, plot)
     print(json.dumps(result["summary"]), flush=True)
     return result
 

@@ -19,6 +19,7 @@ import onnx
 from common.errors import InvalidArgument
 from common.manifest import TensorRange
 from common.quantization import QUANTIZED_BITS
+from model_splitter.quantize.calibration import float32_ranges
 from model_splitter.quantize.range_estimators import fixed_range, histogram_of, mse_range, samples_of
 from model_splitter.quantize.roundtrip import roundtrip
 
@@ -32,9 +33,7 @@ def channel_ranges(fit: np.ndarray) -> Ranges:
     hist = histogram_of(samples)
     out: Ranges = {}
     for bits in QUANTIZED_BITS:
-        lo, hi = (np.nan_to_num(v).astype(np.float32) for v in mse_range(samples, bits, hist))
-        width = np.maximum(np.float32(1e-6), np.abs(lo) * np.float32(1e-5))
-        out[bits] = (lo, np.where(hi > lo, hi, lo + width).astype(np.float32))
+        out[bits] = float32_ranges(*mse_range(samples, bits, hist))
     return out
 
 

@@ -143,12 +143,17 @@ def _per_image_bytes(model: onnx.ModelProto, tensors: list[str], one: F32) -> di
     return sizes
 
 
-def _as_range(name: str, lo: F64, hi: F64, per_channel: bool) -> TensorRange:
-    """A manifest range from estimates, in float32 (as the wire computes) and with lo < hi in every channel."""
+def float32_ranges(lo: F64, hi: F64) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Estimated ranges in float32 (as the wire computes) with lo < hi in every row."""
     lo32 = np.nan_to_num(lo).astype(np.float32)
     hi32 = np.nan_to_num(hi).astype(np.float32)
     width = np.maximum(np.float32(1e-6), np.abs(lo32) * np.float32(1e-5))
-    hi32 = np.where(hi32 > lo32, hi32, lo32 + width).astype(np.float32)
+    return lo32, np.where(hi32 > lo32, hi32, lo32 + width).astype(np.float32)
+
+
+def _as_range(name: str, lo: F64, hi: F64, per_channel: bool) -> TensorRange:
+    """A manifest range from estimates, in float32 (as the wire computes) and with lo < hi in every channel."""
+    lo32, hi32 = float32_ranges(lo, hi)
     if not per_channel:
         return TensorRange(name=name, lo=float(lo32[0]), hi=float(hi32[0]))
     return TensorRange(
