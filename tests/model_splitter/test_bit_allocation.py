@@ -118,3 +118,40 @@ def test_a_split_with_bits_per_channel_is_served_as_its_manifest_says(
         ):
             refused = client.post(f"/api/models/{model_id}/splits", json={**body, "alternatives": [], **wrong})
             assert refused.status_code == 400 and words in refused.json()["detail"], refused.text
+
+
+def test_a_tail_fine_tuned_on_the_channel_widths_keeps_them(
+    stack: tuple[ServiceProcess, ServiceProcess, ServiceProcess],
+) -> None:
+    splitter, robot, edge = stack
+    image = (SAMPLES / "chelsea.jpg").read_bytes()
+    upload = {"file": ("tiny-tuned-widths.onnx", tiny_classifier(seed=10).SerializeToString())}
+    with httpx.Client(base_url=splitter.url, timeout=300) as client:
+        model = client.post("/api/models", files=upload, data={"input_shape": "1,3,32,32", "task": "classification"})
+        assert model.status_code == 201, model.text
+        body = {"split_point": "stem", "bits": 2, "allocation": "rate-distortion"}
+        base = SplitManifest.model_validate(client.post(f"/api/models/{model.json()['id']}/splits", json=body).json())
+        response = client.post(f"/api/splits/{base.id}/fine-tune", data={"steps": "20"})
+        assert response.status_code == 201, response.text
+        tuned = SplitManifest.model_validate(response.json())
+        assert tuned.fine_tuning is not None and tuned.fine_tuning.base_split == base.id
+        assert tuned.quantization == base.quantization and tuned.code_graphs is None
+        (clip,) = tuned.quantization.ranges
+        assert clip.channel_bits is not None and sum(clip.channel_bits) == 2 * len(clip.channel_bits)
+
+        bundle = client.get(f"/api/splits/{tuned.id}/bundle.zip").content
+        for service in (edge, robot):
+            installed = httpx.post(f"{service.url}/api/bundles", files={"bundle": ("b.zip", bundle)}, timeout=60)
+            assert installed.status_code == 200, installed.text
+        head = onnx.load_from_string(client.get(f"/api/splits/{tuned.id}/head.onnx").content)
+        tail = onnx.load_from_string(client.get(f"/api/splits/{tuned.id}/tail.onnx").content)
+    (features,) = _session(head).run(None, {"input": preprocess(decode_image(image), tuned.preprocessing)})
+    (logits,) = _session(tail).run(None, {tuned.cut[0].name: roundtrip(features, 2, clip)})
+    answer = httpx.post(
+        f"{robot.url}/api/infer",
+        files={"image": ("c.jpg", image)},
+        data={"mode": "split", "split_id": tuned.id},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert [p["index"] for p in answer.json()["predictions"]] == list(np.argsort(-logits[0])[:5])
