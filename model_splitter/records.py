@@ -97,6 +97,11 @@ class ModelSummary(BaseModel):
 ClipBound = Annotated[float, WithJsonSchema({"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX})]
 
 
+# How the bits of a width are spread over a cut tensor: every value at the width, or per channel by
+# rate-distortion (model_splitter/quantize/bit_allocation.py).
+Allocation = Literal["uniform", "rate-distortion"]
+
+
 class SplitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -117,10 +122,11 @@ class SplitRequest(BaseModel):
         "when the ranges come from it, else affine",
     )
     entropy: Entropy = Field("zstd", description="'zstd': Zstandard-code the packed codes when shorter; 'none'")
-    allocation: Literal["uniform", "rate-distortion"] = Field(
-        "uniform",
+    allocation: Allocation | None = Field(
+        None,
         description="1..8 bits: 'uniform', every value at bits; 'rate-distortion', a width of 1..8 per channel "
-        "averaging bits (the same bytes), more where a channel's error drops most, fitted as the split is made",
+        "averaging bits (the same bytes), more where a channel's error drops most; default: the model's "
+        "calibration's when the ranges come from it, else uniform",
     )
     alternatives: list[StrictInt] = Field(
         default_factory=list,
@@ -193,6 +199,7 @@ class CalibrationResult(BaseModel):
     images: int = Field(description="held-out inputs the fidelity was measured on")
     fit_images: int | None = Field(None, description="other inputs the ranges were fitted on")
     scheme: Scheme = Field("clip", description="the code scheme the ranges were measured with")
+    allocation: Allocation = Field("uniform", description="rate-distortion: the ranges hold a width per channel")
     image_source: Literal["uploaded", "bundled"]
     created_at: str
     seconds: float = Field(description="wall time of the calibration and fidelity runs")

@@ -11,7 +11,7 @@ from common.errors import InvalidArgument, NotFound
 from common.manifest import Scheme
 from common.service_api import read_image_uploads
 from model_splitter.context import SplitterContext
-from model_splitter.records import CalibrationResult
+from model_splitter.records import Allocation, CalibrationResult
 from model_splitter.services.calibration import (
     DEFAULT_CALIBRATION_BITS,
     DEFAULT_METHOD,
@@ -53,9 +53,12 @@ def calibration_form(max_image_bytes: int) -> CalibrationForm:
         per_channel: bool = Form(False, description="one range per channel (axis 1); not with fixed"),
         bits: list[str] | None = Form(None, description="bit widths, e.g. 2,4,8 (the default)"),
         scheme: Scheme = Form("affine", description="affine (zero-exact codes, the default) or clip"),
+        allocation: Allocation = Form(
+            "uniform", description="uniform, or rate-distortion: a width of 1..8 bits per channel (mse, affine)"
+        ),
     ) -> CalibrationRequest:
         uploads = await read_image_uploads(images, MAX_CALIBRATION_IMAGES, max_image_bytes, "calibration image")
-        request = CalibrationRequest(uploads, method, per_channel, tuple(parse_bits(bits)), scheme)
+        request = CalibrationRequest(uploads, method, per_channel, tuple(parse_bits(bits)), scheme, allocation)
         request.check()
         return request
 

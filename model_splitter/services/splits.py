@@ -38,7 +38,7 @@ from model_splitter.quantize.code_verification import code_graphs_for
 from model_splitter.quantize.default_ranges import default_clip
 from model_splitter.quantize.fidelity import fidelity_table
 from model_splitter.quantize.images import calibration_sets
-from model_splitter.records import ModelRecord, Progress, SplitPoint, SplitRequest, no_progress
+from model_splitter.records import Allocation, ModelRecord, Progress, SplitPoint, SplitRequest, no_progress
 from model_splitter.store.registry import HEAD_CODES_FILE, TAIL_CODES_FILE, Registry
 from model_splitter.store.samples import calibration_photos
 
@@ -69,8 +69,11 @@ def check_request(request: SplitRequest) -> None:
     if request.allocation == "rate-distortion":
         if request.bits not in QUANTIZED_BITS:
             raise InvalidArgument(f"bits per channel need 1..8 bits, got {request.bits}")
-        if request.clip is not None:
-            raise InvalidArgument("bits per channel are fitted as the split is made: leave clip out")
+        if request.clip not in (None, "calibrated"):
+            raise InvalidArgument(
+                "bits per channel come from a calibration (the model's, or one made now): leave clip out, or "
+                'make it "calibrated"'
+            )
         if request.scheme == "clip":
             raise InvalidArgument("bits per channel are affine codes: leave the scheme out or make it affine")
     if isinstance(request.clip, tuple):
@@ -86,6 +89,7 @@ def create_split(
 ) -> SplitManifest:
     check_request(request)
     record = registry.get_model(model_id)
+    allocation = _allocation(registry, record, request)
     point = find_split_point(record, request.split_point)
     model = onnx.load(str(registry.model_onnx_path(model_id)))
     tensors = point.tensors or [point.tensor]
@@ -104,8 +108,8 @@ def create_split(
     tail_bytes = tail.SerializeToString()
     widths = [request.bits, *request.alternatives]
     quantized = [bits for bits in widths if bits in QUANTIZED_BITS]
-    scheme = _scheme(registry, record, request) if quantized else "clip"  # no codes: as such manifests always were
-    by_bits = _ranges(registry, record, model, point, request, widths, scheme, progress)
+    scheme = _scheme(registry, record, request, allocation) if quantized else "clip"  # no codes: as such manifests were
+    by_bits = _ranges(registry, record, model, point, request, widths, scheme, allocation, progress)
     ranges, fidelity = by_bits[request.bits]
     alternatives = [
         BitsVariant(bits=bits, ranges=by_bits[bits][0], fidelity=by_bits[bits][1]) for bits in request.alternatives
@@ -175,11 +179,21 @@ def save_with_code_graphs(
 Measured = tuple[list[TensorRange], Fidelity | None]
 
 
-def _scheme(registry: Registry, record: ModelRecord, request: SplitRequest) -> Scheme:
+def _allocation(registry: Registry, record: ModelRecord, request: SplitRequest) -> Allocation:
+    """The request's allocation; else that of the model's calibration when the ranges may come from it (as the
+    scheme); else uniform."""
+    if request.allocation is not None:
+        return request.allocation
+    calibration = registry.get_calibration(record.id) if request.clip in (None, "calibrated") else None
+    uses_codes = request.bits in QUANTIZED_BITS and request.scheme in (None, "affine")
+    return calibration.allocation if calibration is not None and uses_codes else "uniform"
+
+
+def _scheme(registry: Registry, record: ModelRecord, request: SplitRequest, allocation: Allocation) -> Scheme:
     """The request's scheme; else that of the model's calibration when the ranges may come from it; else affine."""
     if request.scheme is not None:
         return request.scheme
-    if request.allocation == "rate-distortion":
+    if allocation == "rate-distortion":
         return "affine"
     calibration = registry.get_calibration(record.id) if request.clip in (None, "calibrated") else None
     return calibration.scheme if calibration is not None else "affine"
@@ -193,6 +207,7 @@ def _ranges(
     request: SplitRequest,
     widths: list[int],
     scheme: Scheme,
+    allocation: Allocation,
     progress: Progress = no_progress,
 ) -> dict[int, Measured]:
     """Ranges (and fidelity where measured) of every width of the split, as the module docstring says."""
@@ -207,14 +222,9 @@ def _ranges(
         if request.clip == "graph" or isinstance(request.clip, tuple):
             out[bits] = given
         elif request.clip == "calibrated":
-            out[bits] = calibrated_ranges(registry, record, point, bits, codes)
-        elif request.allocation == "rate-distortion":
-            if bits in QUANTIZED_BITS:
-                fresh.append(bits)  # no stored calibration has widths per channel
-            else:
-                out[bits] = given
+            out[bits] = calibrated_ranges(registry, record, point, bits, codes, allocation)
         else:
-            stored = stored_ranges(registry, record, point, bits, codes)
+            stored = stored_ranges(registry, record, point, bits, codes, allocation)
             if stored is not None:
                 out[bits] = stored
             elif bits in QUANTIZED_BITS:
@@ -223,23 +233,33 @@ def _ranges(
                 out[bits] = given
     if fresh:
         progress(f"calibrating {point.label} at {', '.join(map(str, fresh))} bits on the bundled photos")
-        measured = calibrate_point(model, record, point, fresh, scheme, request.allocation == "rate-distortion")
+        measured = calibrate_point(model, record, point, fresh, scheme, allocation == "rate-distortion")
         for bits in fresh:
             out[bits] = measured.get(bits) or given
     return out
 
 
 def calibrated_ranges(
-    registry: Registry, record: ModelRecord, point: SplitPoint, bits: int, scheme: Scheme | None
+    registry: Registry,
+    record: ModelRecord,
+    point: SplitPoint,
+    bits: int,
+    scheme: Scheme | None,
+    allocation: Allocation = "uniform",
 ) -> Measured:
     """The stored calibrated ranges of ``point`` at ``bits`` and the fidelity measured with them."""
     hint = f"calibrate first: POST /api/models/{record.id}/calibrate"
     calibration = registry.get_calibration(record.id)
     if calibration is None:
         raise NotCalibrated(f"model {record.id} has no calibrated ranges yet; {hint}")
-    found = stored_ranges(registry, record, point, bits, scheme)
+    found = stored_ranges(registry, record, point, bits, scheme, allocation)
     if found is not None:
         return found
+    if scheme is not None and calibration.allocation != allocation:
+        raise NotCalibrated(
+            f"the calibration of model {record.id} spread its bits {calibration.allocation}, not {allocation}; "
+            f"{hint} with allocation={allocation}, or ask for allocation {calibration.allocation}"
+        )
     if scheme is not None and scheme != calibration.scheme:
         raise NotCalibrated(
             f"the calibration of model {record.id} measured {calibration.scheme} codes, not {scheme}; {hint} "
@@ -253,11 +273,19 @@ def calibrated_ranges(
 
 
 def stored_ranges(
-    registry: Registry, record: ModelRecord, point: SplitPoint, bits: int, scheme: Scheme | None
+    registry: Registry,
+    record: ModelRecord,
+    point: SplitPoint,
+    bits: int,
+    scheme: Scheme | None,
+    allocation: Allocation = "uniform",
 ) -> Measured | None:
-    """The model's stored calibration of ``point`` at ``bits`` when it exists and used ``scheme`` (None: any)."""
+    """The model's stored calibration of ``point`` at ``bits`` when it exists and used ``scheme`` (None: any width
+    without codes, where neither the scheme nor the ``allocation`` matters)."""
     calibration = registry.get_calibration(record.id)
-    if calibration is None or (scheme is not None and scheme != calibration.scheme):
+    if calibration is None:
+        return None
+    if scheme is not None and (scheme != calibration.scheme or allocation != calibration.allocation):
         return None
     entry = calibration.points.get(point.label)
     if entry is None or bits not in entry.bits:

@@ -36,3 +36,26 @@ def test_a_split_with_bits_per_channel_from_the_model_page(page: Page, api: http
     expect(page.get_by_test_id("split-status")).to_contain_text(words)
     page.reload()
     expect(page.locator(f'li[data-split-id="{manifest["id"]}"]')).to_contain_text(words)
+
+
+def test_a_calibration_with_bits_per_channel_from_the_model_page(page: Page, api: httpx.Client) -> None:
+    upload = {"file": ("tiny-widths-calibrated.onnx", tiny_classifier(seed=32).SerializeToString())}
+    model = api.post("/api/models", files=upload, data={"input_shape": "1,3,32,32", "task": "classification"})
+    assert model.status_code == 201, model.text
+    model_id = model.json()["id"]
+
+    page.goto(f"/models/{model_id}")
+    page.get_by_label("Bits per channel", exact=True).check()
+    with job_started(page, api, f"/api/models/{model_id}/calibration-jobs") as calibrating:
+        page.locator("#calibrate-button").click()
+    result = calibrating.result(120)
+    assert result["allocation"] == "rate-distortion"
+    expect(page.get_by_test_id("calibration-summary")).to_contain_text("Calibrated with mse, bits per channel")
+    # The calibrated ranges are now the choice; the split takes their widths.
+    page.get_by_label("block", exact=True).check()
+    expect(page.get_by_label("Clip range")).to_have_value("calibrated")
+    with job_started(page, api, f"/api/models/{model_id}/split-jobs") as created:
+        page.get_by_role("button", name="Create split").click()
+    manifest = created.result()
+    assert manifest["quantization"]["ranges"][0]["channel_bits"]
+    expect(page.get_by_test_id("split-status")).to_contain_text("bits on average, a width per channel")

@@ -155,3 +155,46 @@ def test_a_tail_fine_tuned_on_the_channel_widths_keeps_them(
     )
     assert answer.status_code == 200, answer.text
     assert [p["index"] for p in answer.json()["predictions"]] == list(np.argsort(-logits[0])[:5])
+
+
+def test_a_calibration_with_bits_per_channel_is_what_default_splits_use(
+    stack: tuple[ServiceProcess, ServiceProcess, ServiceProcess],
+) -> None:
+    splitter, _, _ = stack
+    upload = {"file": ("tiny-calibrated-widths.onnx", tiny_classifier(seed=11).SerializeToString())}
+    with httpx.Client(base_url=splitter.url, timeout=300) as client:
+        model = client.post("/api/models", files=upload, data={"input_shape": "1,3,32,32", "task": "classification"})
+        assert model.status_code == 201, model.text
+        model_id = model.json()["id"]
+        wrong = client.post(
+            f"/api/models/{model_id}/calibrate", data={"allocation": "rate-distortion", "method": "percentile"}
+        )
+        assert wrong.status_code == 400 and "MSE ranges" in wrong.json()["detail"], wrong.text
+        calibrated = client.post(
+            f"/api/models/{model_id}/calibrate", data={"allocation": "rate-distortion", "bits": "2,4"}
+        )
+        assert calibrated.status_code == 200, calibrated.text
+        result = calibrated.json()
+        assert (result["allocation"], result["per_channel"], result["scheme"]) == ("rate-distortion", True, "affine")
+        stored = result["points"]["block"]["bits"]["4"]
+        (stored_range,) = stored["ranges"]
+        assert sum(stored_range["channel_bits"]) == 4 * len(stored_range["channel_bits"])
+
+        # With no clip and no allocation a split takes the calibration's, as it takes its scheme.
+        default = client.post(f"/api/models/{model_id}/splits", json={"split_point": "block", "bits": 4})
+        assert default.status_code == 201, default.text
+        manifest = SplitManifest.model_validate(default.json())
+        assert manifest.quantization.ranges[0].model_dump(mode="json", exclude_none=True) == stored_range
+        assert manifest.verification.fidelity is not None
+        assert manifest.verification.fidelity.top1_agreement == stored["top1_agreement"]
+        # Asking for uniform bits is a fresh calibration of the point, not the stored one.
+        uniform = client.post(
+            f"/api/models/{model_id}/splits", json={"split_point": "block", "bits": 4, "allocation": "uniform"}
+        )
+        assert uniform.status_code == 201, uniform.text
+        assert uniform.json()["quantization"]["ranges"][0].get("channel_bits") is None
+        insisted = client.post(
+            f"/api/models/{model_id}/splits",
+            json={"split_point": "block", "bits": 4, "allocation": "uniform", "clip": "calibrated"},
+        )
+        assert insisted.status_code == 422 and "spread its bits rate-distortion" in insisted.json()["detail"]

@@ -16,7 +16,7 @@ const Calibration = (() => {
       // Ranges are fitted on one set and judged on another: both counts, so that 97% on 32 images reads as one miss.
       const fitted = cal.fit_images == null ? "" : `fitted on ${cal.fit_images}, `;
       summary.textContent =
-        `Calibrated with ${cal.method}${cal.per_channel ? " per channel" : ""} (${cal.scheme} codes) on ` +
+        `Calibrated with ${cal.method}${cal.allocation === "rate-distortion" ? ", bits per channel" : cal.per_channel ? " per channel" : ""} (${cal.scheme} codes) on ` +
         `${cal.image_source} images: ranges ${fitted}fidelity measured on ${cal.images} held-out ` +
         `image${cal.images === 1 ? "" : "s"}, where one image is ${(100 / cal.images).toFixed(1)}%, at ` +
         `${cal.bits.join(", ")} bits (${Number(cal.seconds).toFixed(1)} s, ` +
@@ -76,6 +76,7 @@ const Calibration = (() => {
     const form = new FormData();
     form.append("method", document.getElementById("calibrate-method").value);
     form.append("per_channel", document.getElementById("calibrate-per-channel").checked ? "true" : "false");
+    if (document.getElementById("calibrate-allocation").checked) form.append("allocation", "rate-distortion");
     for (const file of document.getElementById("calibrate-images").files) form.append("images", file);
     await showCalibrating((onStage) => Jobs.run(`/api/models/${model.id}/calibration-jobs`, { body: form }, onStage));
   }
