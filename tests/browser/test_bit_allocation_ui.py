@@ -14,11 +14,15 @@ from tests.support import tiny_classifier
 pytestmark = pytest.mark.browser
 
 
-def test_a_split_with_bits_per_channel_from_the_model_page(page: Page, api: httpx.Client) -> None:
-    upload = {"file": ("tiny-widths.onnx", tiny_classifier(seed=31).SerializeToString())}
+def _register(api: httpx.Client, seed: int) -> str:
+    upload = {"file": (f"tiny-widths-{seed}.onnx", tiny_classifier(seed=seed).SerializeToString())}
     model = api.post("/api/models", files=upload, data={"input_shape": "1,3,32,32", "task": "classification"})
     assert model.status_code == 201, model.text
-    model_id = model.json()["id"]
+    return str(model.json()["id"])
+
+
+def test_a_split_with_bits_per_channel_from_the_model_page(page: Page, api: httpx.Client) -> None:
+    model_id = _register(api, 31)
 
     page.goto(f"/models/{model_id}")
     page.get_by_label("block", exact=True).check()
@@ -39,10 +43,7 @@ def test_a_split_with_bits_per_channel_from_the_model_page(page: Page, api: http
 
 
 def test_a_calibration_with_bits_per_channel_from_the_model_page(page: Page, api: httpx.Client) -> None:
-    upload = {"file": ("tiny-widths-calibrated.onnx", tiny_classifier(seed=32).SerializeToString())}
-    model = api.post("/api/models", files=upload, data={"input_shape": "1,3,32,32", "task": "classification"})
-    assert model.status_code == 201, model.text
-    model_id = model.json()["id"]
+    model_id = _register(api, 32)
 
     page.goto(f"/models/{model_id}")
     page.get_by_label("Bits per channel", exact=True).check()

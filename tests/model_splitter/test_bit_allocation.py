@@ -61,16 +61,27 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
+def _register(client: httpx.Client, seed: int) -> str:
+    upload = {"file": (f"tiny-{seed}.onnx", tiny_classifier(seed=seed).SerializeToString())}
+    model = client.post("/api/models", files=upload, data={"input_shape": "1,3,32,32", "task": "classification"})
+    assert model.status_code == 201, model.text
+    return str(model.json()["id"])
+
+
+def _install(client: httpx.Client, split_id: str, *services: ServiceProcess) -> None:
+    bundle = client.get(f"/api/splits/{split_id}/bundle.zip").content
+    for service in services:
+        installed = httpx.post(f"{service.url}/api/bundles", files={"bundle": ("b.zip", bundle)}, timeout=60)
+        assert installed.status_code == 200, installed.text
+
+
 def test_a_split_with_bits_per_channel_is_served_as_its_manifest_says(
     stack: tuple[ServiceProcess, ServiceProcess, ServiceProcess],
 ) -> None:
     splitter, robot, edge = stack
     image = (SAMPLES / "chelsea.jpg").read_bytes()
-    upload = {"file": ("tiny.onnx", tiny_classifier(seed=9).SerializeToString())}
     with httpx.Client(base_url=splitter.url, timeout=300) as client:
-        model = client.post("/api/models", files=upload, data={"input_shape": "1,3,32,32", "task": "classification"})
-        assert model.status_code == 201, model.text
-        model_id = model.json()["id"]
+        model_id = _register(client, 9)
         body = {"split_point": "block", "bits": 4, "allocation": "rate-distortion", "alternatives": [2]}
         response = client.post(f"/api/models/{model_id}/splits", json=body)
         assert response.status_code == 201, response.text
@@ -84,10 +95,7 @@ def test_a_split_with_bits_per_channel_is_served_as_its_manifest_says(
         assert manifest.verification.fidelity is not None and manifest.verification.fidelity.images == 32
         assert manifest.code_graphs is None  # the quantizer graphs pack one width per tensor
 
-        bundle = client.get(f"/api/splits/{manifest.id}/bundle.zip").content
-        for service in (edge, robot):
-            installed = httpx.post(f"{service.url}/api/bundles", files={"bundle": ("b.zip", bundle)}, timeout=60)
-            assert installed.status_code == 200, installed.text
+        _install(client, manifest.id, edge, robot)
         head = onnx.load_from_string(client.get(f"/api/splits/{manifest.id}/head.onnx").content)
         tail = onnx.load_from_string(client.get(f"/api/splits/{manifest.id}/tail.onnx").content)
         batch = preprocess(decode_image(image), manifest.preprocessing)
@@ -125,12 +133,10 @@ def test_a_tail_fine_tuned_on_the_channel_widths_keeps_them(
 ) -> None:
     splitter, robot, edge = stack
     image = (SAMPLES / "chelsea.jpg").read_bytes()
-    upload = {"file": ("tiny-tuned-widths.onnx", tiny_classifier(seed=10).SerializeToString())}
     with httpx.Client(base_url=splitter.url, timeout=300) as client:
-        model = client.post("/api/models", files=upload, data={"input_shape": "1,3,32,32", "task": "classification"})
-        assert model.status_code == 201, model.text
+        model_id = _register(client, 10)
         body = {"split_point": "stem", "bits": 2, "allocation": "rate-distortion"}
-        base = SplitManifest.model_validate(client.post(f"/api/models/{model.json()['id']}/splits", json=body).json())
+        base = SplitManifest.model_validate(client.post(f"/api/models/{model_id}/splits", json=body).json())
         response = client.post(f"/api/splits/{base.id}/fine-tune", data={"steps": "20"})
         assert response.status_code == 201, response.text
         tuned = SplitManifest.model_validate(response.json())
@@ -139,10 +145,7 @@ def test_a_tail_fine_tuned_on_the_channel_widths_keeps_them(
         (clip,) = tuned.quantization.ranges
         assert clip.channel_bits is not None and sum(clip.channel_bits) == 2 * len(clip.channel_bits)
 
-        bundle = client.get(f"/api/splits/{tuned.id}/bundle.zip").content
-        for service in (edge, robot):
-            installed = httpx.post(f"{service.url}/api/bundles", files={"bundle": ("b.zip", bundle)}, timeout=60)
-            assert installed.status_code == 200, installed.text
+        _install(client, tuned.id, edge, robot)
         head = onnx.load_from_string(client.get(f"/api/splits/{tuned.id}/head.onnx").content)
         tail = onnx.load_from_string(client.get(f"/api/splits/{tuned.id}/tail.onnx").content)
     (features,) = _session(head).run(None, {"input": preprocess(decode_image(image), tuned.preprocessing)})
@@ -161,11 +164,8 @@ def test_a_calibration_with_bits_per_channel_is_what_default_splits_use(
     stack: tuple[ServiceProcess, ServiceProcess, ServiceProcess],
 ) -> None:
     splitter, _, _ = stack
-    upload = {"file": ("tiny-calibrated-widths.onnx", tiny_classifier(seed=11).SerializeToString())}
     with httpx.Client(base_url=splitter.url, timeout=300) as client:
-        model = client.post("/api/models", files=upload, data={"input_shape": "1,3,32,32", "task": "classification"})
-        assert model.status_code == 201, model.text
-        model_id = model.json()["id"]
+        model_id = _register(client, 11)
         wrong = client.post(
             f"/api/models/{model_id}/calibrate", data={"allocation": "rate-distortion", "method": "percentile"}
         )
