@@ -22,7 +22,8 @@ from onnx import numpy_helper
 
 from common.errors import UnprocessableModel
 from model_splitter.graph.inputs import real_inputs
-from model_splitter.training.onnx_ops import OPERATORS, Attributes, attributes_of
+from model_splitter.training.onnx_op_base import Attributes, attributes_of
+from model_splitter.training.onnx_ops import OPERATORS
 
 # (op type, input index) pairs whose float initializer is a weight, not a constant of the computation.
 _WEIGHT_INPUTS = {
