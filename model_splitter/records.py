@@ -37,6 +37,17 @@ class SplitPoint(BaseModel):
         return self
 
 
+class ConstantFolding(BaseModel):
+    """What folding constant subgraphs did to the graph before it was analysed and stored."""
+
+    nodes_before: int = Field(description="nodes in the graph as exported or uploaded")
+    nodes_after: int = Field(description="nodes in the stored graph (equal to nodes_before when nothing folded)")
+    max_abs_diff: float | None = Field(
+        None, description="largest output difference between the folded and the original graph on a seeded input"
+    )
+    kept_original: str | None = Field(None, description="why the original graph was kept although some nodes fold")
+
+
 class ModelRecord(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -67,6 +78,9 @@ class ModelRecord(BaseModel):
         default_factory=list, description="every output: name, shape and type as the model answered one zero image"
     )
     split_points: list[SplitPoint]
+    folding: ConstantFolding | None = Field(
+        None, description="constant folding before analysis; null for records made before it existed"
+    )
 
 
 class ModelSummary(BaseModel):

@@ -13,6 +13,7 @@ import onnx
 from common.errors import Conflict, InvalidArgument, UnprocessableModel
 from model_splitter.graph.analysis import analyse_split_points
 from model_splitter.graph.batch_rewrite import dynamic_batch_model, fixed_batch_of
+from model_splitter.graph.folding import fold_constants
 from model_splitter.intake.class_names import MAX_LABEL_FILE_BYTES as MAX_LABEL_FILE_BYTES
 from model_splitter.intake.formats import DEFAULT_INPUT_SHAPE as DEFAULT_INPUT_SHAPE
 from model_splitter.intake.formats import IntakeResult, intake_torchvision, intake_upload, parse_input_shape
@@ -144,13 +145,15 @@ def _finish(
     choice: TaskChoice | None = None,
 ) -> ModelRecord:
     """``choice``: the task as decided already (a rewrite of a registered model keeps that model's)."""
+    progress("folding constants")
+    model, folding = fold_constants(result.model, result.input_shape)
     progress("verifying")
     family = family_of(result.architecture) if result.architecture else None
     if choice is None:
-        choice = choose_task(result.model, result.input_shape, result.architecture, family, result.num_classes, task)
-    onnx_bytes = result.model.SerializeToString()
+        choice = choose_task(model, result.input_shape, result.architecture, family, result.num_classes, task)
+    onnx_bytes = model.SerializeToString()
     progress("finding split points")
-    points = analyse_split_points(result.model, (1, *result.input_shape[1:]), pair_cuts=True)
+    points = analyse_split_points(model, (1, *result.input_shape[1:]), pair_cuts=True)
     if not points:
         raise UnprocessableModel(
             "the model has no single tensor, nor a pair of floating-point tensors, that every path from input to "
@@ -165,16 +168,17 @@ def _finish(
         source_format=result.source_format,
         architecture=result.architecture,
         input_shape=list(result.input_shape),
-        fixed_batch=fixed_batch_of(result.model),
+        fixed_batch=fixed_batch_of(model),
         weights_trained=result.weights_trained,
         export_max_abs_diff=result.export_max_abs_diff,
         num_classes=result.num_classes,
-        opset=max((o.version for o in result.model.opset_import if o.domain in ("", "ai.onnx")), default=0),
+        opset=max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0),
         created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         preprocessing=choice.preprocessing,
         postprocessing=choice.postprocessing.model_copy(update={"labels": None}),
         outputs=choice.outputs,
         split_points=points,
+        folding=folding,
     )
     _same_as_registered(registry, record, choice.postprocessing.labels)
     progress("saving")
