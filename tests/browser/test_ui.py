@@ -122,6 +122,11 @@ def test_register_split_deploy_and_infer(page: Page, api: httpx.Client) -> None:
     record = api.get(f"/api/models/{model_id}").json()
     points = record["split_points"]
     expect(page.get_by_test_id("untrained-banner")).to_be_visible()
+    folding = record["folding"]  # the exporter's Identity nodes on shared weights fold away
+    assert folding["nodes_after"] < folding["nodes_before"], folding
+    expect(page.get_by_test_id("folding")).to_have_text(
+        f"{folding['nodes_after']} (folded from {folding['nodes_before']})"
+    )
     expect(page.locator("#points-body tr")).to_have_count(len(points))
     expect(page.locator("#chart svg circle.dot-bytes")).to_have_count(len(points))
     expect(page.locator("#chart svg rect.dot-share")).to_have_count(len(points))

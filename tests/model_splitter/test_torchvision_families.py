@@ -24,6 +24,8 @@ CASES = [
     ("deeplabv3_mobilenet_v3_large", 224, "segmentation"),
     ("ssdlite320_mobilenet_v3_large", 320, "detection"),
     ("fasterrcnn_mobilenet_v3_large_320_fpn", 320, "detection"),
+    # untrained, its class scores are nearly all equal, so non-maximum suppression amplifies any rounding difference
+    ("retinanet_resnet50_fpn", 320, "detection"),
 ]
 
 
@@ -35,11 +37,12 @@ def test_registers_by_name_and_splits_exactly(tmp_path: Path, arch: str, size: i
     assert record.architecture == arch
     assert record.num_classes == (1000 if family == "classification" else None)
     singles = [point for point in record.split_points if len(point.tensors) == 1]
-    pairs = [point for point in record.split_points if len(point.tensors) > 1]
+    pairs = [point for point in record.split_points if len(point.tensors) == 2]
+    wider = [point for point in record.split_points if len(point.tensors) > 2]
     assert len(singles) >= 10, [point.label for point in singles]
     if family == "detection":
         assert record.input_shape[0] == 1  # one image per frame: NMS is in the graph
-    chosen = [singles[0], singles[len(singles) // 2], singles[-1], *pairs[:1]]
+    chosen = [singles[0], singles[len(singles) // 2], singles[-1], *pairs[:1], *wider[:1]]
     for point in chosen:
         manifest = create_split(registry, record.id, SplitRequest(split_point=point.label, bits=8))
         verification = manifest.verification
