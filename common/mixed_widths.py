@@ -48,7 +48,7 @@ def _offsets(shape: tuple[int, ...], widths: I64) -> tuple[I64, I64]:
     return per_value, starts
 
 
-def _blocks(shape: tuple[int, ...], widths: I64) -> tuple[int, I64] | None:
+def byte_blocks(shape: tuple[int, ...], widths: I64) -> tuple[int, I64] | None:
     """Where each (sample, channel) block of codes starts in the payload, in bytes, when every block is a whole
     number of bytes (values per channel times width a multiple of 8); None when some block is not."""
     per_channel = int(np.prod(shape[2:], dtype=np.int64))
@@ -63,7 +63,7 @@ def _blocks(shape: tuple[int, ...], widths: I64) -> tuple[int, I64] | None:
 
 def _pack(codes: U8, widths: I64, bits: int) -> bytes:
     size = packed_size(codes.size, bits)
-    blocks = _blocks(codes.shape, widths)
+    blocks = byte_blocks(codes.shape, widths)
     if blocks is not None:
         # Byte-aligned blocks: each width's channels packed at once, their blocks put in place.
         _, starts = blocks
@@ -85,7 +85,7 @@ def _pack(codes: U8, widths: I64, bits: int) -> bytes:
 
 
 def _unpack(data: U8, widths: I64, shape: tuple[int, ...]) -> U8:
-    blocks = _blocks(shape, widths)
+    blocks = byte_blocks(shape, widths)
     if blocks is not None:
         _, starts = blocks
         codes = np.empty(shape, dtype=np.uint8)
@@ -156,4 +156,4 @@ def decode_mixed(
     return out
 
 
-__all__ = ["decode_mixed", "encode_mixed", "validate_widths"]
+__all__ = ["byte_blocks", "decode_mixed", "encode_mixed", "validate_widths"]

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from common.codes import codes_to_features, features_to_codes, has_codes
+from common.errors import InvalidArgument
 from common.manifest import CodeGraphs, SplitManifest, sha256_hex
 from model_splitter.graph.verification import head_tail_tolerance, outputs_by_name, seeded_outputs
 from model_splitter.quantize.code_graphs import MIN_OPSET, head_with_codes, model_opset, tail_with_codes
@@ -35,15 +36,15 @@ def code_graphs_for(
     """The checked graphs; None where the split has no codes (16/32 bits) or the model is older than opset 13."""
     if not has_codes(manifest):
         return None
-    if any(entry.channel_bits for entry in manifest.quantization.ranges):
-        # The graphs pack one width per tensor; numpy (common/mixed_widths.py) is the only coder of kind 8.
-        logger.info("split at %s: a width per channel, no in-graph codes", manifest.split_point)
-        return None
     if min(model_opset(head), model_opset(tail)) < MIN_OPSET:
         logger.info("split at %s: opset below %d, no in-graph codes", manifest.split_point, MIN_OPSET)
         return None
-    head_q = head_with_codes(head, manifest, keep_features=True)
-    tail_q = tail_with_codes(tail, manifest)
+    try:
+        head_q = head_with_codes(head, manifest, keep_features=True)
+        tail_q = tail_with_codes(tail, manifest)
+    except InvalidArgument as exc:  # widths per channel whose blocks are not whole bytes: numpy codes them alone
+        logger.info("split at %s: no in-graph codes: %s", manifest.split_point, exc)
+        return None
     given = seeded_outputs(head_q, input_shape, "head with the quantizer")
     expected_codes = features_to_codes(manifest, [given[spec.name] for spec in manifest.cut])
     for name, codes in expected_codes.items():

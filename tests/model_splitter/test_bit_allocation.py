@@ -93,7 +93,9 @@ def test_a_split_with_bits_per_channel_is_served_as_its_manifest_says(
         (variant,) = q.alternatives or []
         assert variant.ranges[0].channel_bits is not None and sum(variant.ranges[0].channel_bits) == 2 * 8
         assert manifest.verification.fidelity is not None and manifest.verification.fidelity.images == 32
-        assert manifest.code_graphs is None  # the quantizer graphs pack one width per tensor
+        # 32 x 32 values a channel: byte-aligned blocks, so the quantizer graphs are made and checked too
+        assert manifest.code_graphs is not None
+        assert manifest.code_graphs.tail_max_abs_diff <= manifest.code_graphs.tail_tolerance
 
         _install(client, manifest.id, edge, robot)
         head = onnx.load_from_string(client.get(f"/api/splits/{manifest.id}/head.onnx").content)
@@ -141,7 +143,11 @@ def test_a_tail_fine_tuned_on_the_channel_widths_keeps_them(
         assert response.status_code == 201, response.text
         tuned = SplitManifest.model_validate(response.json())
         assert tuned.fine_tuning is not None and tuned.fine_tuning.base_split == base.id
-        assert tuned.quantization == base.quantization and tuned.code_graphs is None
+        assert tuned.quantization == base.quantization
+        # the tuned tail gets its own dequantizer graph, checked like the base's
+        assert base.code_graphs is not None and tuned.code_graphs is not None
+        assert tuned.code_graphs.head_sha256 == base.code_graphs.head_sha256
+        assert tuned.code_graphs.tail_sha256 != base.code_graphs.tail_sha256
         (clip,) = tuned.quantization.ranges
         assert clip.channel_bits is not None and sum(clip.channel_bits) == 2 * len(clip.channel_bits)
 

@@ -75,6 +75,54 @@ def test_in_graph_codes_equal_numpy_byte_for_byte(
         assert np.all(restored[x == 0] == 0)  # zero-exact, also in the graph
 
 
+# 4 channels of 2 x 4 = 8 values: a channel's block is whole bytes at every width, as the graphs need.
+MIXED_SHAPE = [1, 4, 2, 4]
+
+
+def mixed_manifest(base: SplitManifest, widths: list[int], shape: list[int]) -> SplitManifest:
+    channels = shape[1]
+    clip = TensorRange(
+        name="cut",
+        lo=-2.0,
+        hi=6.0,
+        channel_lo=[-2.0, 0.0, -0.5, -1.0][:channels],
+        channel_hi=[3.0, 1.5, 6.0, 0.25][:channels],
+        channel_bits=widths,
+    )
+    quantization = Quantization(bits=sum(widths) // len(widths), ranges=[clip], scheme="affine")
+    return base.model_copy(update={"cut": [TensorSpec(name="cut", shape=shape)], "quantization": quantization})
+
+
+@pytest.mark.parametrize("widths", [[1, 8, 4, 3], [2, 2, 6, 6], [8, 8, 8, 8], [1, 1, 1, 1]])
+def test_in_graph_codes_with_a_width_per_channel_equal_numpy_byte_for_byte(
+    tiny_split: TinySplit, widths: list[int]
+) -> None:
+    manifest = mixed_manifest(tiny_split.manifest, widths, MIXED_SHAPE)
+    clip = manifest.quantization.ranges[0]
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, *MIXED_SHAPE[1:])) * 3).astype(np.float32)
+    x[0, 0, 0, :4] = [np.nan, np.inf, -np.inf, 0.0]
+    codes = run(quantizer_model(manifest), {"cut": x})
+    assert codes.dtype == np.uint8 and codes.shape == (3, 8 * sum(widths) // 8)
+    records = [feature_record("cut", x[i : i + 1], manifest.quantization.bits, clip, "affine") for i in range(3)]
+    assert {record.kind.name for record in records} == {"AFFINE_MIXED"}
+    for row, record in zip(codes, records, strict=True):
+        assert row.tobytes() == bytes(record.payload)
+    restored = run(dequantizer_model(manifest), {codes_name("cut"): codes})
+    channels = (clip.channel_lo or [], clip.channel_hi or [])
+    expected = np.concatenate([decode_record(record, channels, widths) for record in records])
+    np.testing.assert_array_equal(restored, expected)
+    assert np.all(restored[x == 0] == 0)
+
+
+def test_widths_per_channel_whose_blocks_are_not_whole_bytes_have_no_graphs(tiny_split: TinySplit) -> None:
+    manifest = mixed_manifest(tiny_split.manifest, [3, 5, 4], [1, 3, 5, 7])  # 35 values a channel
+    with pytest.raises(InvalidArgument, match="not whole bytes per channel"):
+        quantizer_model(manifest)
+    with pytest.raises(InvalidArgument, match="not whole bytes per channel"):
+        dequantizer_model(manifest)
+
+
 def test_float_widths_have_no_codes(tiny_split: TinySplit) -> None:
     manifest = manifest_at(tiny_split.manifest, 8, "clip", False)
     floats = manifest.model_copy(update={"quantization": manifest.quantization.model_copy(update={"bits": 16})})

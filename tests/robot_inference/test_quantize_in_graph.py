@@ -11,16 +11,22 @@ import pytest
 
 from common.bundles import read_bundle_zip
 from common.errors import BadRequest
-from tests.support import TinySplit, robot_infer, running_service, upload_bundle
+from tests.support import TinySplit, make_tiny_split, robot_infer, running_service, upload_bundle
 from tools.local_stack import ServiceProcess
 
 Robots = tuple[ServiceProcess, ServiceProcess, ServiceProcess]
 
 
-@pytest.fixture(scope="module")
-def robots(tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit) -> Iterator[Robots]:
-    """Quantizing in the graph, quantizing in numpy, and quantizing in the graph speaking the protocol."""
+@pytest.fixture(scope="module", params=["one width", "a width per channel"])
+def robots(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit
+) -> Iterator[Robots]:
+    """Quantizing in the graph, quantizing in numpy, and quantizing in the graph speaking the protocol; for a
+    split at one width and for one with a width per channel (wire kind 8)."""
     root = tmp_path_factory.mktemp("in-graph")
+    split = tiny_split if request.param == "one width" else make_tiny_split(root, allocation="rate-distortion")
+    assert split.manifest.code_graphs is not None
+    assert (request.param == "one width") == (split.manifest.quantization.ranges[0].channel_bits is None)
     with (
         running_service("edge_inference", "EDGE", root / "edge") as edge,
         running_service("robot_inference", "ROBOT", root / "g", edge_url=edge.url, quantize_in_graph="true") as graph,
@@ -30,7 +36,7 @@ def robots(tmp_path_factory: pytest.TempPathFactory, tiny_split: TinySplit) -> I
         ) as oip,
     ):
         for service in (edge, graph, numpy_robot, oip):
-            upload_bundle(service, tiny_split.zip_bytes)
+            upload_bundle(service, split.zip_bytes)
         yield graph, numpy_robot, oip
 
 
