@@ -7,7 +7,9 @@ split point's numbers through prefix sums. That is exact because for a single-te
 With ``pair_cuts=True`` (what registration asks for) cuts of two tensors from ``cuts.find_pair_cuts`` are
 offered too, where the network has long stretches without a single cut; their head costs come from the union of
 the two tensors' ancestors. They sit among the single cuts in network order, labelled ``"<label a> + <label b>"``,
-with ``tensors``/``shapes`` naming both; ``tensor`` is ``"a + b"`` and ``shape`` the first tensor's shape.
+with ``tensors``/``shapes`` naming both; ``tensor`` is ``"a + b"`` and ``shape`` the first tensor's shape. The
+cuts of more tensors (``min_cuts.py``) and at module boundaries (``module_cuts.py``) join them the same way; a cut
+that is exactly a module's outputs is labelled ``"<module> (<k> tensors)"``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from model_splitter.graph.cutting import infer_shapes
 from model_splitter.graph.inputs import node_inputs, real_inputs
 from model_splitter.graph.labels import label_tensors
 from model_splitter.graph.min_cuts import find_k_cuts
+from model_splitter.graph.module_cuts import find_module_cuts
 from model_splitter.graph.shapes import measured_value_infos
 from model_splitter.records import SplitPoint
 
@@ -193,7 +196,17 @@ def analyse_split_points(
 
     groups: list[tuple[str, ...]] = list(find_pair_cuts(model, eligible=sendable))
     offered = {frozenset(group) for group in groups}
-    groups += [cut for cut in find_k_cuts(model, wire_size) if frozenset(cut) not in offered]
+    for cut in find_k_cuts(model, wire_size):
+        if frozenset(cut) not in offered:
+            groups.append(cut)
+            offered.add(frozenset(cut))
+    # A cut that is exactly what a module hands on is named by the module, wherever it was found.
+    module_of: dict[frozenset[str], str] = {}
+    for scope, cut in find_module_cuts(model, wire_size):
+        module_of[frozenset(cut)] = scope
+        if frozenset(cut) not in offered:
+            groups.append(cut)
+            offered.add(frozenset(cut))
     if not groups:
         return points
     producers = {name: node for node in flow.nodes for name in node.output if name}
@@ -202,7 +215,11 @@ def analyse_split_points(
     for group in groups:
         group_labels = label_tensors(model, list(group))
         names = [group_labels[name] for name in group]
-        label = base = " + ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} tensors)"
+        if frozenset(group) in module_of:
+            base = f"{module_of[frozenset(group)]} ({len(names)} tensors)"
+        else:
+            base = " + ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} tensors)"
+        label = base
         repeat = 1
         while label in used:
             repeat += 1

@@ -26,7 +26,13 @@ CASES = [
     ("fasterrcnn_mobilenet_v3_large_320_fpn", 320, "detection"),
     # untrained, its class scores are nearly all equal, so non-maximum suppression amplifies any rounding difference
     ("retinanet_resnet50_fpn", 320, "detection"),
+    ("fasterrcnn_resnet50_fpn", 320, "detection"),
 ]
+# the backbone->FPN boundary: the body's feature maps, named by the module that returns them, and their channels
+BOUNDARIES = {
+    "fasterrcnn_resnet50_fpn": ("model.backbone.body (4 tensors)", [256, 512, 1024, 2048]),
+    "retinanet_resnet50_fpn": ("model.backbone.body (3 tensors)", [512, 1024, 2048]),
+}
 
 
 @pytest.mark.slow
@@ -43,8 +49,14 @@ def test_registers_by_name_and_splits_exactly(tmp_path: Path, arch: str, size: i
     if family == "detection":
         assert record.input_shape[0] == 1  # one image per frame: NMS is in the graph
     chosen = [singles[0], singles[len(singles) // 2], singles[-1], *pairs[:1], *wider[:1]]
+    if arch in BOUNDARIES:
+        label, channels = BOUNDARIES[arch]
+        (boundary,) = [point for point in record.split_points if point.label == label]
+        assert [shape[1] for shape in boundary.shapes] == channels
+        chosen = [boundary, *chosen[2:]]
     for point in chosen:
-        manifest = create_split(registry, record.id, SplitRequest(split_point=point.label, bits=8))
+        # 16 bits: no calibration (the tasks' tests measure fidelity); the check of raw outputs is the same
+        manifest = create_split(registry, record.id, SplitRequest(split_point=point.label, bits=16))
         verification = manifest.verification
         assert verification.head_tail_tolerance is not None
         assert verification.head_tail_max_abs_diff <= verification.head_tail_tolerance, point.label
