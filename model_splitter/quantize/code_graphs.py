@@ -15,6 +15,7 @@ Needs the default ONNX domain at opset 13 or later (``Round``, ``Clip`` bounds a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -23,12 +24,24 @@ from onnx import TensorProto, helper
 from common.affine import affine_channel_params, affine_params
 from common.codes import codes_name
 from common.errors import InvalidArgument
-from common.manifest import SplitManifest, TensorRange, TensorSpec
+from common.manifest import Quantization, TensorRange, TensorSpec
 from common.quantization import QUANTIZED_BITS, channel_view, packed_size, validate_channel_ranges, validate_range
 from model_splitter.quantize.code_graph_ops import Nodes, f32, int64, pack_rows, unpack_rows
 from model_splitter.quantize.mixed_code_graphs import mixed_dequantizer, mixed_quantizer
 
 MIN_OPSET = 13
+
+
+class CodedCut(Protocol):
+    """What the graphs are built from: a split's manifest, or any cut with its quantization (the benchmarks)."""
+
+    @property
+    def quantization(self) -> Quantization: ...
+
+    @property
+    def cut(self) -> list[TensorSpec]: ...
+
+
 _ELEMENT_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "float64": TensorProto.DOUBLE}
 
 
@@ -95,14 +108,14 @@ def _dequantize(g: Nodes, codes: str, c: _Constants) -> str:
     return g.op("Add", [scaled, g.const("lo", c.lo)], "dequantized")
 
 
-def _checked(manifest: SplitManifest) -> int:
+def _checked(manifest: CodedCut) -> int:
     bits = manifest.quantization.bits
     if bits not in QUANTIZED_BITS:
         raise InvalidArgument(f"a {bits}-bit split sends floats: it has no codes to put in a graph")
     return bits
 
 
-def quantizer_nodes(manifest: SplitManifest, spec: TensorSpec, index: int) -> Nodes:
+def quantizer_nodes(manifest: CodedCut, spec: TensorSpec, index: int) -> Nodes:
     """Nodes from the cut tensor ``spec.name`` to its packed codes ``codes_name(spec.name)``."""
     bits = _checked(manifest)
     g = Nodes(f"splitbot_quantize/{index}")
@@ -119,7 +132,7 @@ def quantizer_nodes(manifest: SplitManifest, spec: TensorSpec, index: int) -> No
     return g
 
 
-def dequantizer_nodes(manifest: SplitManifest, spec: TensorSpec, index: int) -> Nodes:
+def dequantizer_nodes(manifest: CodedCut, spec: TensorSpec, index: int) -> Nodes:
     """Nodes from the packed codes ``codes_name(spec.name)`` back to the cut tensor ``spec.name``."""
     bits = _checked(manifest)
     g = Nodes(f"splitbot_dequantize/{index}")
@@ -165,14 +178,14 @@ def _model(
     return model
 
 
-def quantizer_model(manifest: SplitManifest) -> onnx.ModelProto:
+def quantizer_model(manifest: CodedCut) -> onnx.ModelProto:
     """A graph from the cut tensors (``[batch, ...]``) to their packed codes (``uint8 [batch, bytes]``)."""
     bits = _checked(manifest)
     groups = [quantizer_nodes(manifest, spec, i) for i, spec in enumerate(manifest.cut)]
     return _model(groups, [_cut_value(s) for s in manifest.cut], [_codes_value(s, bits) for s in manifest.cut])
 
 
-def dequantizer_model(manifest: SplitManifest) -> onnx.ModelProto:
+def dequantizer_model(manifest: CodedCut) -> onnx.ModelProto:
     """A graph from packed codes (``uint8 [batch, bytes]``) to the cut tensors the tail takes."""
     bits = _checked(manifest)
     groups = [dequantizer_nodes(manifest, spec, i) for i, spec in enumerate(manifest.cut)]
@@ -193,7 +206,7 @@ def _joinable(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
     return joined
 
 
-def head_with_codes(head: onnx.ModelProto, manifest: SplitManifest, keep_features: bool = False) -> onnx.ModelProto:
+def head_with_codes(head: onnx.ModelProto, manifest: CodedCut, keep_features: bool = False) -> onnx.ModelProto:
     """The head with the quantizer appended: its outputs are the packed codes of every cut tensor (and, with
     ``keep_features``, the cut tensors too, after the codes)."""
     bits = _checked(manifest)
@@ -209,7 +222,7 @@ def head_with_codes(head: onnx.ModelProto, manifest: SplitManifest, keep_feature
     return joined
 
 
-def tail_with_codes(tail: onnx.ModelProto, manifest: SplitManifest) -> onnx.ModelProto:
+def tail_with_codes(tail: onnx.ModelProto, manifest: CodedCut) -> onnx.ModelProto:
     """The tail with the dequantizer in front: its inputs are the packed codes of every cut tensor."""
     bits = _checked(manifest)
     joined = _joinable(tail, "tail")
