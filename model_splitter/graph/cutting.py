@@ -14,8 +14,8 @@ import onnx
 from common.errors import InvalidArgument, UnprocessableModel
 from model_splitter.graph.cuts import ensure_cuttable, topological_nodes
 from model_splitter.graph.inputs import node_inputs, real_inputs
-from model_splitter.graph.shape_edges import is_shape_node, recomputed
-from model_splitter.graph.shapes import measured_value_infos
+from model_splitter.graph.shape_edges import BatchSource, is_shape_node, recomputed
+from model_splitter.graph.shapes import measured_shapes, measured_value_infos
 
 
 def _backward_slice(
@@ -218,43 +218,45 @@ def cut_model(
     cut_infos = [typed[name] for name in cut_tensors]
     graph_inputs = [value for value in graph.input if value.name in input_set]
     # One measured run and one batch source for every Shape/Size the tail recomputes, however many there are.
-    dims = _static_dims(model, sorted({nodes[index].input[0] for index in rewrites}), input_shape) if rewrites else {}
-    source = _batch_source(model, cut_tensors, value_infos) if rewrites else ""
+    shapes: dict[str, tuple[int, ...]] = {}
+    batch: BatchSource | None = None
+    if rewrites:
+        source = _batch_source(model, cut_tensors, value_infos)
+        shapes = _measured_dims(model, {nodes[index].input[0] for index in rewrites} | {source or ""}, input_shape)
+        batch = BatchSource(source, shapes[source][0]) if source else None
     tail_nodes: list[onnx.NodeProto] = []
     for index in tail_indices:
         node = nodes[index]
-        tail_nodes += recomputed(node, dims[node.input[0]], source) if index in rewrites else [node]
+        tail_nodes += recomputed(node, shapes[node.input[0]], batch) if index in rewrites else [node]
     head = _half(model, "head", head_nodes, graph_inputs, cut_infos)
     tail = _half(model, "tail", tail_nodes, cut_infos, list(graph.output))
     return head, tail
 
 
-def _static_dims(
-    model: onnx.ModelProto, names: list[str], input_shape: tuple[int, ...] | None
-) -> dict[str, list[int | None]]:
-    """The dimensions of ``names`` at the declared input (None for a symbolic batch), for recomputed Shapes."""
+def _measured_dims(
+    model: onnx.ModelProto, names: set[str], input_shape: tuple[int, ...] | None
+) -> dict[str, tuple[int, ...]]:
+    """The dimensions of ``names`` in one run at the declared input with a batch of 1, for recomputed Shapes."""
+    names.discard("")
     if input_shape is None:
         raise UnprocessableModel(
-            f"the tail needs the shape of {names[0]!r}, computed in the head; cutting here needs the model's input "
-            "shape"
+            f"the tail needs the shape of {sorted(names)[0]!r}, computed in the head; cutting here needs the model's "
+            "input shape"
         )
-    infos = measured_value_infos(model, input_shape, names)
-    return {
-        name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
-        for name, info in infos.items()
-    }
+    return {name: shape for name, (_, shape) in measured_shapes(model, input_shape, names).items()}
 
 
 def _batch_source(
     model: onnx.ModelProto, cut_tensors: list[str], known: Mapping[str, onnx.ValueInfoProto] | None
-) -> str:
-    """A cut tensor whose axis 0 can be the input's batch axis (not a fixed size), to read the batch from."""
+) -> str | None:
+    """A cut tensor whose axis 0 can grow with the input's batch (not a fixed size), to read the batch from; None
+    for a fixed batch, where recomputed shapes are constants."""
     known = known if known is not None else tensor_value_infos(model)
     (graph_input, *_) = [value for value in model.graph.input if value.name in set(real_inputs(model.graph))]
     input_dims = graph_input.type.tensor_type.shape.dim
     batch = input_dims[0].dim_param if input_dims and input_dims[0].HasField("dim_param") else None
     if batch is None:
-        return cut_tensors[0]  # a fixed batch: recomputed shapes are constants, the source is not read
+        return None
     for name in cut_tensors:
         value = known.get(name)
         dims = value.type.tensor_type.shape.dim if value is not None else []

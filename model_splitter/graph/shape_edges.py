@@ -3,21 +3,21 @@
 A model that ends in ``Reshape(h, [Shape(input)[0], -1])``, or a segmenter that resizes to ``Shape(input)[2:]``,
 has an edge from its input to its last nodes; taken as data, that edge bypasses every interior tensor and leaves
 nothing to cut. But the split is served at one input shape (the manifest's), and the only dimension that varies
-at run time is the batch, which every cut tensor carries on axis 0. So the cut finder does not follow these edges,
-and a tail that needs ``Shape(x)`` of a tensor computed in the head recomputes it: the batch from the first cut
-tensor, the other dimensions as constants (from shape inference at the declared input, or one measured run). The
-head/tail check at batch 2 then proves the rewrite exact, like every cut.
+at run time is the batch, which the cut tensors carry on axis 0. So the cut finder does not follow these edges,
+and a tail that needs ``Shape(x)`` of a tensor computed in the head recomputes it: axis 0 from a cut tensor's, in
+the ratio the two have in one measured run at a batch of 1 (a window attention folds 64 windows into its axis 0),
+the other dimensions as constants from that run. The head/tail check at batch 2 then proves the rewrite exact,
+like every cut.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-
-from common.errors import UnprocessableModel
 
 SHAPE_OPS = frozenset({"Shape", "Size"})
 
@@ -26,28 +26,42 @@ def is_shape_node(node: onnx.NodeProto) -> bool:
     return node.domain in ("", "ai.onnx") and node.op_type in SHAPE_OPS
 
 
-def recomputed(node: onnx.NodeProto, dims: Sequence[int | None], batch_source: str) -> list[onnx.NodeProto]:
-    """Nodes that give ``node``'s output from ``batch_source`` (a cut tensor) and the static ``dims`` of its input.
+@dataclass(frozen=True)
+class BatchSource:
+    """A cut tensor whose axis 0 grows with the batch, and that axis's size at a batch of 1."""
 
-    ``dims[0]`` may be None (a symbolic batch: taken from ``batch_source``); every other dimension must be known.
+    tensor: str
+    rows: int
+
+
+def recomputed(node: onnx.NodeProto, dims: Sequence[int], batch: BatchSource | None) -> list[onnx.NodeProto]:
+    """Nodes that give ``node``'s output from the dimensions ``dims`` its input has at a batch of 1.
+
+    Without a ``batch`` source (a fixed batch) the shape is a constant. With one, axis 0 is taken to grow with the
+    batch as the source's does: ``dims[0]`` rows per ``batch.rows`` of the source (a window attention's
+    ``[64 * batch, 49, 96]`` against a cut tensor's ``[batch, 56, 56, 96]``); the head/tail check at batch 2 holds
+    that to be so.
     """
-    source = node.input[0]
-    if any(dim is None or dim < 0 for dim in dims[1:]):
-        raise UnprocessableModel(
-            f"{node.op_type}({source}) is needed after the cut, and {source} has dimensions {list(dims)} at the "
-            "declared input shape: only the batch may vary, so this cut cannot recompute it"
-        )
     prefix = f"{node.name or node.output[0]}/recomputed"
     out = node.output[0]
     made: list[onnx.NodeProto] = []
     full = f"{prefix}/full"
     if not dims:
         made.append(_constant(full, np.zeros((0,), dtype=np.int64), prefix))
-    elif dims[0] is None:
+    elif batch is not None:
+        rows = f"{prefix}/batch"
+        made.append(helper.make_node("Shape", [batch.tensor], [rows], name=f"{prefix}/Shape", start=0, end=1))
+        if dims[0] != batch.rows:
+            made += [
+                _constant(f"{prefix}/per", np.asarray([dims[0]], dtype=np.int64), prefix),
+                _constant(f"{prefix}/of", np.asarray([batch.rows], dtype=np.int64), prefix),
+                helper.make_node("Mul", [rows, f"{prefix}/per"], [f"{prefix}/scaled"], name=f"{prefix}/Mul"),
+                helper.make_node("Div", [f"{prefix}/scaled", f"{prefix}/of"], [f"{prefix}/rows"], name=f"{prefix}/Div"),
+            ]
+            rows = f"{prefix}/rows"
         made += [
-            helper.make_node("Shape", [batch_source], [f"{prefix}/batch"], name=f"{prefix}/Shape", start=0, end=1),
             _constant(f"{prefix}/rest", np.asarray(dims[1:], dtype=np.int64), prefix),
-            helper.make_node("Concat", [f"{prefix}/batch", f"{prefix}/rest"], [full], name=f"{prefix}/Concat", axis=0),
+            helper.make_node("Concat", [rows, f"{prefix}/rest"], [full], name=f"{prefix}/Concat", axis=0),
         ]
     else:
         made.append(_constant(full, np.asarray(dims, dtype=np.int64), prefix))

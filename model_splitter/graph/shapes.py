@@ -31,6 +31,23 @@ def measured_value_infos(
     model: onnx.ModelProto, input_shape: tuple[int, ...], names: Iterable[str]
 ) -> dict[str, onnx.ValueInfoProto]:
     """Typed ValueInfos of ``names`` from one run at ``input_shape`` (batch 1; a symbolic batch kept symbolic)."""
+    inputs = fed_inputs(model.graph)
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+    symbolic_batch = bool(dims) and not dims[0].HasField("dim_value")
+    measured: dict[str, onnx.ValueInfoProto] = {}
+    for name, (dtype, measured_shape) in measured_shapes(model, input_shape, names).items():
+        shape: list[int | str] = list(measured_shape)
+        if symbolic_batch and shape:
+            shape[0] = BATCH_DIM
+        measured[name] = onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(dtype), shape)
+    return measured
+
+
+def measured_shapes(
+    model: onnx.ModelProto, input_shape: tuple[int, ...], names: Iterable[str]
+) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Element type and shape of each of ``names`` in one run at ``input_shape``, with a batch of 1 where the batch
+    is symbolic."""
     wanted = sorted(set(names))
     if not wanted:
         return {}
@@ -40,12 +57,12 @@ def measured_value_infos(
     (graph_input,) = inputs
     elem_type = graph_input.type.tensor_type.elem_type
     dims = graph_input.type.tensor_type.shape.dim
-    symbolic_batch = bool(dims) and not dims[0].HasField("dim_value")
+    fixed_batch = bool(dims) and dims[0].HasField("dim_value")
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     present = {value.name for value in probe.graph.output}
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in wanted if name not in present)
-    sample = np.random.default_rng(0).standard_normal((1, *input_shape[1:]))
+    sample = np.random.default_rng(0).standard_normal(input_shape if fixed_batch else (1, *input_shape[1:]))
     try:
         session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
 
@@ -55,12 +72,4 @@ def measured_value_infos(
             f"the shapes of {len(wanted)} tensor(s) could not be inferred and the model does not run at input "
             f"shape {list(input_shape)} to measure them: {str(exc)[:300]}"
         ) from exc
-    measured: dict[str, onnx.ValueInfoProto] = {}
-    for name, array in zip(wanted, arrays, strict=True):
-        value = np.asarray(array)
-        shape: list[int | str] = list(value.shape)
-        if symbolic_batch and shape:
-            shape[0] = BATCH_DIM
-        tensor_type = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
-        measured[name] = onnx.helper.make_tensor_value_info(name, tensor_type, shape)
-    return measured
+    return {name: (value.dtype, value.shape) for name, value in zip(wanted, map(np.asarray, arrays), strict=True)}

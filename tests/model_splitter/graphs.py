@@ -93,6 +93,26 @@ def shape_side_path(shape_of: str) -> onnx.ModelProto:
     )
 
 
+def windowed_shape_path() -> onnx.ModelProto:
+    """As a window attention does: the tail reshapes to the shape of a head tensor whose axis 0 is two rows per
+    sample (``[2 * batch, 2]``), while the cut tensor ``a`` has one (``[batch, 4]``)."""
+    windows = helper.make_tensor("windows", TensorProto.INT64, [2], [-1, 2])
+    rows = helper.make_tensor("rows", TensorProto.INT64, [2], [-1, 4])
+    return make_model(
+        [
+            helper.make_node("Reshape", ["x", "windows"], ["w"]),
+            helper.make_node("Relu", ["w"], ["v"]),
+            helper.make_node("Reshape", ["v", "rows"], ["a"]),
+            helper.make_node("Neg", ["a"], ["b"]),
+            helper.make_node("Shape", ["v"], ["s"]),
+            helper.make_node("Reshape", ["b", "s"], ["r"]),
+            helper.make_node("Sigmoid", ["r"], ["g"]),
+            helper.make_node("Reshape", ["g", "rows"], ["y"]),
+        ],
+        initializers=[windows, rows],
+    )
+
+
 def if_model(tail_ops: int = 0) -> onnx.ModelProto:
     """Relu -> If whose branches read the Relu's output from the outer scope (no explicit input) -> Neg ..."""
     then_branch = helper.make_graph(

@@ -22,6 +22,7 @@ from tests.model_splitter.graphs import (
     shape_side_path,
     skip_connection,
     two_output_node,
+    windowed_shape_path,
 )
 
 
@@ -129,6 +130,22 @@ def test_a_cut_bypassed_only_by_a_shape_edge_recomputes_the_shape_in_the_tail() 
         "Identity",
     ]
     for batch in (1, 5):
+        x = np.random.default_rng(batch).standard_normal((batch, 4)).astype(np.float32)
+        (sent,) = run(head, {"x": x})
+        np.testing.assert_array_equal(run(tail, {"a": sent})[0], run(model, {"x": x})[0])
+
+
+def test_a_recomputed_shape_keeps_its_rows_per_sample_when_they_differ_from_the_cut_tensors() -> None:
+    model = windowed_shape_path()
+    head, tail = cut_model(model, ["a"], input_shape=(1, 4))
+    assert [node.op_type for node in tail.graph.node if "recomputed" in node.name][:5] == [
+        "Shape",
+        "Constant",
+        "Constant",
+        "Mul",
+        "Div",
+    ]
+    for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal((batch, 4)).astype(np.float32)
         (sent,) = run(head, {"x": x})
         np.testing.assert_array_equal(run(tail, {"a": sent})[0], run(model, {"x": x})[0])
