@@ -5,7 +5,7 @@ The models are untrained (no weights download here); cuts and exactness do not d
 an untrained detector's scores are nearly all equal, so its non-maximum suppression can pick other boxes when float
 rounding differs across a cut (the check's verdict is recorded, not asserted).
 
-    python -m bench.model_families [--quick] [--out bench/results/model-families.json]
+    python -m bench.model_families [--quick] [--only ARCH ...] [--out bench/results/model-families.json]
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ def _kinds(points: list[SplitPoint]) -> dict[str, int]:
         "pair": sizes.count(2),
         "k": sum(size > 2 for size in sizes),
         "max_k": max(sizes, default=0),
+        # a cut that is exactly one module's outputs is labelled by the module alone (graph/module_cuts.py)
+        "module": sum(
+            len(point.tensors) > 1 and " + " not in point.label and " … " not in point.label for point in points
+        ),
     }
 
 
@@ -156,13 +160,16 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three models, a sample of their cuts")
+    parser.add_argument(
+        "--only", nargs="+", metavar="ARCH", help="measure these models of the list again, keeping the others' results"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     default = Path("bench/results") / ("tmp/model-families.json" if args.quick else "model-families.json")
     out: Path = args.out or default
     results = []
     for arch, size in MODELS:
-        if args.quick and arch not in QUICK:
+        if (args.quick and arch not in QUICK) or (args.only and arch not in args.only):
             continue
         result = measure(arch, size, sampled=args.quick)
         results.append(result)
@@ -170,10 +177,16 @@ def main() -> None:
         print(
             f"{arch}: nodes {result['nodes']['before']} -> {result['nodes']['after']}, cuts (single/pair/k) "
             f"{unfolded['single']}/{unfolded['pair']}/{unfolded['k']} -> {folded['single']}/{folded['pair']}/"
-            f"{folded['k']}, registration {result['seconds']['registration']:.1f} s, exact "
+            f"{folded['k']} ({folded['module']} at module boundaries), "
+            f"registration {result['seconds']['registration']:.1f} s, exact "
             f"{sum(check['exact'] for check in result['checks'])}/{len(result['checks'])}",
             flush=True,
         )
+    if args.only and out.exists():  # the other models' figures stay, in the list's order
+        measured = {result["arch"] for result in results}
+        kept = [result for result in json.loads(out.read_text())["models"] if result["arch"] not in measured]
+        order = [arch for arch, _ in MODELS]
+        results = sorted(kept + results, key=lambda result: order.index(result["arch"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}"
     out.write_text(json.dumps({"machine": machine, "models": results}, indent=2) + "\n")
