@@ -13,6 +13,7 @@ import io
 import logging
 import threading
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
 import onnx
@@ -31,6 +32,9 @@ MAX_EXPORT_BATCH = 64
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 BATCH_DIM = "batch"
+# protobuf's limit on one message: an ONNX model holding its weights cannot be larger, and models and splits are
+# kept, checked and shipped as single files.
+MAX_ONNX_BYTES = 2**31 - 1
 
 
 def export_module(
@@ -67,6 +71,7 @@ def export_any(
 ) -> onnx.ModelProto:
     """The TorchScript exporter first (node names carry module paths); ``torch.export`` and the dynamo exporter when
     it cannot convert an operator (``aten::_native_multi_head_attention`` in ViT and Swin); 422 when both fail."""
+    check_fits_one_file(module.state_dict().values())
     try:
         return export_module(module, input_shape, dynamic_batch)
     except UnprocessableModel as first:
@@ -85,8 +90,22 @@ def export_any(
         return export_program(program, input_shape)
 
 
+def check_fits_one_file(tensors: Iterable[torch.Tensor]) -> None:
+    """Refuse, before exporting, weights that no single ONNX file can hold (rather than failing minutes later in a
+    serialiser with a message nobody can act on)."""
+    size = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+    if size > MAX_ONNX_BYTES:
+        raise UnprocessableModel(
+            f"the model has {size / 1e9:.2f} GB of weights; one ONNX file holds at most {MAX_ONNX_BYTES / 1e9:.2f} "
+            "GB (protobuf's limit) and models and splits are kept as single ONNX files: choose a smaller variant "
+            "of the architecture"
+        )
+
+
 def export_program(program: torch.export.ExportedProgram, input_shape: tuple[int, ...]) -> onnx.ModelProto:
     """Export a ``torch.export`` program through the dynamo exporter, as one file with weights inside."""
+    constants = [value for value in program.constants.values() if isinstance(value, torch.Tensor)]
+    check_fits_one_file([*program.state_dict.values(), *constants])
     try:
         with _EXPORT_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")
