@@ -8,7 +8,7 @@ import torch
 
 from model_splitter.graph.min_cuts import MAX_CUT_TENSORS, find_k_cuts
 from model_splitter.intake.export import export_module
-from model_splitter.records import SplitRequest
+from model_splitter.records import ModelRecord, SplitRequest
 from model_splitter.services.models import register_upload
 from model_splitter.services.splits import create_split
 from model_splitter.store.registry import Registry
@@ -39,11 +39,16 @@ class PyramidHead(torch.nn.Module):
         return self.fc(torch.cat(pooled, 1))
 
 
-def test_a_pyramid_offers_cuts_of_several_tensors_along_it_and_each_is_exact(tmp_path: Path) -> None:
+def registered(module: torch.nn.Module, tmp_path: Path) -> tuple[Registry, ModelRecord]:
+    """``module`` (seeded, at ``SHAPE``) exported and registered as an upload, in a registry of its own."""
     torch.manual_seed(0)
-    model = export_module(PyramidHead().eval(), SHAPE)
+    model = export_module(module.eval(), SHAPE)
     registry = Registry(tmp_path / "registry")
-    record = register_upload(registry, model.SerializeToString(), "pyramid.onnx", SHAPE, "pyramid", False)
+    return registry, register_upload(registry, model.SerializeToString(), "model.onnx", SHAPE, "model", False)
+
+
+def test_a_pyramid_offers_cuts_of_several_tensors_along_it_and_each_is_exact(tmp_path: Path) -> None:
+    registry, record = registered(PyramidHead(), tmp_path)
     multi = [point for point in record.split_points if len(point.tensors) >= 3]
     singles = [point for point in record.split_points if len(point.tensors) == 1]
     assert len(multi) >= 4 and all(len(point.tensors) <= MAX_CUT_TENSORS for point in multi)

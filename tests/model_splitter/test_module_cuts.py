@@ -10,10 +10,8 @@ import torch
 from model_splitter.graph.module_cuts import find_module_cuts
 from model_splitter.intake.export import export_module
 from model_splitter.records import SplitRequest
-from model_splitter.services.models import register_upload
 from model_splitter.services.splits import create_split
-from model_splitter.store.registry import Registry
-from tests.model_splitter.test_min_cuts import stage
+from tests.model_splitter.test_min_cuts import registered, stage
 from tests.support import tiny_classifier
 
 SHAPE = (1, 3, 64, 64)
@@ -50,10 +48,7 @@ class FeaturePyramid(torch.nn.Module):
 
 
 def test_a_backbone_returning_four_maps_is_one_cut_named_by_it_and_exact(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = export_module(FeaturePyramid().eval(), SHAPE)
-    registry = Registry(tmp_path / "registry")
-    record = register_upload(registry, model.SerializeToString(), "pyramid.onnx", SHAPE, "pyramid", False)
+    registry, record = registered(FeaturePyramid(), tmp_path)
     (body,) = [point for point in record.split_points if point.label == "body (4 tensors)"]
     assert body.shapes == [[1, 8, 32, 32], [1, 16, 16, 16], [1, 32, 8, 8], [1, 64, 4, 4]]
     assert body.wire_bytes[32] == 4 * (8 * 32 * 32 + 16 * 16 * 16 + 32 * 8 * 8 + 64 * 4 * 4)
