@@ -188,13 +188,16 @@ def analyse_split_points(
     def sendable(name: str) -> bool:
         return types.get(name) == onnx.TensorProto.FLOAT and name in shapes
 
-    def wire_size(name: str) -> int | None:
+    def batch_first(name: str) -> bool:
         # Cuts of several tensors carry the batch first in every tensor: a detector's per-box tensors ([boxes, 4])
-        # would be stacked across images by calibration and by batched serving.
-        batch_first = sendable(name) and bool(shapes[name]) and shapes[name][0] == input_shape[0]
-        return math.prod(shapes[name]) * 4 if batch_first else None
+        # would be stacked across images by calibration and by batched serving, and a window attention's
+        # [64 x batch, 49, 96] would reach the edge as a frame of 64 images.
+        return sendable(name) and bool(shapes[name]) and shapes[name][0] == input_shape[0]
 
-    groups: list[tuple[str, ...]] = list(find_pair_cuts(model, eligible=sendable))
+    def wire_size(name: str) -> int | None:
+        return math.prod(shapes[name]) * 4 if batch_first(name) else None
+
+    groups: list[tuple[str, ...]] = list(find_pair_cuts(model, eligible=batch_first))
     offered = {frozenset(group) for group in groups}
     for cut in find_k_cuts(model, wire_size):
         if frozenset(cut) not in offered:

@@ -113,6 +113,24 @@ def windowed_shape_path() -> onnx.ModelProto:
     )
 
 
+def windowed_skip(length: int = 24) -> onnx.ModelProto:
+    """A skip around a block of ``length`` ops that work on two rows per sample (``w0``...: ``[2 * batch, 2]``),
+    long enough for pair cuts: the cuts inside it pair the skip ``p`` with a ``w`` or with ``a`` (``[batch, 4]``)."""
+    windows = helper.make_tensor("windows", TensorProto.INT64, [2], [-1, 2])
+    rows = helper.make_tensor("rows", TensorProto.INT64, [2], [-1, 4])
+    block = [helper.make_node("Neg", [f"w{i}"], [f"w{i + 1}"]) for i in range(length)]
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["p"]),
+            helper.make_node("Reshape", ["p", "windows"], ["w0"]),
+            *block,
+            helper.make_node("Reshape", [f"w{length}", "rows"], ["a"]),
+            helper.make_node("Add", ["a", "p"], ["y"]),
+        ],
+        initializers=[windows, rows],
+    )
+
+
 def if_model(tail_ops: int = 0) -> onnx.ModelProto:
     """Relu -> If whose branches read the Relu's output from the outer scope (no explicit input) -> Neg ..."""
     then_branch = helper.make_graph(

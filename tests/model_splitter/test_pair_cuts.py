@@ -19,12 +19,14 @@ from common.wire import decode_frame, encode_frame
 from model_splitter.graph.analysis import analyse_split_points
 from model_splitter.graph.cuts import data_flow, find_pair_cuts
 from model_splitter.graph.cutting import cut_model
+from model_splitter.graph.verification import head_tail_max_abs_diff
 from model_splitter.quantize.fidelity import roundtrip
 from model_splitter.records import ModelRecord, SplitRequest
 from model_splitter.services.models import register_upload
 from model_splitter.services.splits import create_split
 from model_splitter.store.bundle_zip import bundle_zip
 from model_splitter.store.registry import Registry
+from tests.model_splitter.graphs import windowed_skip
 from tests.support import CLASSIFIER, SAMPLES, running_pair, tiny_classifier
 from tools.local_stack import ServiceProcess
 
@@ -237,3 +239,15 @@ def test_pair_split_end_to_end(
         f"{edge.url}/api/infer", content=single, headers={"content-type": "application/octet-stream"}, timeout=30
     )
     assert refused.status_code == 422 and "cuts 2 tensor(s), the frame carries 1" in refused.json()["detail"]
+
+
+def test_a_pair_carries_the_batch_first_in_both_tensors() -> None:
+    """A window attention's ``[64 x batch, 49, 96]`` in a pair reached the edge as a frame of 64 images (413):
+    only tensors with the batch on axis 0 pair up."""
+    model = windowed_skip()
+    assert ("p", "w1") in find_pair_cuts(model)  # taken as a graph, the block's tensors pair with the skip
+    pairs = [point for point in analyse_split_points(model, (1, 4), pair_cuts=True) if len(point.tensors) == 2]
+    assert [sorted(point.tensors) for point in pairs] == [["a", "p"]]
+    assert pairs[0].shapes == [[1, 4], [1, 4]]
+    head, tail = cut_model(model, pairs[0].tensors)
+    assert head_tail_max_abs_diff(model, head, tail, (1, 4), batch=3) == 0.0
