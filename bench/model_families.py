@@ -2,8 +2,8 @@
 the time each step takes, and the head/tail check at every offered cut (``--quick``: a sample of each kind).
 
 The models are untrained (no weights download here); cuts and exactness do not depend on the weights, except that
-an untrained detector's scores are nearly all equal, so its non-maximum suppression can pick other boxes when float
-rounding differs across a cut (the check's verdict is recorded, not asserted).
+an untrained detector's scores are nearly all equal, so its TopK and non-maximum suppression can pick other boxes
+when float rounding differs across a cut (the check's verdict is recorded, not asserted).
 
     python -m bench.model_families [--quick] [--only ARCH ...] [--out bench/results/model-families.json]
 """

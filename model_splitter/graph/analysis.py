@@ -197,19 +197,16 @@ def analyse_split_points(
     def wire_size(name: str) -> int | None:
         return math.prod(shapes[name]) * 4 if batch_first(name) else None
 
-    groups: list[tuple[str, ...]] = list(find_pair_cuts(model, eligible=batch_first))
-    offered = {frozenset(group) for group in groups}
-    for cut in find_k_cuts(model, wire_size):
-        if frozenset(cut) not in offered:
-            groups.append(cut)
-            offered.add(frozenset(cut))
+    # Pairs, then wider minimum cuts, then modules' outputs; a set of tensors found twice is offered once.
+    module_cuts = find_module_cuts(model, wire_size)
+    unique: dict[frozenset[str], tuple[str, ...]] = {}
+    for cut in [*find_pair_cuts(model, eligible=batch_first), *find_k_cuts(model, wire_size)]:
+        unique.setdefault(frozenset(cut), cut)
+    for _, cut in module_cuts:
+        unique.setdefault(frozenset(cut), cut)
+    groups = list(unique.values())
     # A cut that is exactly what a module hands on is named by the module, wherever it was found.
-    module_of: dict[frozenset[str], str] = {}
-    for scope, cut in find_module_cuts(model, wire_size):
-        module_of[frozenset(cut)] = scope
-        if frozenset(cut) not in offered:
-            groups.append(cut)
-            offered.add(frozenset(cut))
+    module_of = {frozenset(cut): scope for scope, cut in module_cuts}
     if not groups:
         return points
     producers = {name: node for node in flow.nodes for name in node.output if name}
@@ -219,10 +216,9 @@ def analyse_split_points(
         group_labels = label_tensors(model, list(group))
         names = [group_labels[name] for name in group]
         if frozenset(group) in module_of:
-            base = f"{module_of[frozenset(group)]} ({len(names)} tensors)"
+            label = base = f"{module_of[frozenset(group)]} ({len(names)} tensors)"
         else:
-            base = " + ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} tensors)"
-        label = base
+            label = base = " + ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} tensors)"
         repeat = 1
         while label in used:
             repeat += 1

@@ -222,7 +222,8 @@ def cut_model(
     batch: BatchSource | None = None
     if rewrites:
         source = _batch_source(model, cut_tensors, value_infos)
-        shapes = _measured_dims(model, {nodes[index].input[0] for index in rewrites} | {source or ""}, input_shape)
+        needed = {nodes[index].input[0] for index in rewrites} | ({source} if source else set())
+        shapes = _measured_dims(model, needed, input_shape)
         batch = BatchSource(source, shapes[source][0]) if source else None
     tail_nodes: list[onnx.NodeProto] = []
     for index in tail_indices:
@@ -236,8 +237,7 @@ def cut_model(
 def _measured_dims(
     model: onnx.ModelProto, names: set[str], input_shape: tuple[int, ...] | None
 ) -> dict[str, tuple[int, ...]]:
-    """The dimensions of ``names`` in one run at the declared input with a batch of 1, for recomputed Shapes."""
-    names.discard("")
+    """The dimensions of ``names`` in one run at the declared input (a symbolic batch at 1), for recomputed Shapes."""
     if input_shape is None:
         raise UnprocessableModel(
             f"the tail needs the shape of {sorted(names)[0]!r}, computed in the head; cutting here needs the model's "

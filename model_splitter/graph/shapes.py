@@ -4,8 +4,8 @@ Static inference stops at graphs that are static in fact but not on paper: a cha
 target is computed from ``Shape`` nodes, TF-style "same" padding computed by ``Shape -> Gather -> Sub -> Div``
 chains. Refusing such a model because the checker cannot prove a shape would refuse models that run every day, so
 the missing shapes come from one ONNX Runtime run at the declared input shape, the named tensors added as graph
-outputs. A symbolic batch axis of the input stays symbolic on the measured tensors (axis 0), which the head/tail
-check then exercises at batch 2.
+outputs. A symbolic batch axis of the input stays symbolic on the measured tensors whose axis 0 measured 1, which
+the head/tail check then exercises at batch 2.
 """
 
 from __future__ import annotations
@@ -30,14 +30,16 @@ _FEED_TYPES: dict[int, type[np.floating]] = {
 def measured_value_infos(
     model: onnx.ModelProto, input_shape: tuple[int, ...], names: Iterable[str]
 ) -> dict[str, onnx.ValueInfoProto]:
-    """Typed ValueInfos of ``names`` from one run at ``input_shape`` (batch 1; a symbolic batch kept symbolic)."""
+    """Typed ValueInfos of ``names`` from one run at ``input_shape``. Under a symbolic batch (run at 1) axis 0 is
+    kept symbolic where it measured 1; any other size there (a window attention's 64 windows of one image) is not
+    the batch and stays a number, so nothing takes it for one."""
     inputs = fed_inputs(model.graph)
     dims = inputs[0].type.tensor_type.shape.dim if inputs else []
     symbolic_batch = bool(dims) and not dims[0].HasField("dim_value")
     measured: dict[str, onnx.ValueInfoProto] = {}
     for name, (dtype, measured_shape) in measured_shapes(model, input_shape, names).items():
         shape: list[int | str] = list(measured_shape)
-        if symbolic_batch and shape:
+        if symbolic_batch and shape and shape[0] == 1:
             shape[0] = BATCH_DIM
         measured[name] = onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(dtype), shape)
     return measured
