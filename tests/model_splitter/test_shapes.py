@@ -14,6 +14,7 @@ from model_splitter.records import SplitRequest
 from model_splitter.services.models import register_torchvision, register_upload
 from model_splitter.services.splits import create_split
 from model_splitter.store.registry import Registry
+from tests.model_splitter.graphs import windowed_skip
 from tests.support import tiny_classifier
 
 SHAPE = (1, 3, 64, 64)
@@ -26,6 +27,14 @@ def test_measured_shapes_keep_a_symbolic_batch_and_the_element_type() -> None:
     assert [d.dim_param or d.dim_value for d in measured["flat"].type.tensor_type.shape.dim] == ["batch", 8]
     assert measured["r2"].type.tensor_type.elem_type == TensorProto.FLOAT
     assert measured_value_infos(model, SHAPE, []) == {}
+
+
+def test_a_measured_axis_0_other_than_one_is_not_taken_for_the_batch() -> None:
+    """At batch 1, ``w0`` has two rows (two windows of the one image): marking them the batch would let the
+    analysis send them as a frame of two images."""
+    measured = measured_value_infos(windowed_skip(), (1, 4), ["w0", "a"])
+    assert [d.dim_param or d.dim_value for d in measured["w0"].type.tensor_type.shape.dim] == [2, 2]
+    assert [d.dim_param or d.dim_value for d in measured["a"].type.tensor_type.shape.dim] == ["batch", 4]
 
 
 @pytest.mark.slow
