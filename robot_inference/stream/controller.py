@@ -27,7 +27,9 @@ takes over only after it has been the best for ``HOLD_FRAMES`` frames in a row, 
 deadline to spare, so a link near the threshold does not flap. When nothing meets the deadline, the fastest
 prediction wins. While no frame uses the link (all-robot) and the link could change that (all-robot misses the
 deadline, or a split is as faithful), every ``PROBE_EVERY`` th frame goes over the link, so the estimate follows a
-link that recovers.
+link that recovers. A probe that missed the deadline doubles the interval (up to ``PROBE_EVERY_MAX``): on a link
+too thin for any split, probing every tenth frame would itself miss a tenth of the deadlines; one that met it
+brings the interval back.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ LINK_ALPHA_DOWN = 0.8  # a slower one at once: a missed deadline costs more than
 HOLD_FRAMES = 3
 MARGIN = 0.85
 PROBE_EVERY = 10
+PROBE_EVERY_MAX = 80  # about 5 s at 15 frames/s: the longest a recovered link goes unseen
 WAITING_FADE = 0.95
 MIN_TRANSFER_MS = 0.05
 ROBOT_STAGES = frozenset({"decode", "preprocess", "head", "quantize", "encode", "model", "postprocess", "place"})
@@ -171,6 +174,8 @@ class Controller:
         self._candidate: Choice | None = None
         self._candidate_frames = 0
         self._since_link = 0
+        self._probe_every = PROBE_EVERY
+        self._probes_out: dict[str, int] = {}  # by Choice key: probes sent and not yet observed
 
     def expected_bytes(self, choice: Choice) -> float:
         return self.costs.bytes_sent.get(choice.key, float(choice.prior_bytes))
@@ -234,14 +239,28 @@ class Controller:
         if not as_good and predicted[current] <= self.deadline_ms:
             return None
         self._since_link += 1
-        if self._since_link < PROBE_EVERY:
+        if self._since_link < self._probe_every:
             return None
         self._since_link = 0
         if as_good:
             probe = max(as_good, key=lambda c: (c.fidelity, -self.expected_bytes(c)))
-            return Decision(probe, predicted[probe], "probing the link with a split as faithful as the robot")
-        probe = min(uses_link, key=lambda c: (self.expected_bytes(c), -c.fidelity))
-        return Decision(probe, predicted[probe], "probing the link with the split that sends the fewest bytes")
+            reason = "probing the link with a split as faithful as the robot"
+        else:
+            probe = min(uses_link, key=lambda c: (self.expected_bytes(c), -c.fidelity))
+            reason = "probing the link with the split that sends the fewest bytes"
+        self._probes_out[probe.key] = self._probes_out.get(probe.key, 0) + 1
+        return Decision(probe, predicted[probe], f"{reason} (every {self._probe_every} frames)")
+
+    def _probe_answered(self, choice: Choice, latency_ms: float) -> None:
+        """A probe that missed the deadline spaces the next ones out; one that met it restores the interval."""
+        out = self._probes_out.get(choice.key, 0)
+        if out == 0:
+            return
+        self._probes_out[choice.key] = out - 1
+        if latency_ms > self.deadline_ms:
+            self._probe_every = min(self._probe_every * 2, PROBE_EVERY_MAX)
+        else:
+            self._probe_every = PROBE_EVERY
 
     def observe(
         self,
@@ -258,6 +277,7 @@ class Controller:
         if latency_ms is not None:
             waited = max(latency_ms - self._compute_and_link(choice), 0.0)
             self.costs.waiting_ms[choice.key] = _smooth(self.costs.waiting_ms.get(choice.key), waited)
+        self._probe_answered(choice, latency_ms if latency_ms is not None else result.total_ms)
 
     def _learn(self, choice: Choice, result: InferenceResult, answered_at_ms: float | None) -> None:
         robot = sum(s.ms for s in result.stages if s.where == "robot" and s.name in ROBOT_STAGES)

@@ -14,7 +14,7 @@ import pytest
 from common.postprocess.answers import Answer
 from common.results import InferenceResult, Providers, WireBytes
 from common.timing import Stage
-from robot_inference.stream.controller import Choice, Controller, LinkEstimate
+from robot_inference.stream.controller import PROBE_EVERY, PROBE_EVERY_MAX, Choice, Controller, LinkEstimate
 
 SPLIT = "a" * 64
 ROBOT_HEAD_MS = 8.0
@@ -114,6 +114,24 @@ def test_while_the_robot_misses_the_deadline_the_link_is_probed_and_recovery_is_
     probes = [c for c in thin[5:] if c.mode == "split"]
     assert probes and {c.bits for c in probes} == {2}  # the fewest bytes probe the link
     assert {c.bits for c in picked[-5:]} == {8}  # the link came back: the best split that fits
+
+
+def test_probes_that_miss_the_deadline_are_spaced_out_and_a_recovered_link_brings_them_back() -> None:
+    # A split as faithful as the robot (so the link is probed while the robot meets the deadline), on a link where
+    # its 16 kB take 130 ms: each probe misses the 100 ms deadline.
+    faithful = [Choice("split", SPLIT, 8, 1.0, BYTES[8]), Choice("all-robot", SPLIT, None, 1.0)]
+    controller = Controller(faithful, deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    picked = run(controller, [1.0] * 300)
+    probes = [i for i, c in enumerate(picked) if c.mode == "split"]
+    assert 3 <= len(probes) <= 6, probes  # every 10th frame would be 30
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert gaps == sorted(gaps) and max(gaps) <= PROBE_EVERY_MAX + 1, gaps
+    # The link comes back: the next probe (within the longest interval) meets the deadline, and probing is back to
+    # every PROBE_EVERY frames.
+    recovered = run(controller, [50.0] * (PROBE_EVERY_MAX + 4 * PROBE_EVERY))
+    later = [i for i, c in enumerate(recovered) if c.mode == "split"]
+    assert later[0] <= PROBE_EVERY_MAX, later
+    assert [b - a for a, b in itertools.pairwise(later)][-2:] == [PROBE_EVERY, PROBE_EVERY], later
 
 
 def test_frames_that_queue_behind_a_busy_robot_count_against_its_plan() -> None:
