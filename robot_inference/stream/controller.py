@@ -11,7 +11,10 @@ Each is judged by its held-out fidelity (the manifest's; 1.0 for all-robot, for 
     all-robot: robot compute of the full model
     each:      + the waiting seen with it: a frame's latency (arrival to answer) beyond the above, smoothed; a
                robot slower than the camera queues frames, which no stage time shows. The waiting of a plan
-               not in use fades, so it is tried again once the load that caused it may have passed
+               not in use fades, so it is tried again once the load that caused it may have passed; each time
+               a plan is left for missing the deadline it fades more slowly (a robot that cannot keep up
+               with the camera is not retried every second), and once it kept the deadline for
+               ``FORGIVEN_AFTER`` frames in a row it fades at the first rate again
 
 Compute times are smoothed from the frames themselves (an exponential average, ``COMPUTE_ALPHA``); bytes per
 (split, width) are the frames' own once one was sent, before that the calibration's coded size (or the packed
@@ -22,14 +25,24 @@ rate that drops tenfold is followed within about three frames and a brief recove
 not yet seen counts as 0: the controller tries it once and learns (a new stream starts from the best fidelity and
 steps down).
 
-Hysteresis: the current choice is kept while its prediction meets the deadline; a choice with better fidelity
-takes over only after it has been the best for ``HOLD_FRAMES`` frames in a row, and only with ``MARGIN`` of the
-deadline to spare, so a link near the threshold does not flap. When nothing meets the deadline, the fastest
-prediction wins. While no frame uses the link (all-robot) and the link could change that (all-robot misses the
-deadline, or a split is as faithful), every ``PROBE_EVERY`` th frame goes over the link, so the estimate follows a
-link that recovers. A probe that missed the deadline doubles the interval (up to ``PROBE_EVERY_MAX``): on a link
-too thin for any split, probing every tenth frame would itself miss a tenth of the deadlines; one that met it
-brings the interval back.
+A choice must also keep up with the camera: one whose frame takes longer on the wire, or on the robot's CPU,
+than ``LINK_SHARE`` of the time between frames (smoothed from their arrivals) is not counted as fitting, however
+quick one frame alone would be, since its frames would queue one behind another.
+
+Hysteresis: the current choice is kept while its prediction meets the deadline (and it keeps up); a choice with
+better fidelity takes over only after it has been the best for ``HOLD_FRAMES`` frames in a row, and only with
+``MARGIN`` of the deadline to spare, so a link near the threshold does not flap. A step up whose first frames
+(``TRIAL_FRAMES``) missed the deadline doubles the hold for that choice (up to ``HOLD_FRAMES_MAX``): the estimate
+it was taken on came from smaller frames, which a shaper's burst lets through faster than its rate, and the next
+try waits for more evidence. For the same reason a step up at most doubles the bytes per frame (``RAMP``): a
+wrong step then costs a frame or two, not the queue of frames behind one four times larger (answering on the
+robot, the step is counted from the last probe's bytes; a switch forced by a missed deadline keeps to the ramp
+too, and where nothing within it fits, takes the fastest). When nothing meets
+the deadline, the fastest prediction wins. While no frame uses the link (all-robot) and the link could change
+that (all-robot misses the deadline, or a split is as faithful), every ``PROBE_EVERY`` th frame goes over the
+link, so the estimate follows a link that recovers. A probe that missed the deadline doubles the interval (up to
+``PROBE_EVERY_MAX``): on a link too thin for any split, probing every tenth frame would itself miss a tenth of
+the deadlines; one that met it brings the interval back.
 """
 
 from __future__ import annotations
@@ -40,16 +53,20 @@ from dataclasses import dataclass, field
 from common.deployments import Deployment
 from common.results import InferenceResult, Mode
 from common.wire import frame_overhead
+from robot_inference.stream.link_estimate import LinkEstimate
 
 COMPUTE_ALPHA = 0.3
-LINK_ALPHA_UP = 0.5  # a faster link is believed over two frames or so
-LINK_ALPHA_DOWN = 0.8  # a slower one at once: a missed deadline costs more than a frame sent at fewer bits
 HOLD_FRAMES = 3
+HOLD_FRAMES_MAX = 48
+RAMP = 2.0
+LINK_SHARE = 0.9
+TRIAL_FRAMES = 5
 MARGIN = 0.85
 PROBE_EVERY = 10
 PROBE_EVERY_MAX = 80  # about 5 s at 15 frames/s: the longest a recovered link goes unseen
 WAITING_FADE = 0.95
-MIN_TRANSFER_MS = 0.05
+WAITING_FADE_SLOWEST = 0.995  # halves in about 140 frames, 9 s at 15 frames/s
+FORGIVEN_AFTER = 30
 ROBOT_STAGES = frozenset({"decode", "preprocess", "head", "quantize", "encode", "model", "postprocess", "place"})
 
 
@@ -100,51 +117,6 @@ def choices_for(deployments: list[Deployment], model_id: str) -> list[Choice]:
     return out
 
 
-class LinkEstimate:
-    """Round trip and throughput to the edge, learnt from the frames that crossed the link."""
-
-    def __init__(self, rtt_ms: float | None = None, bandwidth_mbps: float | None = None) -> None:
-        self.rtt_ms = rtt_ms
-        self.bandwidth_mbps = bandwidth_mbps
-        self.samples = 0
-        self._last_end_ms: float | None = None
-
-    def observe(self, sent_bytes: int, transfer_ms: float, ended_at_ms: float | None = None) -> None:
-        """One frame's bytes took ``transfer_ms`` on the link, ending at ``ended_at_ms`` (a monotonic clock; None:
-        unknown). Frames in flight together share the link: a frame sent while the one before was still on it
-        waited behind those bytes, so only the time after they were through is its own."""
-        transfer_ms = max(transfer_ms, MIN_TRANSFER_MS)
-        queued_ms = 0.0
-        if ended_at_ms is not None:
-            if self._last_end_ms is not None:
-                queued_ms = min(max(self._last_end_ms - (ended_at_ms - transfer_ms), 0.0), transfer_ms)
-            self._last_end_ms = max(self._last_end_ms or ended_at_ms, ended_at_ms)
-        if queued_ms > 0:
-            # Back to back behind the previous frame: its round trip overlapped that frame's, only bytes remain.
-            self._sample(sent_bytes, max(transfer_ms - queued_ms, MIN_TRANSFER_MS))
-            return
-        # The round trip comes from probes (an empty request: ``EdgeClient.probe``); frames of one size cannot tell
-        # it from the time on the wire. A transfer quicker than the probe says the probe was slow.
-        if self.rtt_ms is None or transfer_ms < self.rtt_ms:
-            self.rtt_ms = min(transfer_ms, self.rtt_ms or transfer_ms) if self.rtt_ms is not None else 0.0
-        self._sample(sent_bytes, max(transfer_ms - self.rtt_ms, MIN_TRANSFER_MS))
-
-    def _sample(self, sent_bytes: int, wire_ms: float) -> None:
-        sample = sent_bytes * 8 / (wire_ms * 1e3)
-        if self.bandwidth_mbps is None:
-            self.bandwidth_mbps = sample
-        else:
-            alpha = LINK_ALPHA_DOWN if sample < self.bandwidth_mbps else LINK_ALPHA_UP
-            self.bandwidth_mbps = alpha * sample + (1 - alpha) * self.bandwidth_mbps
-        self.samples += 1
-
-    def transfer_ms(self, nbytes: int) -> float:
-        rtt = self.rtt_ms or 0.0
-        if not self.bandwidth_mbps:
-            return rtt
-        return rtt + nbytes * 8 / (self.bandwidth_mbps * 1e3)
-
-
 def _compute_key(choice: Choice) -> str:
     return choice.split_id if choice.mode == "split" else choice.key
 
@@ -160,6 +132,8 @@ class _Costs:
     edge_ms: dict[str, float] = field(default_factory=dict)
     bytes_sent: dict[str, float] = field(default_factory=dict)  # by Choice key
     waiting_ms: dict[str, float] = field(default_factory=dict)  # by Choice key: latency beyond compute and link
+    waiting_fade: dict[str, float] = field(default_factory=dict)  # by Choice key, where slower than WAITING_FADE
+    kept: dict[str, int] = field(default_factory=dict)  # by Choice key: frames in a row within the deadline
 
 
 class Controller:
@@ -171,11 +145,33 @@ class Controller:
         self.link = link or LinkEstimate()
         self.costs = _Costs()
         self.current: Choice | None = None
-        self._candidate: Choice | None = None
-        self._candidate_frames = 0
+        self._candidates: dict[str, int] = {}  # by Choice key: frames in a row as a better choice that fits
+        self.frame_interval_ms: float | None = None  # between the camera's frames, smoothed
+        self._last_arrival_ms: float | None = None
+        self._last_link_bytes: float | None = None
+        self._hold: dict[str, int] = {}  # by Choice key, where longer than HOLD_FRAMES
+        self._trial: tuple[str, int] | None = None  # a step up being tried: its key, frames answered so far
         self._since_link = 0
         self._probe_every = PROBE_EVERY
         self._probes_out: dict[str, int] = {}  # by Choice key: probes sent and not yet observed
+
+    def frame_arrived(self, at_ms: float) -> None:
+        """A camera frame arrived at ``at_ms`` (a monotonic clock): the pace the link must keep up with."""
+        if self._last_arrival_ms is not None and at_ms > self._last_arrival_ms:
+            self.frame_interval_ms = _smooth(self.frame_interval_ms, at_ms - self._last_arrival_ms)
+        self._last_arrival_ms = at_ms
+
+    def keeps_up(self, choice: Choice) -> bool:
+        """Its frames leave the robot's CPU and the link as fast as the camera makes them (unknown pace, compute or
+        bandwidth: assumed so)."""
+        interval = self.frame_interval_ms
+        if interval is None:
+            return True
+        robot_ms = self.costs.robot_ms.get(_compute_key(choice), 0.0)
+        if choice.mode == "all-robot" or not self.link.bandwidth_mbps:
+            return robot_ms <= LINK_SHARE * interval
+        wire_ms = self.expected_bytes(choice) * 8 / (self.link.bandwidth_mbps * 1e3)
+        return max(robot_ms, wire_ms) <= LINK_SHARE * interval
 
     def expected_bytes(self, choice: Choice) -> float:
         return self.costs.bytes_sent.get(choice.key, float(choice.prior_bytes))
@@ -196,36 +192,67 @@ class Controller:
         probe = self._probe(predicted)
         if probe is not None:
             return probe
-        fitting = [c for c in self.choices if predicted[c] <= self.deadline_ms * MARGIN]
+        fitting = [c for c in self.choices if predicted[c] <= self.deadline_ms * MARGIN and self.keeps_up(c)]
         if not fitting:
             fastest = min(self.choices, key=lambda c: (predicted[c], -c.fidelity))
             self._switch(fastest)
             reason = f"nothing is predicted to meet the {self.deadline_ms:g} ms deadline: the fastest"
             return Decision(fastest, predicted[fastest], reason)
-        best = max(fitting, key=lambda c: (c.fidelity, -predicted[c]))
         current = self.current
-        if current is None or current not in predicted or predicted[current] > self.deadline_ms:
+        ramp = [c for c in fitting if self._within_ramp(c, current)]
+        if (
+            current is None
+            or current not in predicted
+            or predicted[current] > self.deadline_ms
+            or not self.keeps_up(current)
+        ):
+            if not ramp:  # what fits lies beyond the ramp: on an estimate the link has not shown, so the fastest
+                fastest = min(self.choices, key=lambda c: (predicted[c], -c.fidelity))
+                self._switch(fastest)
+                reason = f"nothing within twice the bytes the link carried meets the {self.deadline_ms:g} ms deadline"
+                return Decision(fastest, predicted[fastest], f"{reason}: the fastest")
+            best = max(ramp, key=lambda c: (c.fidelity, -predicted[c]))
+            if current is not None and current in predicted and current != best:
+                self._left_for_missing(current)
             self._switch(best)
             return Decision(best, predicted[best], self._why(best, predicted[best]))
-        if best.fidelity > current.fidelity:
-            if self._candidate == best:
-                self._candidate_frames += 1
-            else:
-                self._candidate, self._candidate_frames = best, 1
-            if self._candidate_frames >= HOLD_FRAMES:
-                self._switch(best)
-                return Decision(best, predicted[best], self._why(best, predicted[best], f"after {HOLD_FRAMES} frames"))
-        else:
-            self._candidate, self._candidate_frames = None, 0
+        # Each better choice counts its own frames in a row as a candidate: one waiting out a long hold (it failed
+        # before) does not keep the others, which have not, from taking over.
+        better = {c.key: c for c in ramp if c.fidelity > current.fidelity}
+        self._candidates = {key: self._candidates.get(key, 0) + 1 for key in better}
+        ready = [c for c in better.values() if self._candidates[c.key] >= self._hold.get(c.key, HOLD_FRAMES)]
+        if ready:
+            step = max(ready, key=lambda c: (c.fidelity, -predicted[c]))
+            hold = self._hold.get(step.key, HOLD_FRAMES)
+            self._switch(step)
+            self._trial = (step.key, 0)
+            return Decision(step, predicted[step], self._why(step, predicted[step], f"after {hold} frames"))
         return Decision(current, predicted[current], self._why(current, predicted[current], "kept"))
+
+    def _within_ramp(self, choice: Choice, current: Choice | None) -> bool:
+        """At most twice the bytes per frame of the current choice or, answering on the robot, of the last frame
+        the link carried (a probe); off the link, or before the link carried anything, anything goes."""
+        if choice.mode == "all-robot":
+            return True
+        if current is not None and current.mode != "all-robot":
+            reference: float | None = self.expected_bytes(current)
+        else:
+            reference = self._last_link_bytes
+        return reference is None or self.expected_bytes(choice) <= RAMP * max(reference, 1.0)
 
     def _forget_waiting(self) -> None:
         """Waiting seen with a plan that is not in use fades (it halves in about 14 frames): it was the load of its
         time, and a plan judged on it alone would never get another try."""
-        waiting = self.costs.waiting_ms
+        waiting, fade = self.costs.waiting_ms, self.costs.waiting_fade
         for key in list(waiting):
             if self.current is None or key != self.current.key:
-                waiting[key] *= WAITING_FADE
+                waiting[key] *= fade.get(key, WAITING_FADE)
+
+    def _left_for_missing(self, choice: Choice) -> None:
+        """Left because it was predicted to miss: its waiting is forgotten half as fast as before."""
+        fade = self.costs.waiting_fade.get(choice.key, WAITING_FADE)
+        self.costs.waiting_fade[choice.key] = min(1 - (1 - fade) / 2, WAITING_FADE_SLOWEST)
+        self.costs.kept[choice.key] = 0
 
     def _probe(self, predicted: dict[Choice, float]) -> Decision | None:
         """Every PROBE_EVERY frames answered off the link, one over it, when the link could change the choice: a
@@ -242,6 +269,8 @@ class Controller:
         if self._since_link < self._probe_every:
             return None
         self._since_link = 0
+        # A probe is for the estimate: one as faithful as the robot only where it is expected to be in time.
+        as_good = [c for c in as_good if predicted[c] <= self.deadline_ms]
         if as_good:
             probe = max(as_good, key=lambda c: (c.fidelity, -self.expected_bytes(c)))
             reason = "probing the link with a split as faithful as the robot"
@@ -277,7 +306,21 @@ class Controller:
         if latency_ms is not None:
             waited = max(latency_ms - self._compute_and_link(choice), 0.0)
             self.costs.waiting_ms[choice.key] = _smooth(self.costs.waiting_ms.get(choice.key), waited)
-        self._probe_answered(choice, latency_ms if latency_ms is not None else result.total_ms)
+        latency = latency_ms if latency_ms is not None else result.total_ms
+        self._count_kept(choice, latency <= self.deadline_ms)
+        self._probe_answered(choice, latency)
+
+    def _count_kept(self, choice: Choice, met: bool) -> None:
+        if self._trial is not None and self._trial[0] == choice.key:
+            if not met:
+                self._hold[choice.key] = min(self._hold.get(choice.key, HOLD_FRAMES) * 2, HOLD_FRAMES_MAX)
+            answered = self._trial[1] + 1
+            self._trial = None if not met or answered >= TRIAL_FRAMES else (choice.key, answered)
+        kept = self.costs.kept
+        kept[choice.key] = kept.get(choice.key, 0) + 1 if met else 0
+        if kept[choice.key] >= FORGIVEN_AFTER:
+            self.costs.waiting_fade.pop(choice.key, None)
+            self._hold.pop(choice.key, None)
 
     def _learn(self, choice: Choice, result: InferenceResult, answered_at_ms: float | None) -> None:
         robot = sum(s.ms for s in result.stages if s.where == "robot" and s.name in ROBOT_STAGES)
@@ -288,6 +331,7 @@ class Controller:
             return
         costs.edge_ms[key] = _smooth(costs.edge_ms.get(key), edge)
         costs.bytes_sent[choice.key] = float(result.bytes.sent)
+        self._last_link_bytes = float(result.bytes.sent)
         network = sum(s.ms for s in result.stages if s.name == "network")
         # The request's bytes were through before the edge computed (the answer's few bytes come back after).
         ended = None if answered_at_ms is None else answered_at_ms - edge
@@ -295,7 +339,7 @@ class Controller:
 
     def _switch(self, choice: Choice) -> None:
         if choice != self.current:
-            self._candidate, self._candidate_frames = None, 0
+            self._candidates = {}
         self.current = choice
         if choice.mode != "all-robot":
             self._since_link = 0

@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from common.observability import LATENCY_BUCKETS, Metrics
 from common.results import InferenceResult
-from robot_inference.stream.controller import LinkEstimate
+from robot_inference.stream.link_estimate import LinkEstimate
 
 
 class StreamMetrics:

@@ -19,7 +19,8 @@ from common.errors import InvalidArgument, SplitComputingError
 from common.service_api import refuse_handshake
 from robot_inference.edge_fleet import EdgeFleet
 from robot_inference.pipeline import RobotPipeline
-from robot_inference.stream.controller import Controller, LinkEstimate, choices_for
+from robot_inference.stream.controller import Controller, choices_for
+from robot_inference.stream.link_estimate import LinkEstimate
 from robot_inference.stream.metrics import StreamMetrics
 from robot_inference.stream.options import StreamOptions, parse_options
 from robot_inference.stream.session import FrameLink, StreamSession

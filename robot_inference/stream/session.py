@@ -126,6 +126,7 @@ class StreamSession:
 
     def _arrive(self, data: bytes) -> None:
         frame = _Frame(self._ticket(), data, time.perf_counter())
+        self.controller.frame_arrived(frame.arrived * 1e3)
         if len(self._waiting) >= self.options.queue:
             dropped = self._waiting.popleft() if self.options.drop == "oldest" else frame
             self._drop(

@@ -14,7 +14,15 @@ import pytest
 from common.postprocess.answers import Answer
 from common.results import InferenceResult, Providers, WireBytes
 from common.timing import Stage
-from robot_inference.stream.controller import PROBE_EVERY, PROBE_EVERY_MAX, Choice, Controller, LinkEstimate
+from robot_inference.stream.controller import (
+    HOLD_FRAMES,
+    HOLD_FRAMES_MAX,
+    PROBE_EVERY,
+    PROBE_EVERY_MAX,
+    Choice,
+    Controller,
+)
+from robot_inference.stream.link_estimate import LinkEstimate
 
 SPLIT = "a" * 64
 ROBOT_HEAD_MS = 8.0
@@ -30,14 +38,15 @@ def choices(with_robot: bool = True) -> list[Choice]:
     return [*out, Choice("all-robot", SPLIT, None, 1.0)] if with_robot else out
 
 
-def answered(choice: Choice, mbps: float) -> InferenceResult:
-    """What the robot measures for one frame of ``choice`` on a link of ``mbps``."""
+def answered(choice: Choice, mbps: float, burst: int = 0) -> InferenceResult:
+    """What the robot measures for one frame of ``choice`` on a link of ``mbps`` (``burst``: bytes a token bucket
+    lets through at once, as tc tbf does after an idle moment)."""
     if choice.mode == "all-robot":
         stages = [Stage(name="model", where="robot", ms=FULL_MODEL_MS)]
         sent = 0
     else:
         sent = BYTES[choice.bits or 8]
-        wire_ms = RTT_MS + (sent + 500) * 8 / (mbps * 1e3)
+        wire_ms = RTT_MS + max(sent + 500 - burst, 0) * 8 / (mbps * 1e3)
         stages = [
             Stage(name="head", where="robot", ms=ROBOT_HEAD_MS),
             Stage(name="network", where="link", ms=wire_ms),
@@ -61,12 +70,12 @@ def answered(choice: Choice, mbps: float) -> InferenceResult:
     )
 
 
-def run(controller: Controller, schedule: list[float]) -> list[Choice]:
+def run(controller: Controller, schedule: list[float], burst: int = 0) -> list[Choice]:
     picked = []
     for mbps in schedule:
         decision = controller.choose()
         picked.append(decision.choice)
-        controller.observe(decision.choice, answered(decision.choice, mbps))
+        controller.observe(decision.choice, answered(decision.choice, mbps, burst))
     return picked
 
 
@@ -90,6 +99,48 @@ def test_it_climbs_back_only_after_holding_and_does_not_flap() -> None:
     assert recovered[0] == 2 and recovered[-1] == 8, recovered
     switches = sum(1 for a, b in itertools.pairwise(bits) if a != b)
     assert switches <= 4, bits  # down once or twice at the start, up once (hysteresis), no back and forth
+
+
+def test_a_step_up_that_missed_waits_longer_before_the_next_try() -> None:
+    # 1 Mbit/s behind a 4 kB burst: a 2-bit frame (4.5 kB) seems to cross at 9 Mbit/s, so 8 bits looks as if it
+    # fits, and then takes 100 ms on the wire. Each such try misses the 40 ms deadline.
+    controller = Controller(choices(with_robot=False), deadline_ms=40.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    picked = run(controller, [1.0] * 400, burst=4_000)
+    ups = [i for i, c in enumerate(picked) if i and (c.bits or 0) > (picked[i - 1].bits or 0)]
+    gaps = [b - a for a, b in itertools.pairwise(ups)]
+    assert len(ups) <= 12, ups  # with one hold of 3 frames: every 5 frames, 80 times
+    assert gaps and gaps[-1] >= HOLD_FRAMES_MAX, gaps
+    assert sum(1 for c in picked[200:] if c.bits == 2) >= 180
+    # And no step skips a width: 2 -> 8 would quadruple the bytes on a link that was not seen to carry them.
+    assert all(picked[i].bits != 8 or picked[i - 1].bits != 2 for i in ups), [c.bits for c in picked[:60]]
+
+
+@pytest.mark.parametrize(("fps", "bits"), [(20.0, 4), (10.0, 8)])
+def test_a_choice_whose_frames_would_queue_on_the_link_does_not_fit(fps: float, bits: int) -> None:
+    # 2 Mbit/s: one 8-bit frame (16.5 kB: 66 ms on the wire, 80 ms in all) fits a 100 ms deadline, but at 20
+    # frames/s the next frame comes after 50 ms and would wait behind it; at 10 frames/s it would not.
+    controller = Controller(choices(with_robot=False), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    picked = []
+    for n in range(20):
+        controller.frame_arrived(n * 1e3 / fps)
+        decision = controller.choose()
+        picked.append(decision.choice.bits)
+        controller.observe(decision.choice, answered(decision.choice, 2.0))
+    assert set(picked[-8:]) == {bits}, picked
+
+
+@pytest.mark.parametrize(("fps", "mode"), [(10.0, "all-robot"), (15.0, "split")])
+def test_a_robot_whose_compute_takes_longer_than_the_camera_pace_does_not_fit(fps: float, mode: str) -> None:
+    # The full model takes 70 ms on the robot: within a 100 ms deadline, and within 90 % of the 100 ms between
+    # frames at 10 frames/s; at 15 frames/s (67 ms) the robot would fall behind the camera.
+    controller = Controller(choices(), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    picked = []
+    for n in range(30):
+        controller.frame_arrived(n * 1e3 / fps)
+        decision = controller.choose()
+        picked.append(decision.choice.mode)
+        controller.observe(decision.choice, answered(decision.choice, 50.0))
+    assert picked[-10:].count(mode) >= 9, picked
 
 
 def test_nothing_fits_means_the_fastest() -> None:
@@ -134,6 +185,20 @@ def test_probes_that_miss_the_deadline_are_spaced_out_and_a_recovered_link_bring
     assert [b - a for a, b in itertools.pairwise(later)][-2:] == [PROBE_EVERY, PROBE_EVERY], later
 
 
+def test_a_probe_as_faithful_as_the_robot_is_sent_only_where_it_is_expected_in_time() -> None:
+    # The robot meets the deadline; 8 bits is as faithful but its 16 kB take 130 ms at 1 Mbit/s, 2 bits 36 ms.
+    both = [
+        Choice("split", SPLIT, 8, 1.0, BYTES[8]),
+        Choice("split", SPLIT, 2, FIDELITY[2], BYTES[2]),
+        Choice("all-robot", SPLIT, None, 1.0),
+    ]
+    controller = Controller(both, deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    picked = run(controller, [1.0] * 200)
+    probes = [c.bits for c in picked if c.mode == "split"]
+    assert probes[0] == 8 and set(probes[1:]) == {2}, probes  # once the link was seen slow: the probe in time
+    assert len(probes) >= 15  # and those meet the deadline, so probing stays every PROBE_EVERY frames
+
+
 def test_frames_that_queue_behind_a_busy_robot_count_against_its_plan() -> None:
     # The robot's 70 ms of compute fits a 100 ms deadline, but frames come faster than that: each waits ~80 ms.
     controller = Controller(choices(), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
@@ -146,6 +211,36 @@ def test_frames_that_queue_behind_a_busy_robot_count_against_its_plan() -> None:
         controller.observe(decision.choice, result, latency)
     assert picked[0].mode == "all-robot"
     assert {c.mode for c in picked[-5:]} == {"split"}, [c.key for c in picked]
+
+
+def test_a_robot_that_cannot_keep_up_is_retried_less_and_less_often() -> None:
+    # As above, but for 600 frames: each time the robot is tried it queues frames again.
+    controller = Controller(choices(), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    picked = []
+    for _ in range(600):
+        decision = controller.choose()
+        picked.append(decision.choice)
+        result = answered(decision.choice, 50.0)
+        latency = result.total_ms + (80.0 if decision.choice.mode == "all-robot" else 0.0)
+        controller.observe(decision.choice, result, latency)
+    tries = [i for i, c in enumerate(picked) if c.mode == "all-robot" and picked[i - 1].mode != "all-robot"]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    assert 3 <= len(tries) <= 8, tries  # tried again (the load that made it wait may have passed): not every 19th
+    assert gaps[-1] >= 2 * gaps[0], gaps  # frame as with one fading rate, and less and less often
+
+
+def test_a_better_choice_is_not_kept_waiting_behind_one_on_a_long_hold() -> None:
+    # At 2 bits on a fast link; the robot (the best fidelity, and it fits) has failed its steps up before, so its
+    # hold is the longest. While it waits that out, 4 and then 8 bits, which have not failed, take over.
+    controller = Controller(choices(), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    run(controller, [50.0] * 5)  # every cost seen once
+    two, robot = controller.choices[0], controller.choices[3]
+    controller._switch(two)
+    controller._hold[robot.key] = HOLD_FRAMES_MAX
+    picked = run(controller, [50.0] * (HOLD_FRAMES_MAX + 20))
+    bits = [c.bits for c in picked]
+    assert 8 in bits[: 2 * HOLD_FRAMES + 2], bits  # 2 -> 4 -> 8, a hold each, not 48 frames at 2 bits
+    assert picked[-1].mode == "all-robot", [c.key for c in picked]  # and the robot's turn comes after its hold
 
 
 def test_frames_in_flight_together_do_not_hide_the_link_rate() -> None:
