@@ -12,8 +12,8 @@ Each is judged by its held-out fidelity (the manifest's; 1.0 for all-robot, for 
     each:      + the waiting seen with it: a frame's latency (arrival to answer) beyond the above, smoothed; a
                robot slower than the camera queues frames, which no stage time shows. The waiting of a plan
                not in use fades, so it is tried again once the load that caused it may have passed; each time
-               a plan is left for missing the deadline it fades more slowly (a robot that cannot keep up
-               with the camera is not retried every second), and once it kept the deadline for
+               all-robot is left for missing the deadline it fades more slowly (a robot that cannot keep
+               up with the camera is not retried every second), and once it kept the deadline for
                ``FORGIVEN_AFTER`` frames in a row it fades at the first rate again
 
 Compute times are smoothed from the frames themselves (an exponential average, ``COMPUTE_ALPHA``); bytes per
@@ -231,14 +231,20 @@ class Controller:
 
     def _within_ramp(self, choice: Choice, current: Choice | None) -> bool:
         """At most twice the bytes per frame of the current choice or, answering on the robot, of the last frame
-        the link carried (a probe); off the link, or before the link carried anything, anything goes."""
+        the link carried (a probe), or the next larger choice; off the link, or before the link carried anything,
+        anything goes."""
         if choice.mode == "all-robot":
             return True
         if current is not None and current.mode != "all-robot":
             reference: float | None = self.expected_bytes(current)
         else:
             reference = self._last_link_bytes
-        return reference is None or self.expected_bytes(choice) <= RAMP * max(reference, 1.0)
+        if reference is None or self.expected_bytes(choice) <= RAMP * max(reference, 1.0):
+            return True
+        # The next rung is always within reach: coded sizes grow by more than twice from one width to the next on
+        # some images, and a ramp that excluded them all would hold the stream at its narrowest width for good.
+        larger = [self.expected_bytes(c) for c in self.choices if c.mode != "all-robot"]
+        return self.expected_bytes(choice) <= min((b for b in larger if b > reference), default=0.0)
 
     def _forget_waiting(self) -> None:
         """Waiting seen with a plan that is not in use fades (it halves in about 14 frames): it was the load of its
@@ -249,7 +255,10 @@ class Controller:
                 waiting[key] *= fade.get(key, WAITING_FADE)
 
     def _left_for_missing(self, choice: Choice) -> None:
-        """Left because it was predicted to miss: its waiting is forgotten half as fast as before."""
+        """Left because it was predicted to miss: the robot's waiting is forgotten half as fast as before. (A plan
+        over the link waited in the link, which the bandwidth estimate follows: its waiting fades at one rate.)"""
+        if choice.mode != "all-robot":
+            return
         fade = self.costs.waiting_fade.get(choice.key, WAITING_FADE)
         self.costs.waiting_fade[choice.key] = min(1 - (1 - fade) / 2, WAITING_FADE_SLOWEST)
         self.costs.kept[choice.key] = 0

@@ -45,7 +45,7 @@ def answered(choice: Choice, mbps: float, burst: int = 0) -> InferenceResult:
         stages = [Stage(name="model", where="robot", ms=FULL_MODEL_MS)]
         sent = 0
     else:
-        sent = BYTES[choice.bits or 8]
+        sent = choice.prior_bytes or BYTES[choice.bits or 8]
         wire_ms = RTT_MS + max(sent + 500 - burst, 0) * 8 / (mbps * 1e3)
         stages = [
             Stage(name="head", where="robot", ms=ROBOT_HEAD_MS),
@@ -141,6 +141,16 @@ def test_a_robot_whose_compute_takes_longer_than_the_camera_pace_does_not_fit(fp
         picked.append(decision.choice.mode)
         controller.observe(decision.choice, answered(decision.choice, 50.0))
     assert picked[-10:].count(mode) >= 9, picked
+
+
+def test_the_next_width_is_in_reach_even_when_it_more_than_doubles_the_bytes() -> None:
+    # Coded sizes: 2 bits 3 kB, 4 bits 8 kB, 8 bits 16 kB. From 2 bits, twice the bytes reaches nothing: the next
+    # rung (4 bits) is still a step, and from there 8 bits.
+    sizes = {2: 3_000, 4: 8_000, 8: 16_000}
+    ladder = [Choice("split", SPLIT, bits, FIDELITY[bits], sizes[bits]) for bits in (2, 4, 8)]
+    controller = Controller(ladder, deadline_ms=40.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    picked = run(controller, [2.0] * 10 + [50.0] * 20)
+    assert picked[-1].bits == 8, [c.bits for c in picked]
 
 
 def test_nothing_fits_means_the_fastest() -> None:
@@ -241,6 +251,22 @@ def test_a_better_choice_is_not_kept_waiting_behind_one_on_a_long_hold() -> None
     bits = [c.bits for c in picked]
     assert 8 in bits[: 2 * HOLD_FRAMES + 2], bits  # 2 -> 4 -> 8, a hold each, not 48 frames at 2 bits
     assert picked[-1].mode == "all-robot", [c.key for c in picked]  # and the robot's turn comes after its hold
+
+
+def test_waiting_seen_on_a_thin_link_does_not_keep_its_plans_out_once_the_link_is_back() -> None:
+    # On a thin link the wider codes queue (300 ms beyond their prediction); once the link is fast again they take
+    # over as the hold allows, without waiting for that queueing to be forgotten at the robot's slow rate.
+    controller = Controller(choices(with_robot=False), deadline_ms=40.0, link=LinkEstimate(rtt_ms=RTT_MS))
+    picked = []
+    for mbps in [2.0] * 200 + [50.0] * 100:
+        decision = controller.choose()
+        picked.append(decision.choice.bits)
+        result = answered(decision.choice, mbps, burst=4_000)
+        queued = 300.0 if mbps < 10 and (decision.choice.bits or 0) > 2 else 0.0
+        controller.observe(decision.choice, result, result.total_ms + queued)
+    # At most the longest hold for the first step and a short one for the next (and a few frames for the estimate).
+    assert 8 in picked[200 : 200 + HOLD_FRAMES_MAX + 2 * HOLD_FRAMES + 5], picked[200:]
+    assert picked[-20:] == [8] * 20, picked[200:]
 
 
 def test_frames_in_flight_together_do_not_hide_the_link_rate() -> None:
