@@ -8,6 +8,7 @@ are the real classes the robot runs.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 
@@ -79,6 +80,35 @@ def run(controller: Controller, schedule: list[float], burst: int = 0) -> list[C
     return picked
 
 
+def run_waiting(
+    controller: Controller,
+    schedule: list[float],
+    extra_ms: Callable[[Choice, float], float],
+    fps: float | None = None,
+    burst: int = 0,
+) -> list[Choice]:
+    """As run, each frame answered ``extra_ms(choice, mbps)`` later than its compute and link say (frames queued
+    somewhere), and with ``fps`` the camera's frames arriving at that pace."""
+    picked = []
+    for n, mbps in enumerate(schedule):
+        if fps is not None:
+            controller.frame_arrived(n * 1e3 / fps)
+        decision = controller.choose()
+        picked.append(decision.choice)
+        result = answered(decision.choice, mbps, burst)
+        controller.observe(decision.choice, result, result.total_ms + extra_ms(decision.choice, mbps))
+    return picked
+
+
+def no_wait(choice: Choice, mbps: float) -> float:
+    return 0.0
+
+
+def robot_queues(choice: Choice, mbps: float) -> float:
+    """The robot is slower than the camera: each frame it answers waited ~80 ms for it."""
+    return 80.0 if choice.mode == "all-robot" else 0.0
+
+
 def test_it_follows_a_rate_drop_within_three_frames() -> None:
     controller = Controller(choices(with_robot=False), deadline_ms=40.0, link=LinkEstimate(rtt_ms=RTT_MS))
     # 50 Mbit/s: 8 bits costs about 8 + 2 + 2.7 + 4 ms. At 2 Mbit/s only 2 bits fits (4 kB: 18 ms on the wire).
@@ -120,12 +150,7 @@ def test_a_choice_whose_frames_would_queue_on_the_link_does_not_fit(fps: float, 
     # 2 Mbit/s: one 8-bit frame (16.5 kB: 66 ms on the wire, 80 ms in all) fits a 100 ms deadline, but at 20
     # frames/s the next frame comes after 50 ms and would wait behind it; at 10 frames/s it would not.
     controller = Controller(choices(with_robot=False), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
-    picked = []
-    for n in range(20):
-        controller.frame_arrived(n * 1e3 / fps)
-        decision = controller.choose()
-        picked.append(decision.choice.bits)
-        controller.observe(decision.choice, answered(decision.choice, 2.0))
+    picked = [c.bits for c in run_waiting(controller, [2.0] * 20, no_wait, fps)]
     assert set(picked[-8:]) == {bits}, picked
 
 
@@ -134,12 +159,7 @@ def test_a_robot_whose_compute_takes_longer_than_the_camera_pace_does_not_fit(fp
     # The full model takes 70 ms on the robot: within a 100 ms deadline, and within 90 % of the 100 ms between
     # frames at 10 frames/s; at 15 frames/s (67 ms) the robot would fall behind the camera.
     controller = Controller(choices(), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
-    picked = []
-    for n in range(30):
-        controller.frame_arrived(n * 1e3 / fps)
-        decision = controller.choose()
-        picked.append(decision.choice.mode)
-        controller.observe(decision.choice, answered(decision.choice, 50.0))
+    picked: list[str] = [c.mode for c in run_waiting(controller, [50.0] * 30, no_wait, fps)]
     assert picked[-10:].count(mode) >= 9, picked
 
 
@@ -212,13 +232,7 @@ def test_a_probe_as_faithful_as_the_robot_is_sent_only_where_it_is_expected_in_t
 def test_frames_that_queue_behind_a_busy_robot_count_against_its_plan() -> None:
     # The robot's 70 ms of compute fits a 100 ms deadline, but frames come faster than that: each waits ~80 ms.
     controller = Controller(choices(), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
-    picked = []
-    for _ in range(12):
-        decision = controller.choose()
-        picked.append(decision.choice)
-        result = answered(decision.choice, 50.0)
-        latency = result.total_ms + (80.0 if decision.choice.mode == "all-robot" else 0.0)
-        controller.observe(decision.choice, result, latency)
+    picked = run_waiting(controller, [50.0] * 12, robot_queues)
     assert picked[0].mode == "all-robot"
     assert {c.mode for c in picked[-5:]} == {"split"}, [c.key for c in picked]
 
@@ -226,13 +240,7 @@ def test_frames_that_queue_behind_a_busy_robot_count_against_its_plan() -> None:
 def test_a_robot_that_cannot_keep_up_is_retried_less_and_less_often() -> None:
     # As above, but for 600 frames: each time the robot is tried it queues frames again.
     controller = Controller(choices(), deadline_ms=100.0, link=LinkEstimate(rtt_ms=RTT_MS))
-    picked = []
-    for _ in range(600):
-        decision = controller.choose()
-        picked.append(decision.choice)
-        result = answered(decision.choice, 50.0)
-        latency = result.total_ms + (80.0 if decision.choice.mode == "all-robot" else 0.0)
-        controller.observe(decision.choice, result, latency)
+    picked = run_waiting(controller, [50.0] * 600, robot_queues)
     tries = [i for i, c in enumerate(picked) if c.mode == "all-robot" and picked[i - 1].mode != "all-robot"]
     gaps = [b - a for a, b in itertools.pairwise(tries)]
     assert 3 <= len(tries) <= 8, tries  # tried again (the load that made it wait may have passed): not every 19th
@@ -257,13 +265,12 @@ def test_waiting_seen_on_a_thin_link_does_not_keep_its_plans_out_once_the_link_i
     # On a thin link the wider codes queue (300 ms beyond their prediction); once the link is fast again they take
     # over as the hold allows, without waiting for that queueing to be forgotten at the robot's slow rate.
     controller = Controller(choices(with_robot=False), deadline_ms=40.0, link=LinkEstimate(rtt_ms=RTT_MS))
-    picked = []
-    for mbps in [2.0] * 200 + [50.0] * 100:
-        decision = controller.choose()
-        picked.append(decision.choice.bits)
-        result = answered(decision.choice, mbps, burst=4_000)
-        queued = 300.0 if mbps < 10 and (decision.choice.bits or 0) > 2 else 0.0
-        controller.observe(decision.choice, result, result.total_ms + queued)
+
+    def wide_codes_queue(choice: Choice, mbps: float) -> float:
+        return 300.0 if mbps < 10 and (choice.bits or 0) > 2 else 0.0
+
+    schedule = [2.0] * 200 + [50.0] * 100
+    picked = [c.bits for c in run_waiting(controller, schedule, wide_codes_queue, burst=4_000)]
     # At most the longest hold for the first step and a short one for the next (and a few frames for the estimate).
     assert 8 in picked[200 : 200 + HOLD_FRAMES_MAX + 2 * HOLD_FRAMES + 5], picked[200:]
     assert picked[-20:] == [8] * 20, picked[200:]
