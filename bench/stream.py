@@ -119,11 +119,7 @@ def stream_once(
         sent = 0
         receiver = threading.Thread(target=receive, daemon=True)
         receiver.start()
-        boundaries = []
-        elapsed = 0.0
-        for seconds, rate in schedule:
-            boundaries.append((elapsed, rate))
-            elapsed += seconds
+        boundaries = list(zip(starts(schedule), (rate for _, rate in schedule), strict=True))
         current_rate: float | None = -1.0
         while (now := time.perf_counter() - start) < total_s:
             rate = [r for at, r in boundaries if at <= now][-1]
@@ -229,9 +225,28 @@ def choice_counts(frames: list[FrameLog]) -> dict[str, int]:
 
 
 def stage_medians(frames: list[FrameLog]) -> dict[str, float]:
+    """Each stage's median over the answered frames that went through it."""
     answered = [f for f in frames if f.status == "ok" and f.stages]
     names = sorted({n for f in answered for n in f.stages})
-    return {n: round(statistics.median(f.stages[n] for f in answered if n in f.stages), 2) for n in names}
+    return {n: round(statistics.median(f.stages[n] for f in answered if n in f.stages), 3) for n in names}
+
+
+def segment_summary(
+    frames: list[FrameLog],
+    at: float,
+    seconds: float,
+    rate: float | None,
+    deadline_ms: float,
+    reference: dict[int, int],
+) -> dict[str, Any]:
+    """One part of the schedule: the frames sent in it, summarised as a whole run is, with choices and stages."""
+    inside = [f for f in frames if at <= f.sent_at < at + seconds]
+    return {
+        "rate_mbit": rate,
+        **summarise(inside, seconds, deadline_ms, reference),
+        "choices": choice_counts(inside),
+        "stage_p50_ms": stage_medians(inside),
+    }
 
 
 def pipelining(bed: Testbed, frames: Sequence[bytes], seconds: float, rate: float | None) -> list[dict[str, Any]]:
@@ -250,10 +265,7 @@ def pipelining(bed: Testbed, frames: Sequence[bytes], seconds: float, rate: floa
                 "in_flight": in_flight,
                 "answered_per_s": round(len(answered) / seconds, 2),
                 "p50_ms": round(statistics.median(f.latency_ms or 0 for f in answered), 2) if answered else None,
-                "stage_p50_ms": {
-                    name: round(statistics.median(f.stages.get(name, 0.0) for f in answered), 3)
-                    for name in sorted({n for f in answered for n in f.stages})
-                },
+                "stage_p50_ms": stage_medians(answered),
             }
         )
     return out
@@ -286,14 +298,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for run_ in runs.values():
             run_.summary = summarise(run_.frames, total, args.deadline_ms, reference)
             run_.summary["segments"] = [
-                {
-                    "rate_mbit": rate,
-                    **summarise(
-                        [f for f in run_.frames if at <= f.sent_at < at + seconds], seconds, args.deadline_ms, reference
-                    ),
-                    "choices": choice_counts([f for f in run_.frames if at <= f.sent_at < at + seconds]),
-                    "stage_p50_ms": stage_medians([f for f in run_.frames if at <= f.sent_at < at + seconds]),
-                }
+                segment_summary(run_.frames, at, seconds, rate, args.deadline_ms, reference)
                 for at, (seconds, rate) in zip(starts(schedule), schedule, strict=True)
             ]
             print(run_.policy, json.dumps(run_.summary), flush=True)
@@ -385,9 +390,9 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="more split points deployed beside --point for the adaptive plan (comma-separated)",
     )
-    # Measured on the 2-vCPU VM (docs/streams.md): at 15 % of a core all-robot cannot keep up with the camera (84 to
-    # 86 % missed) while a split at 2 bits meets nearly every deadline, so the link decides; at 18 % the robot keeps
-    # up in some minutes and not in others; at 25 % it always does, and there is nothing to choose.
+    # Measured on the 2-vCPU VM (docs/streams.md): at 15 % of a core all-robot cannot keep up with the camera
+    # (84 to 90 % missed over 5 runs) while a split at 2 bits meets most deadlines, so the link decides; at 18 % the
+    # robot keeps up in some minutes and not in others; at 25 % it always does, and there is nothing to choose.
     parser.add_argument("--robot-cpu", type=float, default=15.0, help="percent of one core the robot may use")
     parser.add_argument("--policies", type=lambda s: s.split(","), default=list(POLICIES))
     parser.add_argument("--pipeline-seconds", type=float, default=8.0)
