@@ -105,3 +105,28 @@ def test_greyscale_model_gets_one_channel() -> None:
     batch = preprocess(decode_image((SAMPLES / "coffee.jpg").read_bytes(), "L"), spec)
     assert batch.shape == (1, 1, 28, 28)
     assert batch.min() >= -1.0 and batch.max() <= 1.0
+
+
+@pytest.mark.parametrize(("color", "order"), [("RGB", "RGB"), ("RGB", "BGR"), ("L", "RGB")])
+def test_preprocess_gives_the_float32_recipe_bit_for_bit(color: str, order: str) -> None:
+    # The channel-first buffer must hold exactly what (pixels - mean / scale) * (scale / std) gives channel-last.
+    channels = 3 if color == "RGB" else 1
+    spec = Preprocessing(
+        resize_shorter_to=224,
+        crop=[224, 200],
+        mean=[0.485, 0.456, 0.406][:channels],
+        std=[0.229, 0.224, 0.225][:channels],
+        color=color,
+        channel_order=order,
+        resize="stretch",
+    )
+    shape = (300, 410, 3) if channels == 3 else (300, 410)
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8))
+    pixels = np.asarray(image.resize((200, 224), Image.Resampling.BILINEAR), dtype=np.float32)
+    pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels[:, :, ::-1] if order == "BGR" else pixels
+    mean = np.asarray(spec.mean, dtype=np.float32) / spec.scale
+    inv_std = spec.scale / np.asarray(spec.std, dtype=np.float32)
+    expected = ((pixels - mean) * inv_std).transpose(2, 0, 1)[None]
+    batch = preprocess(image, spec)
+    assert batch.flags.c_contiguous and batch.dtype == np.float32
+    assert np.array_equal(batch, expected)
